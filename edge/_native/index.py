@@ -1,0 +1,262 @@
+"""``NativeIndex``: the C core's key -> slot index, every return code checked.
+
+The wrapper is deliberately thin: one method per C function, statuses turned into ``edge.errors``
+exceptions, numpy arrays passed zero-copy with ``ffi.from_buffer``. Like the C index it is not
+thread-safe; ``PagedCache`` serialises access with its lock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.errors import error_for_status
+
+try:
+    from edge._native._edge_core import ffi, lib
+except ImportError as exc:  # pragma: no cover - exercised only on a broken install
+    raise ImportError(
+        "edge's C core (edge._native._edge_core) is not built. Install the package with "
+        "`pip install .` (or `make install` in a checkout), which compiles native/ through cffi; "
+        f"a C compiler and the Python headers are required. Original error: {exc}"
+    ) from exc
+
+N_FEATURES: int = lib.EDGE_N_FEATURES
+FEATURE_NAMES: tuple[str, ...] = ("age", "size", "accesses", "iat", "load_cost", "residency")
+assert len(FEATURE_NAMES) == N_FEATURES
+
+_OK = lib.EDGE_OK
+_NOT_FOUND = lib.EDGE_ERR_NOT_FOUND
+REPLAY_POLICIES = {"lru": lib.EDGE_REPLAY_LRU, "fifo": lib.EDGE_REPLAY_FIFO}
+
+
+def _raise(status: int, what: str) -> None:
+    raise error_for_status(status, f"{what}: {ffi.string(lib.edge_status_str(status)).decode()}")
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    key: int
+    size: int
+    accesses: int
+    inserted_at: float
+    last_access: float
+    iat_ewma: float
+    load_cost: float
+    pin_count: int
+    flags: int
+
+
+@dataclass(frozen=True)
+class Totals:
+    count: int
+    pinned_count: int
+    bytes: int
+    pinned_bytes: int
+    capacity: int
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    hits: int
+    bytes_hit: int
+    evictions: int
+    requests: int
+
+
+class NativeIndex:
+    """Key (uint64) -> slot index with LRU order, pins and per-slot access statistics."""
+
+    def __init__(self, initial_capacity: int = 0, seed: int = 0) -> None:
+        out = ffi.new("edge_index **")
+        status = lib.edge_index_init(out, initial_capacity, seed & 0xFFFFFFFFFFFFFFFF)
+        if status != _OK:
+            _raise(status, "edge_index_init")
+        self._ptr = ffi.gc(out[0], lib.edge_index_free)
+        # Reused out-parameters: the index is single-threaded by contract, so one of each is enough
+        # and the hit path allocates nothing.
+        self._slot = ffi.new("int32_t *")
+        self._n = ffi.new("uint32_t *")
+
+    # -- single keys ------------------------------------------------------------------------
+
+    def lookup(self, key: int) -> int:
+        """Slot of ``key`` or -1, without recording an access."""
+        status = lib.edge_index_lookup(self._ptr, key, self._slot)
+        if status not in (_OK, _NOT_FOUND):
+            _raise(status, "edge_index_lookup")
+        return self._slot[0]
+
+    def touch(self, key: int, now: float) -> int:
+        """Record an access; the slot, or -1 if ``key`` is not resident."""
+        status = lib.edge_index_touch(self._ptr, key, now, self._slot)
+        if status not in (_OK, _NOT_FOUND):
+            _raise(status, "edge_index_touch")
+        return self._slot[0]
+
+    def acquire(self, key: int, now: float) -> int:
+        """Touch and pin ``key``; the slot, or -1 (nothing changed) if it is not resident."""
+        status = lib.edge_index_acquire(self._ptr, key, now, self._slot)
+        if status not in (_OK, _NOT_FOUND):
+            _raise(status, "edge_index_acquire")
+        return self._slot[0]
+
+    def acquire_slot(self, slot: int, now: float) -> None:
+        status = lib.edge_index_acquire_slot(self._ptr, slot, now)
+        if status != _OK:
+            _raise(status, f"edge_index_acquire_slot(slot={slot})")
+
+    def raw_hit_path(self):
+        """``(ptr, acquire_slot, unpin, raise_status)`` for PagedCache's hit path, where one
+        Python-level call per operation is a measurable share of the cost. The caller must check
+        every status with ``raise_status(status, what)``."""
+        return self._ptr, lib.edge_index_acquire_slot, lib.edge_index_unpin, _raise
+
+    def insert(self, key: int, size: int, now: float, load_cost: float = 0.0, pins: int = 0) -> int:
+        status = lib.edge_index_insert(self._ptr, key, size, load_cost, now, pins, self._slot)
+        if status != _OK:
+            _raise(status, f"edge_index_insert(key={key}, size={size})")
+        return self._slot[0]
+
+    def remove(self, key: int) -> None:
+        status = lib.edge_index_remove(self._ptr, key)
+        if status != _OK:
+            _raise(status, f"edge_index_remove(key={key})")
+
+    def pin(self, slot: int) -> None:
+        status = lib.edge_index_pin(self._ptr, slot)
+        if status != _OK:
+            _raise(status, f"edge_index_pin(slot={slot})")
+
+    def unpin(self, slot: int) -> None:
+        status = lib.edge_index_unpin(self._ptr, slot)
+        if status != _OK:
+            _raise(status, f"edge_index_unpin(slot={slot})")
+
+    def set_flags(self, slot: int, flags: int) -> None:
+        status = lib.edge_index_set_flags(self._ptr, slot, flags)
+        if status != _OK:
+            _raise(status, f"edge_index_set_flags(slot={slot})")
+
+    def slot_info(self, slot: int) -> SlotInfo:
+        info = ffi.new("edge_slot_info *")
+        status = lib.edge_index_slot_info(self._ptr, slot, info)
+        if status != _OK:
+            _raise(status, f"edge_index_slot_info(slot={slot})")
+        return SlotInfo(info.key, info.size, info.accesses, info.inserted_at, info.last_access,
+                        info.iat_ewma, info.load_cost, info.pin_count, info.flags)
+
+    def totals(self) -> Totals:
+        t = ffi.new("edge_index_totals *")
+        status = lib.edge_index_totals_get(self._ptr, t)
+        if status != _OK:
+            _raise(status, "edge_index_totals_get")
+        return Totals(t.count, t.pinned_count, t.bytes, t.pinned_bytes, t.capacity)
+
+    def pin_count(self, slot: int) -> int:
+        status = lib.edge_index_pin_count(self._ptr, slot, self._n)
+        if status != _OK:
+            _raise(status, f"edge_index_pin_count(slot={slot})")
+        return self._n[0]
+
+    # -- many keys --------------------------------------------------------------------------
+
+    def lookup_many(self, keys: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Slots (int32, -1 where absent) of a uint64 key array, in one C call."""
+        keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        if out is None:
+            out = np.empty(len(keys), dtype=np.int32)
+        status = lib.edge_index_lookup_many(
+            self._ptr, ffi.from_buffer("uint64_t[]", keys), len(keys),
+            ffi.from_buffer("int32_t[]", out, require_writable=True), self._n)
+        if status != _OK:
+            _raise(status, "edge_index_lookup_many")
+        return out
+
+    def touch_many(self, keys: np.ndarray, now: float) -> np.ndarray:
+        keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        out = np.empty(len(keys), dtype=np.int32)
+        status = lib.edge_index_touch_many(
+            self._ptr, ffi.from_buffer("uint64_t[]", keys), len(keys), now,
+            ffi.from_buffer("int32_t[]", out, require_writable=True), self._n)
+        if status != _OK:
+            _raise(status, "edge_index_touch_many")
+        return out
+
+    # -- eviction candidates ----------------------------------------------------------------
+
+    def walk_lru(self, k: int, skip_pinned: bool = True) -> list[int]:
+        """Up to ``k`` slots from the least-recently-used end (pinned ones passed over)."""
+        buf = ffi.new("int32_t[]", max(k, 1))
+        status = lib.edge_index_walk_lru(self._ptr, k, int(skip_pinned), buf, self._n)
+        if status != _OK:
+            _raise(status, "edge_index_walk_lru")
+        return ffi.unpack(buf, self._n[0])
+
+    def lru_victim(self) -> int:
+        """The least-recently-used unpinned slot, or -1 if every resident key is pinned."""
+        status = lib.edge_index_walk_lru(self._ptr, 1, 1, self._slot, self._n)
+        if status != _OK:
+            _raise(status, "edge_index_walk_lru")
+        return self._slot[0] if self._n[0] else -1
+
+    def sample_unpinned(self, k: int) -> list[int]:
+        buf = ffi.new("int32_t[]", max(k, 1))
+        status = lib.edge_index_sample_unpinned(self._ptr, k, buf, self._n)
+        if status != _OK:
+            _raise(status, "edge_index_sample_unpinned")
+        return ffi.unpack(buf, self._n[0])
+
+    def features(self, slots, now: float, out: np.ndarray | None = None) -> np.ndarray:
+        """The (len(slots), N_FEATURES) float32 feature matrix, written in place into ``out``."""
+        slots = np.ascontiguousarray(slots, dtype=np.int32)
+        if out is None:
+            out = np.empty((len(slots), N_FEATURES), dtype=np.float32)
+        elif out.dtype != np.float32 or not out.flags.c_contiguous or out.shape[0] < len(slots) \
+                or out.shape[1] != N_FEATURES:
+            raise ValueError(f"out must be a C-contiguous float32 array of shape (>={len(slots)}, "
+                             f"{N_FEATURES})")
+        status = lib.edge_index_features(
+            self._ptr, ffi.from_buffer("int32_t[]", slots), len(slots), now,
+            ffi.from_buffer("float[]", out, require_writable=True))
+        if status != _OK:
+            _raise(status, "edge_index_features")
+        return out
+
+    # -- replay -----------------------------------------------------------------------------
+
+    def replay(self, policy: str, keys: np.ndarray, sizes: np.ndarray, budget: int,
+               times: np.ndarray | None = None, hits_out: np.ndarray | None = None) -> ReplayResult:
+        """Replay a whole trace in C with the built-in ``lru`` or ``fifo`` policy."""
+        if policy not in REPLAY_POLICIES:
+            raise ValueError(f"replay policy {policy!r} is not one of {sorted(REPLAY_POLICIES)}")
+        keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        sizes = np.ascontiguousarray(sizes, dtype=np.uint64)
+        if len(sizes) != len(keys):
+            raise ValueError(f"keys and sizes differ in length ({len(keys)} != {len(sizes)})")
+        times_ptr = ffi.NULL
+        if times is not None:
+            times = np.ascontiguousarray(times, dtype=np.float64)
+            times_ptr = ffi.from_buffer("double[]", times)
+        hits_ptr = ffi.NULL
+        if hits_out is not None:
+            if hits_out.dtype != np.uint8 or len(hits_out) < len(keys):
+                raise ValueError("hits_out must be a uint8 array at least as long as the trace")
+            hits_ptr = ffi.from_buffer("uint8_t[]", hits_out, require_writable=True)
+        counters = ffi.new("uint64_t[4]")
+        status = lib.edge_index_replay(
+            self._ptr, REPLAY_POLICIES[policy], ffi.from_buffer("uint64_t[]", keys),
+            ffi.from_buffer("uint64_t[]", sizes), times_ptr, len(keys), budget, hits_ptr,
+            counters + 0, counters + 1, counters + 2, counters + 3)
+        if status != _OK:
+            _raise(status, f"edge_index_replay (stopped at request {counters[3]})")
+        return ReplayResult(counters[0], counters[1], counters[2], counters[3])
+
+    # -- checking ---------------------------------------------------------------------------
+
+    def verify(self) -> None:
+        """Raise ``NativeCorrupt`` if any invariant of the C index is broken."""
+        status = lib.edge_index_verify(self._ptr)
+        if status != _OK:
+            _raise(status, "edge_index_verify")

@@ -1,0 +1,162 @@
+/*
+ * edge.h - the one public header of edge's C core.
+ *
+ * An index from 64-bit keys to slots with per-slot metadata, an intrusive LRU list and the
+ * operations the pager, its eviction policies and the trace simulator need on their hot paths.
+ *
+ * Conventions
+ *  - Every function returns an edge_status (EDGE_OK == 0); results come back through out
+ *    parameters. edge_status_str() names any status. Nothing here prints, exits or aborts.
+ *  - Every edge_<thing>_init has an edge_<thing>_free.
+ *  - Ownership: an edge_index owns all of its memory. Every pointer argument is borrowed for the
+ *    duration of the call only; output buffers are owned and sized by the caller.
+ *  - Not thread-safe: one index must be used by one thread at a time (the Python PagedCache
+ *    holds a lock around every call).
+ *  - Time is a double in caller-chosen units (seconds from a monotonic clock in the daemon,
+ *    virtual time in the simulator). The core never reads a clock itself.
+ *  - Allocation happens only in init, in insert when the slot arrays grow (capacity doubles and
+ *    the hash table is rebuilt), and never on lookup, touch, pin, unpin, walk or feature paths.
+ *  - A slot id is stable while its key is resident; after remove it may be reused by another key.
+ */
+#ifndef EDGE_H
+#define EDGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    EDGE_OK = 0,
+    EDGE_ERR_NOT_FOUND = 1, /* key not resident */
+    EDGE_ERR_EXISTS = 2,    /* insert of a key that is already resident */
+    EDGE_ERR_INVALID = 3,   /* bad argument: NULL pointer, bad slot id, zero size, ... */
+    EDGE_ERR_NOMEM = 4,     /* allocation failed; the index is unchanged */
+    EDGE_ERR_CORRUPT = 5,   /* edge_index_verify found a broken invariant */
+    EDGE_ERR_BUSY = 6       /* the slot is pinned (remove) or not pinned (unpin) */
+} edge_status;
+
+/* A static string naming the status; never NULL, never to be freed. */
+const char *edge_status_str(int status);
+
+typedef struct edge_index edge_index;
+
+/* Columns of the feature matrix written by edge_index_features, in this order. */
+enum {
+    EDGE_FEAT_AGE = 0,       /* now - last access */
+    EDGE_FEAT_SIZE = 1,      /* bytes */
+    EDGE_FEAT_ACCESSES = 2,  /* accesses since insert, the insert included */
+    EDGE_FEAT_IAT = 3,       /* EWMA of inter-access time; before a second access: now - insert */
+    EDGE_FEAT_LOAD_COST = 4, /* last load cost as given at insert (seconds in the daemon) */
+    EDGE_FEAT_RESIDENCY = 5, /* now - insert */
+    EDGE_N_FEATURES = 6
+};
+
+/* Weight of the newest inter-access gap in the EWMA estimate. */
+#define EDGE_IAT_EWMA_ALPHA 0.25
+
+typedef struct {
+    uint64_t key;
+    uint64_t size;
+    uint64_t accesses;
+    double inserted_at;
+    double last_access;
+    double iat_ewma;
+    double load_cost;
+    uint32_t pin_count;
+    uint32_t flags;
+} edge_slot_info;
+
+typedef struct {
+    uint32_t count;        /* resident keys */
+    uint32_t pinned_count; /* resident keys with pin_count > 0 */
+    uint64_t bytes;        /* sum of resident sizes */
+    uint64_t pinned_bytes; /* sum of sizes of pinned keys */
+    uint32_t capacity;     /* slots allocated (grows by doubling) */
+} edge_index_totals;
+
+/* ---- lifetime ---------------------------------------------------------------------------- */
+
+/* Creates an index with room for initial_capacity keys before it grows (0 -> a small default).
+ * seed drives edge_index_sample_unpinned only. On success *out owns a new index. */
+int edge_index_init(edge_index **out, uint32_t initial_capacity, uint64_t seed);
+/* Frees the index and everything it owns. NULL is accepted. */
+int edge_index_free(edge_index *idx);
+
+/* ---- single-key operations --------------------------------------------------------------- */
+
+/* Slot of key without recording an access; EDGE_ERR_NOT_FOUND (and *slot = -1) if absent. */
+int edge_index_lookup(const edge_index *idx, uint64_t key, int32_t *slot);
+/* Lookup that records an access at `now` and moves the key to the MRU end of the LRU list. */
+int edge_index_touch(edge_index *idx, uint64_t key, double now, int32_t *slot);
+/* touch + pin in one call: the cache hit path. */
+int edge_index_acquire(edge_index *idx, uint64_t key, double now, int32_t *slot);
+/* acquire by slot id, for callers that already hold the slot of a resident key (the cache hit
+ * path skips the hash probe this way). */
+int edge_index_acquire_slot(edge_index *idx, int32_t slot, double now);
+/* Inserts key at the MRU end with `pins` pins already taken. The index does not enforce a
+ * budget: the caller evicts first. size must be > 0. */
+int edge_index_insert(edge_index *idx, uint64_t key, uint64_t size, double load_cost, double now,
+                      uint32_t pins, int32_t *slot);
+/* Removes key; EDGE_ERR_BUSY if it is pinned (the index is then unchanged). */
+int edge_index_remove(edge_index *idx, uint64_t key);
+/* Adds / drops one pin. Unpin of an unpinned slot is EDGE_ERR_BUSY. */
+int edge_index_pin(edge_index *idx, int32_t slot);
+int edge_index_unpin(edge_index *idx, int32_t slot);
+/* Caller-defined flag bits of a slot (policies may keep a few bits of state here). */
+int edge_index_set_flags(edge_index *idx, int32_t slot, uint32_t flags);
+int edge_index_slot_info(const edge_index *idx, int32_t slot, edge_slot_info *out);
+/* The pin count alone: the cheap check policies make while scanning their queues. */
+int edge_index_pin_count(const edge_index *idx, int32_t slot, uint32_t *out);
+int edge_index_totals_get(const edge_index *idx, edge_index_totals *out);
+
+/* ---- many keys at once -------------------------------------------------------------------- */
+
+/* out_slots[i] = slot of keys[i] or -1; *n_found = how many were resident. No access recorded. */
+int edge_index_lookup_many(const edge_index *idx, const uint64_t *keys, uint32_t n,
+                           int32_t *out_slots, uint32_t *n_found);
+/* The same, recording an access at `now` for every resident key (in array order). */
+int edge_index_touch_many(edge_index *idx, const uint64_t *keys, uint32_t n, double now,
+                          int32_t *out_slots, uint32_t *n_found);
+
+/* ---- candidates for eviction ------------------------------------------------------------- */
+
+/* Walks from the LRU end towards the MRU end and writes up to k slots into out (caller-sized,
+ * k entries); with skip_pinned != 0 pinned slots are passed over. *n_out = slots written. */
+int edge_index_walk_lru(const edge_index *idx, uint32_t k, int skip_pinned, int32_t *out,
+                        uint32_t *n_out);
+/* Up to k distinct unpinned slots drawn uniformly without replacement (all of them when fewer
+ * than k are unpinned), from the index's seeded generator. */
+int edge_index_sample_unpinned(edge_index *idx, uint32_t k, int32_t *out, uint32_t *n_out);
+/* Writes the n x EDGE_N_FEATURES float32 matrix (row-major) of the given slots into out. */
+int edge_index_features(const edge_index *idx, const int32_t *slots, uint32_t n, double now,
+                        float *out);
+
+/* ---- trace replay (the simulator's fast path) -------------------------------------------- */
+
+enum { EDGE_REPLAY_LRU = 0, EDGE_REPLAY_FIFO = 1 };
+
+/* Replays n requests through this index under a byte budget with a built-in policy: a hit
+ * touches the key (LRU moves it to the MRU end; FIFO leaves the order alone); a miss evicts from
+ * the LRU end until the object fits, then inserts it. Objects larger than the budget are not
+ * admitted. times may be NULL (request i happens at time i). hits_out, if not NULL, receives
+ * 1 for a hit and 0 for a miss per request. The index keeps its final state; pinned keys are
+ * never evicted (EDGE_ERR_BUSY if pins leave no room, with *n_done requests replayed). */
+int edge_index_replay(edge_index *idx, int policy, const uint64_t *keys, const uint64_t *sizes,
+                      const double *times, uint64_t n, uint64_t budget, uint8_t *hits_out,
+                      uint64_t *n_hits, uint64_t *bytes_hit, uint64_t *n_evictions,
+                      uint64_t *n_done);
+
+/* ---- checking ---------------------------------------------------------------------------- */
+
+/* Checks every invariant (hash table <-> slots, LRU list, byte and pin totals, free list).
+ * EDGE_OK or EDGE_ERR_CORRUPT. O(capacity): for tests and debugging. */
+int edge_index_verify(const edge_index *idx);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EDGE_H */
