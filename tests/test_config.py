@@ -1,0 +1,114 @@
+"""Configuration: sizes, YAML policy files, and errors that name the key path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from edge.config import (
+    CacheConfig,
+    EdgeConfig,
+    dump_config,
+    format_bytes,
+    from_mapping,
+    load_config,
+    parse_bytes,
+    save_config,
+)
+from edge.errors import ConfigError
+
+POLICY_DIR = Path(__file__).resolve().parents[1] / "policies"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("512MiB", 512 * 2**20), ("2GB", 2 * 10**9), ("1.5 GiB", 3 * 2**29), ("64k", 65536),
+    ("100", 100), (4096, 4096), ("10 B", 10), ("3kb", 3000),
+])
+def test_parse_bytes(text, expected):
+    assert parse_bytes(text) == expected
+
+
+@pytest.mark.parametrize("bad, message", [
+    (0, "must be positive"), (-1, "must be positive"), ("-5MiB", "is not a size"),
+    ("12 furlongs", "is not a size"), ("", "is not a size"), (None, "byte count"),
+    (1.5, "byte count"), (True, "byte count"), ([1], "byte count"),
+])
+def test_parse_bytes_rejects(bad, message):
+    with pytest.raises(ValueError, match=message):
+        parse_bytes(bad, "budget")
+
+
+def test_format_bytes():
+    assert [format_bytes(n) for n in (2**28, 3 * 2**10, 1000)] == ["256MiB", "3KiB", "1000"]
+
+
+@pytest.mark.parametrize("path", sorted(POLICY_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_policy_files_load(path):
+    config = load_config(path)
+    assert config.cache.budget_bytes > 0
+    # And survive a round trip unchanged.
+    assert from_mapping(EdgeConfig, __import__("yaml").safe_load(dump_config(config))) == config
+
+
+def test_unknown_key_names_the_key_path(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\ncache:\n  budget: 1GiB\n  polcy: lru\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: cache.polcy: unknown key \(known keys: "
+                                          r"budget, load_workers, policy, policy_params\)"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("cache:\n  budget: lots\n", r"cache: budget 'lots' is not a size"),
+    ("cache:\n  budget: 0\n", r"cache: budget must be positive"),
+    ("cache:\n  policy: mru\n", r"unknown eviction policy 'mru'"),
+    ("cache:\n  load_workers: many\n", r"cache.load_workers: expected an integer, got 'many'"),
+    ("cache:\n  load_workers: 0\n", r"load_workers must be at least 1"),
+    ("cache:\n  policy: lru\n  policy_params: {depth: 3}\n",
+     r"policy_params.depth: unknown key"),
+    ("version: 2\n", r"version 2 is not supported"),
+    ("cache: [1, 2]\n", r"cache: expected a mapping, got list"),
+    ("- just\n- a list\n", r"<top>: expected a mapping, got list"),
+    ("cache: {budget: [\n", r"not valid YAML"),
+])
+def test_bad_values_are_rejected_with_path_and_reason(tmp_path, yaml_text, message):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_save_is_atomic_and_round_trips(tmp_path):
+    config = EdgeConfig(description="t", cache=CacheConfig(budget="256MiB", policy="fifo"))
+    target = tmp_path / "sub" / "out.yaml"
+    save_config(config, target)
+    assert load_config(target) == config
+    assert [p.name for p in target.parent.iterdir()] == ["out.yaml"]  # no temp file left
+
+
+@dataclass(frozen=True)
+class Inner:
+    ratio: float = 0.5
+    names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Outer:
+    inner: Inner = Inner()
+    flag: bool = False
+
+
+def test_from_mapping_types():
+    got = from_mapping(Outer, {"inner": {"ratio": 1, "names": ["a", "b"]}, "flag": True})
+    assert got == Outer(Inner(1.0, ("a", "b")), True)
+    with pytest.raises(ConfigError, match=r"inner.names\[1\]: expected a string, got 3"):
+        from_mapping(Outer, {"inner": {"names": ["a", 3]}})
+    with pytest.raises(ConfigError, match=r"flag: expected true or false, got 'yes'"):
+        from_mapping(Outer, {"flag": "yes"})
