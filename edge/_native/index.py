@@ -78,6 +78,7 @@ class NativeIndex:
         # and the hit path allocates nothing.
         self._slot = ffi.new("int32_t *")
         self._n = ffi.new("uint32_t *")
+        self._totals = ffi.new("edge_index_totals *")
 
     # -- single keys ------------------------------------------------------------------------
 
@@ -148,11 +149,20 @@ class NativeIndex:
                         info.iat_ewma, info.load_cost, info.pin_count, info.flags)
 
     def totals(self) -> Totals:
-        t = ffi.new("edge_index_totals *")
-        status = lib.edge_index_totals_get(self._ptr, t)
+        t = self._raw_totals()
+        return Totals(t.count, t.pinned_count, t.bytes, t.pinned_bytes, t.capacity)
+
+    def resident_bytes(self) -> int:
+        return self._raw_totals().bytes
+
+    def pinned_bytes(self) -> int:
+        return self._raw_totals().pinned_bytes
+
+    def _raw_totals(self):
+        status = lib.edge_index_totals_get(self._ptr, self._totals)
         if status != _OK:
             _raise(status, "edge_index_totals_get")
-        return Totals(t.count, t.pinned_count, t.bytes, t.pinned_bytes, t.capacity)
+        return self._totals
 
     def pin_count(self, slot: int) -> int:
         status = lib.edge_index_pin_count(self._ptr, slot, self._n)

@@ -79,15 +79,25 @@ class _Entry:
 
 
 class _Flight:
-    """One in-progress load; later callers for the same key wait on it."""
+    """One in-progress load; later callers for the same key wait on it.
+
+    The Event is made by the first waiter (under the cache lock, so before the leader can
+    finish): most loads have no waiter, and an Event costs more than the rest of a miss.
+    """
 
     __slots__ = ("done", "waiters", "error", "entry")
 
     def __init__(self) -> None:
-        self.done = threading.Event()
+        self.done: threading.Event | None = None
         self.waiters = 0  # callers (besides the leader) that want a pin when it lands
         self.error: BaseException | None = None
         self.entry: _Entry | None = None
+
+    def join(self) -> None:
+        """Called under the cache lock by a caller that will wait for this load."""
+        self.waiters += 1
+        if self.done is None:
+            self.done = threading.Event()
 
 
 @dataclass
@@ -219,7 +229,7 @@ class PagedCache:
             self._misses += 1
             flight = self._flights.get(key)
             if flight is not None:
-                flight.waiters += 1
+                flight.join()
                 self._coalesced += 1
             else:
                 flight = self._flights[key] = _Flight()
@@ -270,7 +280,7 @@ class PagedCache:
                 self._misses += 1
                 flight = self._flights.get(key)
                 if flight is not None:
-                    flight.waiters += 1
+                    flight.join()
                     self._coalesced += 1
                     waiting.append(flight)
                 else:
@@ -368,15 +378,15 @@ class PagedCache:
             raise ObjectTooLargeError(
                 f"{what} needs {format_bytes(need)} ({need} bytes), more than the whole "
                 f"budget of {format_bytes(self._budget)} ({self._budget} bytes)")
-        totals = self._index.totals()
-        room = self._budget - totals.pinned_bytes
+        room = self._budget - self._index.pinned_bytes()
         if need > room:
+            totals = self._index.totals()
             raise CacheFullError(
                 f"no room for {what} ({need} bytes): {totals.pinned_bytes} of the "
                 f"{self._budget}-byte budget is pinned by {totals.pinned_count} objects in use")
 
     def _evict_until_free(self, need: int, victims: list) -> None:
-        free = self._budget - self._index.totals().bytes
+        free = self._budget - self._index.resident_bytes()
         while free < need:
             key = self._policy.victim()
             entry = self._entries.get(key) if key is not None else None
@@ -415,7 +425,8 @@ class PagedCache:
         if item.error is not None:
             self._load_failures += 1
             item.flight.error = item.error
-        item.flight.done.set()
+        if item.flight.done is not None:
+            item.flight.done.set()
 
     def _unload(self, victims: list[tuple[Hashable, Any]]) -> None:
         if self._unloader is None:
@@ -483,7 +494,7 @@ class PagedCache:
                     f"cannot resize to {new_budget} bytes: {totals.pinned_bytes} bytes are pinned")
             old_budget, self._budget = self._budget, new_budget
             try:
-                self._evict_until_free(totals.bytes - new_budget, victims)
+                self._evict_until_free(0, victims)
             except EdgeError:
                 self._budget = old_budget
                 raise
