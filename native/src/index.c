@@ -547,7 +547,7 @@ int edge_index_replay(edge_index *idx, int policy, const uint64_t *keys, const u
         if (s != NIL) {
             record_access(idx, s, now, promote);
             hits++;
-            hit_bytes += idx->size[s];
+            hit_bytes += size; /* the request's size, as the caller counts requested bytes */
             if (hits_out) hits_out[i] = 1;
             continue;
         }
