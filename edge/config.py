@@ -90,8 +90,8 @@ def from_mapping(cls: type[T], data: Any, path: str = "") -> T:
         kwargs[name] = _convert(hints[name], value, _join(path, name))
     try:
         return cls(**kwargs)
-    except ConfigError:
-        raise
+    except ConfigError as exc:  # from a nested check (e.g. a policy's params): add our path
+        raise ConfigError(f"{path}.{exc}" if path else str(exc)) from None
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
 

@@ -136,6 +136,15 @@ def test_loader_returning_garbage_is_a_load_error(bad):
     assert len(cache) == 0 and cache.stats().pinned_bytes == 0
 
 
+@pytest.mark.parametrize("cost", [-1.0, float("nan"), float("inf"), "slow"])
+def test_loader_returning_a_bad_load_cost_is_a_load_error(cost):
+    cache, _ = make()
+    with pytest.raises(LoadError, match="load_cost="):
+        with cache.acquire("k", lambda key: ("v", 10, cost)):
+            pass
+    assert len(cache) == 0
+
+
 def test_loader_may_supply_its_load_cost():
     cache, _ = make()
     with cache.acquire("k", lambda key: ("v", 10, 2.5)):

@@ -19,6 +19,7 @@ Guarantees:
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -163,6 +164,7 @@ class PagedCache:
         self._policy.bind(self)
         # Calling a no-op hook on every hit costs more than the LRU decision itself.
         self._policy_wants_hits = self._policy.overrides("on_hit")
+        self._policy_wants_misses = self._policy.overrides("on_miss")
         self._hits = self._misses = self._coalesced = self._loads = self._load_failures = 0
         self._bytes_loaded = self._evictions = self._bytes_evicted = 0
         self._prefetches = self._prefetch_failures = 0
@@ -352,13 +354,19 @@ class PagedCache:
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
             raise LoadError(f"loader for {key!r} returned nbytes={size!r}; it must be a "
                             "positive int")
-        cost = float(result[2]) if len(result) == 3 else seconds
-        return value, size, cost
+        cost = result[2] if len(result) == 3 else seconds
+        if isinstance(cost, bool) or not isinstance(cost, (int, float)) \
+                or not math.isfinite(cost) or cost < 0:
+            raise LoadError(f"loader for {key!r} returned load_cost={cost!r}; it must be a "
+                            "finite number >= 0")
+        return value, size, float(cost)
 
     def _admit(self, item: _Loaded, extra_pins: int, victims: list) -> None:
         """Make room and insert one loaded object (lock held). Raises BudgetError, changing
         nothing, if it cannot fit."""
         self._check_fits([item])
+        if self._policy_wants_misses:
+            self._policy.on_miss(item.key, item.size)
         self._evict_until_free(item.size, victims)
         self._insert(item, extra_pins)
 
@@ -366,6 +374,9 @@ class PagedCache:
         if not items:
             return
         self._check_fits(items)
+        if self._policy_wants_misses:
+            for item in items:
+                self._policy.on_miss(item.key, item.size)
         self._evict_until_free(sum(item.size for item in items), victims)
         for item in items:
             self._insert(item, 1)
@@ -487,19 +498,17 @@ class PagedCache:
         Raises ``CacheFullError`` (budget unchanged) if pinned objects alone exceed it."""
         new_budget = _budget_bytes(budget)
         victims: list[tuple[Hashable, Any]] = []
-        with self._lock:
-            totals = self._index.totals()
-            if totals.pinned_bytes > new_budget:
-                raise CacheFullError(
-                    f"cannot resize to {new_budget} bytes: {totals.pinned_bytes} bytes are pinned")
-            old_budget, self._budget = self._budget, new_budget
-            try:
+        try:
+            with self._lock:
+                totals = self._index.totals()
+                if totals.pinned_bytes > new_budget:
+                    raise CacheFullError(f"cannot resize to {new_budget} bytes: "
+                                         f"{totals.pinned_bytes} bytes are pinned")
+                self._budget = new_budget
+                self._policy.on_resize(new_budget)
                 self._evict_until_free(0, victims)
-            except EdgeError:
-                self._budget = old_budget
-                raise
-            self._policy.on_resize(new_budget)
-        self._unload(victims)
+        finally:
+            self._unload(victims)  # whatever left the cache, even if a policy failed midway
 
     def discard(self, key: Hashable) -> bool:
         """Remove ``key`` now (e.g. its file was deleted); False if it was not resident.

@@ -12,7 +12,7 @@ from edge.cache.policies.registry import (
 )
 
 # Importing a policy module registers it.
-from edge.cache.policies import fifo, lru  # noqa: E402,F401  isort: skip
+from edge.cache.policies import arc, fifo, gdsf, lfu, lru, s3fifo  # noqa: E402,F401  isort: skip
 
 __all__ = ["POLICIES", "CacheView", "EvictionPolicy", "NoParams", "make_policy", "parse_params",
            "policy_class", "policy_names", "register_policy", "validate_policy"]

@@ -60,20 +60,24 @@ class EvictionPolicy(ABC):
 
     # -- events (side effects) --------------------------------------------------------------
 
-    def on_insert(self, key: Hashable, slot: int, size: int) -> None:
+    def on_miss(self, key: Hashable, size: int) -> None:  # noqa: B027 - optional hook
+        """``key`` (``size`` bytes) is about to be admitted: called before the victims that make
+        room for it are chosen (ARC adapts its target here, as the paper does)."""
+
+    def on_insert(self, key: Hashable, slot: int, size: int) -> None:  # noqa: B027
         """``key`` became resident."""
 
-    def on_hit(self, key: Hashable, slot: int) -> None:
+    def on_hit(self, key: Hashable, slot: int) -> None:  # noqa: B027
         """``key`` was requested while resident (the index has already recorded the access)."""
 
-    def on_evict(self, key: Hashable, slot: int) -> None:
+    def on_evict(self, key: Hashable, slot: int) -> None:  # noqa: B027
         """``key`` is being evicted because this policy chose it (still in the index)."""
 
     def on_remove(self, key: Hashable, slot: int) -> None:
         """``key`` is being removed for another reason (invalidation); still in the index."""
         self.on_evict(key, slot)
 
-    def on_resize(self, budget: int) -> None:
+    def on_resize(self, budget: int) -> None:  # noqa: B027
         """The cache budget changed (policies that size their queues from it re-read it)."""
 
     # -- the decision (no side effects) -----------------------------------------------------

@@ -1,0 +1,75 @@
+"""Runs the shared conformance suite (tests/policy_conformance.py) for every registered policy."""
+
+from __future__ import annotations
+
+import pytest
+from policy_conformance import PolicyConformance
+
+from edge.cache.policies import EvictionPolicy, make_policy, policy_names
+from edge.errors import EdgeError
+
+
+@pytest.fixture(params=policy_names())
+def policy_name(request) -> str:
+    return request.param
+
+
+class TestRegisteredPolicy(PolicyConformance):
+    @pytest.fixture
+    def new_policy(self, policy_name):
+        return lambda: make_policy(policy_name)
+
+
+def test_the_suite_covers_the_policies_of_the_foundation():
+    # policy_names() is the parametrisation above; this guards against a module not imported.
+    assert {"lru", "fifo", "lfu", "gdsf", "s3fifo", "arc"} <= set(policy_names())
+
+
+# -- the suite can fail: policies with known defects must be caught ---------------------------
+
+class _IgnoresPins(EvictionPolicy):
+    """LRU that forgets to skip pinned keys."""
+
+    name = "broken-ignores-pins"
+
+    def victim(self):
+        slots = self.view.index.walk_lru(1, skip_pinned=False)
+        return self.view.key_of_slot(slots[0]) if slots else None
+
+
+class _DecidesWhileAsked(EvictionPolicy):
+    """FIFO whose victim() rotates its queue: asking changes the answer."""
+
+    name = "broken-side-effects"
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.queue: dict = {}
+
+    def on_insert(self, key, slot, size):
+        self.queue[key] = None
+
+    def on_evict(self, key, slot):
+        del self.queue[key]
+
+    def victim(self):
+        for key in list(self.queue):
+            del self.queue[key]
+            self.queue[key] = None  # second chance for everyone, granted on every question
+            if not self.view.is_pinned(key):
+                return key
+        return None
+
+
+class _BrokenSuite(PolicyConformance):
+    pass
+
+
+@pytest.mark.parametrize(("broken", "test"), [
+    (_IgnoresPins, "test_objects_held_open_survive_many_other_acquires"),
+    (_IgnoresPins, "test_budget_pins_accounting_and_verify_under_a_random_workload"),
+    (_DecidesWhileAsked, "test_victim_is_side_effect_free"),
+])
+def test_the_suite_catches_broken_policies(broken, test):
+    with pytest.raises((AssertionError, EdgeError)):
+        getattr(_BrokenSuite(), test)(lambda: broken())
