@@ -21,6 +21,7 @@ from edge._native.index import REPLAY_POLICIES
 from edge.cache import PagedCache
 from edge.device import DeviceProfile
 from edge.errors import ObjectTooLargeError
+from edge.sim.trace import Trace
 
 # Progress callback: (requests done, requests total) -> None.
 Progress = Callable[[int, int], None]
@@ -116,7 +117,7 @@ def replay_arrays(
     run = _replay_native if use_native else _replay_pagedcache
     start = time.perf_counter()
     loaded_mask, hits, bytes_hit, evictions = run(keys, sizes, spec, budget, times, load_costs,
-                                                  progress)
+                                                  profile, progress)
     wall = time.perf_counter() - start
     loaded_sizes = sizes[loaded_mask].astype(np.float64)
     paging = float(np.sum(profile.paging_seconds(loaded_sizes))) if len(loaded_sizes) else 0.0
@@ -127,7 +128,7 @@ def replay_arrays(
         wall_seconds=wall, engine="native" if use_native else "pagedcache")
 
 
-def _replay_native(keys, sizes, spec, budget, times, load_costs, progress):
+def _replay_native(keys, sizes, spec, budget, times, load_costs, profile, progress):
     index = NativeIndex(initial_capacity=min(len(keys), 1 << 20))
     hit_flags = np.zeros(len(keys), dtype=np.uint8)
     result = index.replay(spec.name, keys, sizes, budget, times=times, hits_out=hit_flags)
@@ -137,7 +138,7 @@ def _replay_native(keys, sizes, spec, budget, times, load_costs, progress):
     return loaded, result.hits, result.bytes_hit, result.evictions
 
 
-def _replay_pagedcache(keys, sizes, spec, budget, times, load_costs, progress):
+def _replay_pagedcache(keys, sizes, spec, budget, times, load_costs, profile, progress):
     clock_now = [0.0]
     request_size = [0]
     request_cost = [0.0]
@@ -155,12 +156,16 @@ def _replay_pagedcache(keys, sizes, spec, budget, times, load_costs, progress):
     key_list = keys.tolist()
     size_list = sizes.tolist()
     time_list = times.tolist() if times is not None else None
-    cost_list = load_costs.tolist() if load_costs is not None else None
+    # A trace without load costs gets the device profile's modelled cost, so cost-aware
+    # policies (gdsf) see what the daemon would measure rather than zeros.
+    if load_costs is None:
+        load_costs = profile.paging_seconds(sizes.astype(np.float64))
+    cost_list = load_costs.tolist()
     total = len(key_list)
     for i, key in enumerate(key_list):
         clock_now[0] = time_list[i] if time_list is not None else float(i)
         request_size[0] = size_list[i]
-        request_cost[0] = cost_list[i] if cost_list is not None else 0.0
+        request_cost[0] = cost_list[i]
         did_load[0] = False
         try:
             with acquire(key):
@@ -178,6 +183,13 @@ def _replay_pagedcache(keys, sizes, spec, budget, times, load_costs, progress):
     stats = cache.stats()
     cache.close()
     return loaded, stats.hits, bytes_hit, stats.evictions
+
+
+def replay_trace(trace: Trace, policies: Sequence[str | PolicySpec], budgets: Sequence[int],
+                 **kwargs: Any) -> list[ReplayResult]:
+    """``replay_grid`` over a ``Trace``, with its times and load costs."""
+    return replay_grid(trace.keys, trace.sizes, policies, budgets, times=trace.times,
+                       load_costs=trace.load_costs, **kwargs)
 
 
 def replay_grid(
