@@ -22,7 +22,7 @@ def load_trace():
 
 
 def hits_pagedcache(policy, keys, sizes, budget):
-    size_of = dict(zip(keys, sizes))
+    size_of = dict(zip(keys, sizes, strict=True))
     cache = PagedCache(budget, policy, loader=lambda k: (None, size_of[k]), load_workers=0)
     for key in keys:
         try:
@@ -37,7 +37,7 @@ def hits_libcachesim(policy, keys, sizes, budget):
     cache = {"lru": lcs.LRU, "fifo": lcs.FIFO}[policy](cache_size=budget, hashpower=12)
     req = lcs.Request()
     hits = 0
-    for key, size in zip(keys, sizes):
+    for key, size in zip(keys, sizes, strict=True):
         req.obj_id = key
         req.obj_size = size
         hits += bool(cache.get(req))
@@ -47,7 +47,7 @@ def hits_libcachesim(policy, keys, sizes, budget):
 @pytest.mark.parametrize("policy", ["lru", "fifo"])
 def test_hit_counts_equal_libcachesim(policy):
     keys, sizes = load_trace()
-    total = sum(dict(zip(keys, sizes)).values())  # bytes of the whole key set
+    total = sum(dict(zip(keys, sizes, strict=True)).values())  # bytes of the whole key set
     results = []
     for fraction in (0.02, 0.05, 0.1, 0.25, 0.5):
         budget = int(total * fraction)

@@ -87,10 +87,10 @@ def test_features_match_slot_metadata():
     idx.touch(1, now=6.0)  # gap 2 -> ewma 0.25*2 + 0.75*4 = 3.5
     feats = idx.features([a, b], now=10.0)
     assert feats.shape == (2, N_FEATURES) and feats.dtype == np.float32
-    row = dict(zip(FEATURE_NAMES, feats[0]))
+    row = dict(zip(FEATURE_NAMES, feats[0], strict=True))
     assert row == {"age": 4.0, "size": 4096.0, "accesses": 3.0, "iat": 3.5, "load_cost": 0.5,
                    "residency": 10.0}
-    row_b = dict(zip(FEATURE_NAMES, feats[1]))
+    row_b = dict(zip(FEATURE_NAMES, feats[1], strict=True))
     assert row_b["iat"] == row_b["residency"] == 9.0  # never re-accessed: residency bounds it
     out = np.zeros((4, N_FEATURES), dtype=np.float32)
     assert idx.features([b], now=10.0, out=out) is out and out[0, 1] == 100.0
@@ -161,7 +161,7 @@ def test_sample_when_mostly_pinned_uses_all_unpinned():
 def _python_lru(keys, sizes, budget, promote=True):
     cache: OrderedDict[int, int] = OrderedDict()
     used = hits = evictions = 0
-    for key, size in zip(keys.tolist(), sizes.tolist()):
+    for key, size in zip(keys.tolist(), sizes.tolist(), strict=True):
         if key in cache:
             hits += 1
             if promote:

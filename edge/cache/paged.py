@@ -205,7 +205,8 @@ class PagedCache:
         """``with cache.acquire(key) as value:`` -- the value, pinned until the block ends."""
         return _Acquisition(self, key, loader)
 
-    def acquire_many(self, keys: Sequence[Hashable], loader: Loader | None = None) -> _AcquisitionMany:
+    def acquire_many(self, keys: Sequence[Hashable],
+                     loader: Loader | None = None) -> _AcquisitionMany:
         """``with cache.acquire_many(keys) as values:`` -- all of them pinned together, or none.
 
         Misses load in parallel on the load workers. If the set cannot be resident at once
