@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from collections import Counter, OrderedDict
 from pathlib import Path
 
@@ -211,3 +212,22 @@ def test_c_core_under_address_and_undefined_behaviour_sanitizers():
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "steps ok" in result.stdout
+
+
+def test_missing_extension_fails_loudly_with_instructions():
+    # Simulate an install whose C core was never built: the import must fail with a message that
+    # says how to build it, never fall back to something slower.
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'edge._native._edge_core':\n"
+        "            raise ImportError('no module named edge._native._edge_core')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import edge.cache\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode != 0
+    assert "C core (edge._native._edge_core) is not built" in result.stderr
+    assert "pip install ." in result.stderr
