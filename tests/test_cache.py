@@ -337,3 +337,19 @@ def test_acquisition_cannot_be_entered_twice():
         with pytest.raises(EdgeError, match="already entered"):
             handle.__enter__()
     assert cache.stats().pinned_bytes == 0
+
+
+def test_missing_loader_in_acquire_many_and_prefetch_leaves_nothing_behind():
+    cache = PagedCache(1000)
+    with cache.acquire("hit", lambda key: ("v", 10)):
+        pass
+    with pytest.raises(EdgeError, match="no loader"):
+        with cache.acquire_many(["hit", "miss"]):
+            pass
+    with pytest.raises(EdgeError, match="no loader"):
+        cache.prefetch(["other"])
+    assert cache.stats().pinned_bytes == 0
+    # No half-open load is left behind: a later acquire with a loader proceeds normally.
+    with cache.acquire("miss", lambda key: ("w", 10)) as value:
+        assert value == "w"
+    cache.close()

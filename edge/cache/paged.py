@@ -269,6 +269,8 @@ class PagedCache:
         leading: list[_Loaded] = []
         with self._lock:
             self._check_open()
+            if any(key not in self._entries for key in unique):
+                loader = self._loader_for(loader, unique[0])  # before anything is pinned
             now = self._clock()
             for key in unique:
                 entry = self._entries.get(key)
@@ -279,7 +281,6 @@ class PagedCache:
                         self._policy.on_hit(key, entry.slot)
                     pinned.append(entry)
                     continue
-                loader = self._loader_for(loader, key)
                 self._misses += 1
                 flight = self._flights.get(key)
                 if flight is not None:
@@ -459,12 +460,14 @@ class PagedCache:
         pinned ones; one that does not fit is dropped and counted in ``prefetch_failures``.
         """
         started: list[_Loaded] = []
+        keys = list(dict.fromkeys(keys))
         with self._lock:
             self._check_open()
-            for key in dict.fromkeys(keys):
+            if keys:
+                loader = self._loader_for(loader, keys[0])  # before any flight is opened
+            for key in keys:
                 if key in self._entries or key in self._flights:
                     continue
-                loader = self._loader_for(loader, key)
                 flight = self._flights[key] = _Flight()
                 started.append(_Loaded(key, flight))
                 self._prefetches += 1
