@@ -1,0 +1,130 @@
+"""Request -> fixed-size float64 vector.
+
+Extractors are registered by name in ``EXTRACTORS`` and chosen by ``FeatureConfig.extractor``;
+the llama.cpp backend will register one built on the base model's own embedding. The built-in
+``hashing`` extractor is deterministic across processes and machines (CRC-32, not Python's
+salted ``hash``), needs no vocabulary, and costs O(len(prompt)).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from edge.errors import ConfigError
+from edge.router.config import FeatureConfig
+
+
+class FeatureExtractor(Protocol):
+    dim: int
+    fingerprint: str
+
+    def extract(self, text: str) -> np.ndarray: ...
+
+    def extract_batch(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+EXTRACTORS: dict[str, Callable[[FeatureConfig], FeatureExtractor]] = {}
+
+
+def register_extractor(name: str):
+    def decorate(factory):
+        if name in EXTRACTORS and EXTRACTORS[name] is not factory:
+            raise TypeError(f"feature extractor name {name!r} is taken")
+        EXTRACTORS[name] = factory
+        return factory
+    return decorate
+
+
+def make_extractor(config: FeatureConfig) -> FeatureExtractor:
+    try:
+        factory = EXTRACTORS[config.extractor]
+    except KeyError:
+        raise ConfigError(f"features.extractor: unknown extractor {config.extractor!r} "
+                          f"(known: {', '.join(sorted(EXTRACTORS))})") from None
+    return factory(config)
+
+
+_WORD_RE = re.compile(r"\w+", re.UNICODE)
+# Shape features: bias, log length in chars, log length in words, digit / uppercase /
+# punctuation / whitespace-line fractions. The bias gives the linear models an intercept.
+SHAPE_FEATURES = ("bias", "log_chars", "log_words", "digit_frac", "upper_frac", "punct_frac",
+                  "newline_frac")
+# Weight of the shape block against the (unit-norm) hashed block before the final normalisation.
+_SHAPE_WEIGHT = 0.5
+
+
+@register_extractor("hashing")
+class HashingExtractor:
+    """Signed feature hashing of word and character n-grams, plus shape features, L2-normalised.
+
+    The last ``len(SHAPE_FEATURES)`` coordinates are the shape block; the rest are hash buckets.
+    A sign bit taken from the hash makes collisions cancel in expectation instead of adding up.
+    """
+
+    def __init__(self, config: FeatureConfig) -> None:
+        if config.dim <= len(SHAPE_FEATURES):
+            raise ConfigError(f"features.dim: the hashing extractor needs more than "
+                              f"{len(SHAPE_FEATURES)} dimensions, got {config.dim}")
+        self.config = config
+        self.dim = config.dim
+        self.fingerprint = config.fingerprint()
+        self._buckets = config.dim - len(SHAPE_FEATURES)
+
+    def _grams(self, text: str) -> list[bytes]:
+        words = _WORD_RE.findall(text)
+        grams = []
+        for n in self.config.word_ngrams:
+            # The "w<n>" prefix keeps a 1-word gram and a 3-char gram of the same text apart.
+            grams.extend(f"w{n}\x1f" + "\x1f".join(words[i:i + n])
+                         for i in range(len(words) - n + 1))
+        padded = f" {' '.join(words)} "
+        for n in self.config.char_ngrams:
+            grams.extend(f"c{n}\x1f" + padded[i:i + n] for i in range(len(padded) - n + 1))
+        return [g.encode() for g in grams]
+
+    def extract(self, text: str) -> np.ndarray:
+        if not isinstance(text, str):
+            raise TypeError(f"a prompt must be a str, got {type(text).__name__}")
+        raw = text[: self.config.max_chars]
+        norm = raw.lower() if self.config.lowercase else raw
+        out = np.zeros(self.dim, dtype=np.float64)
+        grams = self._grams(norm)
+        if grams:
+            seed = self.config.hash_seed
+            hashes = np.fromiter((zlib.crc32(g, seed) for g in grams), dtype=np.uint64,
+                                 count=len(grams))
+            buckets = (hashes & 0x7FFFFFFF) % self._buckets
+            signs = np.where(hashes >> 31, -1.0, 1.0)
+            hashed = np.bincount(buckets.astype(np.intp), weights=signs,
+                                 minlength=self._buckets)
+            norm2 = math.sqrt(float(hashed @ hashed))
+            if norm2 > 0:
+                out[: self._buckets] = hashed / norm2
+        out[self._buckets:] = _SHAPE_WEIGHT * _shape(raw)
+        return out / math.sqrt(float(out @ out))  # never zero: the bias is always 1
+
+    def extract_batch(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.empty((len(texts), self.dim), dtype=np.float64)
+        for i, text in enumerate(texts):
+            out[i] = self.extract(text)
+        return out
+
+
+def _shape(text: str) -> np.ndarray:
+    n = len(text)
+    if n == 0:
+        return np.array([1.0, 0, 0, 0, 0, 0, 0])
+    digits = sum(c.isdigit() for c in text)
+    upper = sum(c.isupper() for c in text)
+    punct = sum((not c.isalnum()) and not c.isspace() for c in text)
+    lines = text.count("\n")
+    words = len(_WORD_RE.findall(text))
+    # Log lengths scaled so a 4k-char prompt lands near 1, like the fractions.
+    return np.array([1.0, math.log1p(n) / math.log1p(4096), math.log1p(words) / math.log1p(1024),
+                     digits / n, upper / n, punct / n, min(1.0, 20 * lines / n)])

@@ -1,0 +1,310 @@
+"""Disjoint-arm LinUCB in float64 with Sherman-Morrison updates.
+
+Per arm a: A_a = lambda*I + sum x x' (discounted when ``discount < 1``), b_a = sum (r - r0) x,
+theta_a = A_a^-1 b_a, and
+
+    mean_a(x)  = r0 + theta_a . x          (r0 = prior_reward: what an untried arm predicts)
+    bonus_a(x) = alpha * sqrt(x' A_a^-1 x)
+    score_a(x) = mean_a(x) + bonus_a(x) - penalty_a
+
+A_a^-1 is updated by Sherman-Morrison (O(d^2)); every ``refactor_every`` updates of an arm it is
+recomputed exactly from A_a, which is kept alongside, so rounding drift stays bounded however
+long the router runs. Arms live in stacked arrays so scoring all arms is two matrix-vector
+products, whatever N is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from edge.router.config import LinUCBConfig
+from edge.router.errors import DuplicateArmError, UnknownArmError
+
+_TIE_TOLERANCE = 1e-12
+
+
+@dataclass(slots=True)
+class Decision:
+    """One routing decision and its explanation, arrays indexed like ``arm_ids``.
+
+    (Not frozen: a frozen dataclass's ``__init__`` costs more than the scoring at N=16.)"""
+
+    arm_id: str
+    arm_index: int
+    arm_ids: tuple[str, ...]
+    mean: np.ndarray
+    bonus: np.ndarray
+    penalty: np.ndarray
+    score: np.ndarray
+    # Why this arm: "ucb" (highest score) or "forced" (POLAR+ forced exploration).
+    reason: str = "ucb"
+
+    def explain(self, top: Optional[int] = None) -> list[dict]:
+        """Per-arm mean, confidence bonus, paging penalty and final score, best first."""
+        order = np.argsort(-self.score, kind="stable")
+        if top is not None:
+            order = order[:top]
+        return [{"arm": self.arm_ids[i], "mean": float(self.mean[i]),
+                 "bonus": float(self.bonus[i]), "penalty": float(self.penalty[i]),
+                 "score": float(self.score[i]), "chosen": int(i) == self.arm_index}
+                for i in order]
+
+
+class LinUCB:
+    def __init__(self, dim: int, config: LinUCBConfig, rng: np.random.Generator,
+                 arm_ids: Iterable[str] = ()) -> None:
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy Generator, got {type(rng).__name__}")
+        if dim < 1:
+            raise ValueError(f"dim must be at least 1, got {dim}")
+        self.dim = dim
+        self.config = config
+        self.rng = rng
+        self._ids: list[str] = []
+        self._index: dict[str, int] = {}
+        self._n = 0
+        # Plain lists: incrementing a numpy scalar in place costs more than the update's maths.
+        self._counts: list[int] = []
+        self._since_refactor: list[int] = []
+        self._unfolded: list[list[tuple[np.ndarray, float]]] = []
+        self._allocate(8)
+        for arm_id in arm_ids:
+            self.add_arm(arm_id)
+
+    # ---- arms ----------------------------------------------------------------------------------
+
+    def _allocate(self, capacity: int) -> None:
+        d, n = self.dim, self._n
+        # theta_a and A_a^-1 share one (d+1, d) block per arm, so scoring all arms is a single
+        # matrix-vector product: row 0 gives theta.x, rows 1..d give A^-1 x.
+        stack = np.zeros((capacity, d + 1, d))
+        A = np.zeros((capacity, d, d))
+        b = np.zeros((capacity, d))
+        if n:
+            stack[:n], A[:n], b[:n] = self._stack[:n], self._A[:n], self._b[:n]
+        self._stack, self._A, self._b = stack, A, b
+        self._theta = stack[:, 0, :]
+        self._A_inv = stack[:, 1:, :]
+        self._refresh_views()
+
+    def _refresh_views(self) -> None:
+        # Views over the live arms, rebuilt only when the arm set changes (hot path uses them).
+        n, d = self._n, self.dim
+        self._stack_rows = self._stack[:n].reshape(n * (d + 1), d)
+        self._ids_tuple = tuple(self._ids)
+
+    @property
+    def arm_ids(self) -> tuple[str, ...]:
+        return self._ids_tuple
+
+    @property
+    def n_arms(self) -> int:
+        return self._n
+
+    def __contains__(self, arm_id: object) -> bool:
+        return arm_id in self._index
+
+    def index_of(self, arm_id: str) -> int:
+        try:
+            return self._index[arm_id]
+        except KeyError:
+            raise UnknownArmError(f"arm {arm_id!r} is not in the catalogue "
+                                  f"({self._n} arms)") from None
+
+    def counts(self) -> np.ndarray:
+        """Updates received per arm (a copy), indexed like ``arm_ids``."""
+        return np.array(self._counts, dtype=np.int64)
+
+    def add_arm(self, arm_id: str) -> int:
+        if not isinstance(arm_id, str) or not arm_id:
+            raise ValueError(f"arm id must be a non-empty string, got {arm_id!r}")
+        if arm_id in self._index:
+            raise DuplicateArmError(f"arm {arm_id!r} is already in the catalogue")
+        if self._n == self._A.shape[0]:
+            self._allocate(2 * self._A.shape[0])
+        i = self._n
+        lam = self.config.ridge_lambda
+        self._A[i] = lam * np.eye(self.dim)
+        self._A_inv[i] = np.eye(self.dim) / lam
+        self._b[i] = 0.0
+        self._theta[i] = 0.0
+        self._counts.append(0)
+        self._since_refactor.append(0)
+        self._unfolded.append([])
+        self._ids.append(arm_id)
+        self._index[arm_id] = i
+        self._n += 1
+        self._refresh_views()
+        return i
+
+    def remove_arm(self, arm_id: str) -> None:
+        """Forget an arm; the last arm moves into its slot (indices of others may change)."""
+        i = self.index_of(arm_id)
+        last = self._n - 1
+        if i != last:
+            for name in ("_stack", "_A", "_b", "_counts", "_since_refactor", "_unfolded"):
+                arr = getattr(self, name)
+                arr[i] = arr[last]
+            moved = self._ids[last]
+            self._ids[i] = moved
+            self._index[moved] = i
+        self._ids.pop()
+        self._counts.pop()
+        self._since_refactor.pop()
+        self._unfolded.pop()
+        del self._index[arm_id]
+        self._n -= 1
+        self._refresh_views()
+
+    # ---- scoring -------------------------------------------------------------------------------
+
+    def _check_context(self, x: np.ndarray) -> np.ndarray:
+        if type(x) is not np.ndarray or x.dtype != np.float64:
+            x = np.asarray(x, dtype=np.float64)
+        if x.shape != (self.dim,):
+            raise ValueError(f"context must have shape ({self.dim},), got {x.shape}")
+        return x
+
+    def mean_and_bonus(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-arm mean and confidence bonus for one context (no checks: the hot path)."""
+        y = (self._stack_rows @ x).reshape(self._n, self.dim + 1)
+        mean = y[:, 0] + self.config.prior_reward
+        quad = y[:, 1:] @ x
+        # x'A^-1 x >= 0 in exact arithmetic; abs() only absorbs a rounding of order 1e-17.
+        bonus = np.sqrt(np.abs(quad, out=quad), out=quad)
+        bonus *= self.config.alpha
+        return mean, bonus
+
+    def mean_and_bonus_batch(self, X: np.ndarray, chunk: int = 128
+                             ) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and bonus for many contexts at once: two arrays of shape (len(X), n_arms)."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.dim:
+            raise ValueError(f"contexts must have shape (n, {self.dim}), got {X.shape}")
+        n, N, d = X.shape[0], self._n, self.dim
+        mean = X @ self._theta[:N].T + self.config.prior_reward
+        quad = np.empty((n, N))
+        A_inv_rows = np.ascontiguousarray(self._A_inv[:N]).reshape(N * d, d)
+        # Chunked so the (rows, N, d) intermediate stays a few MB at N=256.
+        for s in range(0, n, chunk):
+            Xc = X[s:s + chunk]
+            Y = (Xc @ A_inv_rows.T).reshape(len(Xc), N, d)
+            quad[s:s + chunk] = np.einsum("nad,nd->na", Y, Xc)
+        np.maximum(quad, 0.0, out=quad)
+        return mean, self.config.alpha * np.sqrt(quad)
+
+    def decide(self, x: np.ndarray, penalty: Optional[np.ndarray] = None,
+               forced_index: Optional[int] = None) -> Decision:
+        """The arm with the highest mean + bonus - penalty (ties broken by the injected RNG).
+
+        ``forced_index`` overrides the choice (forced exploration) but the scores are still
+        computed so the decision can be explained."""
+        if self._n == 0:
+            raise UnknownArmError("cannot route: the catalogue has no arms")
+        x = self._check_context(x)
+        mean, bonus = self.mean_and_bonus(x)
+        score = mean + bonus
+        if penalty is None:
+            penalty = np.zeros(self._n)
+        else:
+            score -= penalty
+        ids = self._ids_tuple
+        if forced_index is not None:
+            return Decision(ids[forced_index], forced_index, ids, mean, bonus, penalty, score,
+                            "forced")
+        i = int(score.argmax())
+        # Exact ties come from arms that still share the prior (no feedback yet); between
+        # trained arms a tie has probability zero with continuous contexts, so only an untried
+        # winner pays for the tie check.
+        if self._counts[i] == 0 and np.count_nonzero(score >= score[i] - _TIE_TOLERANCE) > 1:
+            ties = np.flatnonzero(score >= score[i] - _TIE_TOLERANCE)
+            i = int(ties[self.rng.integers(len(ties))])
+        return Decision(ids[i], i, ids, mean, bonus, penalty, score)
+
+    # ---- learning ------------------------------------------------------------------------------
+
+    def update(self, arm_id: str, x: np.ndarray, reward: float) -> None:
+        self.update_index(self.index_of(arm_id), self._check_context(x), float(reward))
+
+    def update_index(self, i: int, x: np.ndarray, reward: float) -> None:
+        """Fold one (context, reward) into arm ``i``; ``x`` must be a float64 vector of dim."""
+        cfg = self.config
+        r = reward - cfg.prior_reward
+        A_inv = self._A_inv[i]
+        if cfg.discount == 1.0:
+            # Sherman-Morrison: (A + xx')^-1 = A^-1 - (A^-1 x)(A^-1 x)' / (1 + x'A^-1 x), and the
+            # matching recursive least-squares step theta += k * (r - theta.x), k = A^-1 x / denom.
+            Ax = A_inv @ x
+            k = Ax / (1.0 + x @ Ax)
+            A_inv -= np.multiply.outer(Ax, k)
+            theta = self._theta[i]
+            theta += (r - theta @ x) * k
+            # A and b are only needed for the exact refactorisation (and the state file), so the
+            # sample waits in a short per-arm list and is folded in there: same sums, O(d^2)
+            # fewer Python-level array operations per update.
+            self._unfolded[i].append((x.copy(), r))
+            self._since_refactor[i] += 1
+        else:
+            # A <- g*A + (1-g)*lambda*I + x x': the ridge part is topped back up so A never
+            # loses its lambda floor. That step is full-rank, so Sherman-Morrison does not
+            # apply: the arm's inverse is recomputed exactly (O(d^3), discount mode only).
+            g = cfg.discount
+            A = self._A[i]
+            A *= g
+            A[np.diag_indices(self.dim)] += (1.0 - g) * cfg.ridge_lambda
+            A += np.multiply.outer(x, x)
+            self._b[i] *= g
+            self._b[i] += r * x
+            self._since_refactor[i] = cfg.refactor_every
+        self._counts[i] += 1
+        if self._since_refactor[i] >= cfg.refactor_every:
+            self.refactor(i)
+
+    def _fold(self, i: int) -> None:
+        """Add the samples waiting in arm ``i``'s list to its exact A and b."""
+        waiting = self._unfolded[i]
+        if waiting:
+            X = np.array([x for x, _ in waiting])
+            R = np.array([r for _, r in waiting])
+            self._A[i] += X.T @ X
+            self._b[i] += X.T @ R
+            waiting.clear()
+
+    def refactor(self, i: int) -> None:
+        """Recompute arm ``i``'s A^-1 (and theta) exactly from A and b, discarding drift."""
+        self._fold(i)
+        A_inv = np.linalg.inv(self._A[i])
+        self._A_inv[i] = 0.5 * (A_inv + A_inv.T)
+        self._theta[i] = self._A_inv[i] @ self._b[i]
+        self._since_refactor[i] = 0
+
+    # ---- state ---------------------------------------------------------------------------------
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        n = self._n
+        for i in range(n):
+            self._fold(i)
+        return {"A": self._A[:n].copy(), "A_inv": self._A_inv[:n].copy(),
+                "b": self._b[:n].copy(), "theta": self._theta[:n].copy(),
+                "counts": np.array(self._counts, dtype=np.int64),
+                "since_refactor": np.array(self._since_refactor, dtype=np.int64)}
+
+    def load_state(self, arm_ids: list[str], arrays: dict[str, np.ndarray]) -> None:
+        """Replace every arm with saved ones (shapes checked by the caller's format reader)."""
+        n = len(arm_ids)
+        self._ids, self._index, self._n = [], {}, 0
+        self._counts, self._since_refactor, self._unfolded = [], [], []
+        self._allocate(max(8, n))
+        for arm_id in arm_ids:
+            self.add_arm(arm_id)
+        self._A[:n] = arrays["A"]
+        self._A_inv[:n] = arrays["A_inv"]
+        self._b[:n] = arrays["b"]
+        self._counts = [int(c) for c in arrays["counts"]]
+        self._since_refactor = [int(c) for c in arrays["since_refactor"]]
+        # theta is derivable but saved: recomputing it in another order could change last bits.
+        self._theta[:n] = arrays["theta"]

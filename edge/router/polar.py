@@ -1,0 +1,216 @@
+"""POLAR: cache-aware LinUCB routing plus an epoch cache controller.
+
+Per request (fast timescale):
+    score_a = mean_a(x) + bonus_a(x) - lambda * paging_seconds(size_a) * [a not resident]
+and the arm with the highest score serves the request, except on a POLAR+ forced-exploration
+round, where the arm chosen least often so far serves it (ties broken by the injected RNG).
+
+Per epoch (slow timescale): the controller plans the resident set for the next epoch from the
+last ``context_window`` contexts with optimistic utilities (mean + bonus), see
+``edge.router.planner``. Planning on optimistic scores rather than on what the router picked is
+deliberate: a cache-aware router rarely picks a non-resident adapter, so "keep what was picked"
+never changes the set (the pitfall in FIELD-NOTES); an untried adapter's bonus (and the optimistic
+prior) makes it worth a slot until it has been tried.
+
+The controller only returns arm ids; ``apply_resident_set`` hands them to a ``PagedCache``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Iterable, Mapping
+from typing import Any, Optional
+
+import numpy as np
+
+from edge.device import DeviceProfile
+from edge.errors import EdgeError
+from edge.router.config import PolarConfig
+from edge.router.errors import RouterError
+from edge.router.linucb import Decision, LinUCB
+from edge.router.planner import plan_resident_set
+from edge.router.schedule import EpochSchedule
+
+
+class PolarRouter:
+    """Cache-aware routing over a ``LinUCB``; owns arm sizes, paging costs and the epochs."""
+
+    def __init__(self, linucb: LinUCB, config: PolarConfig, device: DeviceProfile,
+                 budget_bytes: Optional[int] = None) -> None:
+        self.linucb = linucb
+        self.config = config
+        self.device = device
+        self.budget_bytes = budget_bytes
+        self.schedule = EpochSchedule(config)
+        self._sizes = np.zeros(0, dtype=np.int64)
+        self._penalty = np.zeros(0)  # lambda * paging seconds, per arm
+        self._chosen = np.zeros(0, dtype=np.int64)  # decisions per arm (feedback may lag)
+        self._window = np.zeros((config.context_window, linucb.dim))
+        self._window_pos = 0
+        self._window_filled = 0
+        self._plan: Optional[list[str]] = None
+        if linucb.n_arms:
+            raise ValueError("give PolarRouter an empty LinUCB; add arms through PolarRouter")
+
+    # ---- catalogue -----------------------------------------------------------------------------
+
+    @property
+    def arm_ids(self) -> tuple[str, ...]:
+        return self.linucb.arm_ids
+
+    def size_of(self, arm_id: str) -> int:
+        return int(self._sizes[self.linucb.index_of(arm_id)])
+
+    def sizes(self) -> dict[str, int]:
+        return dict(zip(self.linucb.arm_ids, map(int, self._sizes), strict=True))
+
+    def chosen_counts(self) -> np.ndarray:
+        return self._chosen.copy()
+
+    def paging_penalty(self) -> np.ndarray:
+        """lambda * paging seconds per arm (reward units), indexed like ``arm_ids``."""
+        return self._penalty.copy()
+
+    def add_arm(self, arm_id: str, size_bytes: int) -> None:
+        if isinstance(size_bytes, bool) or not isinstance(size_bytes, (int, np.integer)) \
+                or size_bytes <= 0:
+            raise ValueError(f"size of arm {arm_id!r} must be a positive byte count, "
+                             f"got {size_bytes!r}")
+        if self.budget_bytes is not None and size_bytes > self.budget_bytes:
+            raise RouterError(f"arm {arm_id!r} is {size_bytes} bytes, more than the whole cache "
+                              f"budget of {self.budget_bytes} bytes: it could never be loaded")
+        self.linucb.add_arm(arm_id)
+        cost = self.device.paging_seconds(int(size_bytes))
+        self._sizes = np.append(self._sizes, int(size_bytes))
+        self._penalty = np.append(self._penalty, self.config.paging_weight * cost)
+        self._chosen = np.append(self._chosen, 0)
+
+    def set_size(self, arm_id: str, size_bytes: int) -> None:
+        """An adapter file was replaced by one of another size: keep what was learned."""
+        i = self.linucb.index_of(arm_id)
+        if size_bytes <= 0 or (self.budget_bytes is not None and size_bytes > self.budget_bytes):
+            raise ValueError(f"size of arm {arm_id!r} must be positive and within the budget, "
+                             f"got {size_bytes!r}")
+        self._sizes[i] = size_bytes
+        self._penalty[i] = self.config.paging_weight * self.device.paging_seconds(int(size_bytes))
+
+    def remove_arm(self, arm_id: str) -> None:
+        i = self.linucb.index_of(arm_id)
+        self.linucb.remove_arm(arm_id)
+        # LinUCB moved its last arm into slot i; mirror that so indices stay aligned.
+        for name in ("_sizes", "_penalty", "_chosen"):
+            arr = getattr(self, name)
+            arr[i] = arr[-1]
+            setattr(self, name, arr[:-1].copy())
+        if self._plan is not None:
+            self._plan = [a for a in self._plan if a != arm_id]
+
+    # ---- routing -------------------------------------------------------------------------------
+
+    def resident_mask(self, resident: Container[str]) -> np.ndarray:
+        return np.fromiter((a in resident for a in self.linucb.arm_ids), dtype=bool,
+                           count=self.linucb.n_arms)
+
+    def decide(self, x: np.ndarray, resident: np.ndarray | Container[str]) -> Decision:
+        """Route one context. ``resident``: a bool mask indexed like ``arm_ids`` or a container
+        of resident arm ids. Closing an epoch leaves a plan for ``take_plan``."""
+        mask = resident if isinstance(resident, np.ndarray) else self.resident_mask(resident)
+        if mask.shape != (self.linucb.n_arms,) or mask.dtype != bool:
+            raise ValueError(f"resident mask must be bool of shape ({self.linucb.n_arms},), "
+                             f"got {mask.dtype} {mask.shape}")
+        if self.config.mode == "off":
+            penalty = np.zeros(self.linucb.n_arms)
+        else:
+            penalty = np.where(mask, 0.0, self._penalty)
+        forced = self._forced_arm() if self.schedule.is_forced() else None
+        decision = self.linucb.decide(x, penalty, forced_index=forced)
+        self._chosen[decision.arm_index] += 1
+        self._remember(decision_context=x)
+        if self.config.mode != "off" and self.schedule.advance():
+            self._plan = self.plan()
+        return decision
+
+    def _forced_arm(self) -> int:
+        least = np.flatnonzero(self._chosen == self._chosen.min())
+        return int(least[self.linucb.rng.integers(len(least))])
+
+    def _remember(self, decision_context: np.ndarray) -> None:
+        self._window[self._window_pos] = decision_context
+        self._window_pos = (self._window_pos + 1) % len(self._window)
+        self._window_filled = min(self._window_filled + 1, len(self._window))
+
+    # ---- epoch controller ----------------------------------------------------------------------
+
+    def recent_contexts(self) -> np.ndarray:
+        return self._window[: self._window_filled].copy()
+
+    def plan(self) -> Optional[list[str]]:
+        """The resident set for the next epoch (arm ids, priority order); None without budget."""
+        if self.budget_bytes is None or self.linucb.n_arms == 0:
+            return None
+        contexts = self._window[: self._window_filled]
+        mean, bonus = self.linucb.mean_and_bonus_batch(contexts)
+        chosen = plan_resident_set(mean + bonus, self._penalty, self._sizes, self.budget_bytes)
+        ids = self.linucb.arm_ids
+        return [ids[i] for i in chosen]
+
+    def take_plan(self) -> Optional[list[str]]:
+        """The plan made when the last epoch closed, once (None if no epoch closed since)."""
+        plan, self._plan = self._plan, None
+        return plan
+
+    # ---- state ---------------------------------------------------------------------------------
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta = {"schedule": self.schedule.state(), "window_pos": self._window_pos,
+                "window_filled": self._window_filled, "budget_bytes": self.budget_bytes}
+        return meta, {"sizes": self._sizes.copy(), "chosen": self._chosen.copy(),
+                      "window": self._window.copy()}
+
+    def restore(self, arm_ids: list[str], meta: Mapping[str, Any],
+                arrays: Mapping[str, np.ndarray]) -> None:
+        """Install saved arms and controller state (the LinUCB arrays are loaded separately)."""
+        if arrays["window"].shape != self._window.shape:
+            raise ValueError(f"saved context window has shape {arrays['window'].shape}, "
+                             f"this router uses {self._window.shape}")
+        self._sizes = arrays["sizes"].astype(np.int64).copy()
+        self._penalty = np.array([self.config.paging_weight * self.device.paging_seconds(int(s))
+                                  for s in self._sizes])
+        self._chosen = arrays["chosen"].astype(np.int64).copy()
+        self._window = arrays["window"].astype(np.float64).copy()
+        self._window_pos = int(meta["window_pos"])
+        self._window_filled = int(meta["window_filled"])
+        self.schedule.restore(meta["schedule"])
+        if len(self._sizes) != len(arm_ids):
+            raise ValueError("saved arm sizes do not match the saved arms")
+
+
+def apply_resident_set(cache: Any, keys: Iterable[str], sizes: Mapping[str, int]
+                       ) -> tuple[int, int]:
+    """Make ``keys`` the cache's priority residents: returns (discarded, prefetch started).
+
+    ``cache`` is a ``PagedCache`` (anything with ``budget``, ``resident()``, ``discard`` and
+    ``prefetch``); ``sizes`` gives the bytes of each key. Residents outside the plan are discarded,
+    least recently used first, only as far as needed to make room for the planned keys that are
+    not resident: the rest stay (free bytes cost nothing) and are the first victims of a later
+    miss. A pinned one is skipped: it is in use. Then the planned keys are prefetched in priority
+    order (inline when the cache has ``load_workers=0``), so no planned key evicts another.
+    """
+    keys = list(dict.fromkeys(keys))
+    resident = cache.resident()  # least to most recently used
+    wanted = set(keys)
+    missing = [k for k in keys if k not in resident]
+    need = sum(int(sizes[k]) for k in missing)
+    free = cache.budget - sum(resident.values())
+    discarded = 0
+    for key, nbytes in resident.items():
+        if free >= need:
+            break
+        if key in wanted:
+            continue
+        try:
+            if cache.discard(key):
+                discarded += 1
+                free += nbytes
+        except EdgeError:  # pinned right now: it stays until released
+            continue
+    return discarded, cache.prefetch(missing)

@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import yaml
+
+from edge.config import from_mapping
+from edge.errors import ConfigError
+from edge.router.config import FeatureConfig, RouterConfig
+from edge.router.features import EXTRACTORS, SHAPE_FEATURES, HashingExtractor, make_extractor
+
+
+def test_features_are_deterministic_unit_norm_and_fixed_size():
+    ex = make_extractor(FeatureConfig(dim=64))
+    a = ex.extract("Translate this SQL query into English: SELECT * FROM users;")
+    assert a.shape == (64,) and a.dtype == np.float64
+    assert np.linalg.norm(a) == pytest.approx(1.0)
+    np.testing.assert_array_equal(a, make_extractor(FeatureConfig(dim=64)).extract(
+        "Translate this SQL query into English: SELECT * FROM users;"))
+    assert np.linalg.norm(ex.extract("")) == pytest.approx(1.0)
+    batch = ex.extract_batch(["one", "two"])
+    np.testing.assert_array_equal(batch[1], ex.extract("two"))
+
+
+def test_golden_value_pins_the_hash_across_processes_and_machines():
+    # CRC-32 features do not depend on PYTHONHASHSEED; a change here changes saved states.
+    x = make_extractor(FeatureConfig(dim=16)).extract("hello world")
+    assert FeatureConfig(dim=16).fingerprint() == FeatureConfig(dim=16).fingerprint()
+    assert np.round(x, 6).tolist() == GOLDEN
+
+
+GOLDEN = [-0.346879, -0.173439, -0.346879, 0.0, -0.693758, 0.0, 0.0, 0.173439, 0.0, 0.442185,
+          0.132098, 0.070075, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_similar_prompts_are_closer_than_unrelated_ones():
+    ex = HashingExtractor(FeatureConfig(dim=256))
+    sql1 = ex.extract("write a SQL query that joins orders and customers")
+    sql2 = ex.extract("write an SQL query joining the customers and orders tables")
+    poem = ex.extract("compose a sonnet about autumn leaves falling")
+    assert sql1 @ sql2 > sql1 @ poem + 0.2
+
+
+def test_hash_seed_and_dim_change_the_feature_space_and_fingerprint():
+    base = FeatureConfig()
+    assert FeatureConfig(hash_seed=1).fingerprint() != base.fingerprint()
+    assert FeatureConfig(dim=32).fingerprint() != base.fingerprint()
+    a = make_extractor(base).extract("same text")
+    b = make_extractor(FeatureConfig(hash_seed=1)).extract("same text")
+    assert not np.allclose(a, b)
+
+
+def test_shape_block_reflects_length_and_digits():
+    ex = make_extractor(FeatureConfig(dim=32))
+    k = len(SHAPE_FEATURES)
+    short, digits = ex.extract("hi"), ex.extract("1234 5678 9012 3456")
+    assert digits[-k + SHAPE_FEATURES.index("digit_frac")] > 0
+    assert short[-k + SHAPE_FEATURES.index("digit_frac")] == 0
+
+
+def test_bad_feature_settings_name_the_key():
+    with pytest.raises(ConfigError, match=r"router.features: dim must be between 8"):
+        from_mapping(RouterConfig, {"features": {"dim": 4}}, "router")
+    with pytest.raises(ConfigError, match=r"router.features.word_ngrams\[0\]"):
+        from_mapping(RouterConfig, {"features": {"word_ngrams": ["x"]}}, "router")
+    with pytest.raises(ConfigError, match="unknown extractor 'bert'"):
+        make_extractor(FeatureConfig(extractor="bert"))
+    with pytest.raises(TypeError, match="must be a str"):
+        make_extractor(FeatureConfig()).extract(b"bytes")
+    assert "hashing" in EXTRACTORS
+
+
+def test_router_config_loads_from_yaml_and_rejects_bad_values():
+    text = """
+    features: {dim: 32, char_ngrams: [3]}
+    linucb: {alpha: 0.3, discount: 0.999}
+    polar: {mode: polar, paging_weight: 2.5, epoch_length: 128}
+    feedback: {expiry_seconds: 600}
+    state: {path: /tmp/r.state}
+    """
+    cfg = from_mapping(RouterConfig, yaml.safe_load(text), "router")
+    assert cfg.features.char_ngrams == (3,) and cfg.polar.mode == "polar"
+    assert cfg.linucb.discount == 0.999 and cfg.state.path == "/tmp/r.state"
+    bad = [
+        ({"linucb": {"alpha": -1}}, "alpha must be >= 0"),
+        ({"linucb": {"discount": 0}}, "discount must be in"),
+        ({"linucb": {"ridge_lambda": 0}}, "ridge_lambda must be > 0"),
+        ({"polar": {"mode": "fast"}}, "router.polar.mode: 'fast' is not one of"),
+        ({"polar": {"epoch_length": 100, "max_epoch_length": 50}}, "max_epoch_length"),
+        ({"feedback": {"reward_min": 1, "reward_max": 0}}, "reward_min"),
+        ({"linucb": {"alpah": 1}}, "router.linucb.alpah: unknown key"),
+    ]
+    for data, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            from_mapping(RouterConfig, data, "router")

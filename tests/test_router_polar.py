@@ -1,0 +1,215 @@
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.cache.paged import PagedCache
+from edge.device import DeviceProfile
+from edge.router.config import LinUCBConfig, PolarConfig
+from edge.router.errors import RouterError
+from edge.router.linucb import LinUCB
+from edge.router.planner import objective, plan_resident_set
+from edge.router.polar import PolarRouter, apply_resident_set
+from edge.router.schedule import EpochSchedule
+
+MiB = 2**20
+
+
+def _router(mode="polar+", dim=6, budget=100 * MiB, seed=0, **polar):
+    lin = LinUCB(dim, LinUCBConfig(), np.random.default_rng(seed))
+    return PolarRouter(lin, PolarConfig(mode=mode, **polar), DeviceProfile(), budget)
+
+
+def _context(rng, d):
+    x = rng.normal(size=d)
+    return x / np.linalg.norm(x)
+
+
+def test_penalty_is_lambda_times_paging_time_and_only_for_non_resident_arms():
+    device = DeviceProfile()
+    router = _router(mode="polar", paging_weight=2.0)
+    router.add_arm("small", 10 * MiB)
+    router.add_arm("big", 90 * MiB)
+    decision = router.decide(np.eye(6)[0], {"small"})
+    assert decision.penalty[0] == 0.0
+    assert decision.penalty[1] == pytest.approx(2.0 * device.paging_seconds(90 * MiB))
+    off = _router(mode="off")
+    off.add_arm("big", 90 * MiB)
+    assert off.decide(np.eye(6)[0], set()).penalty.tolist() == [0.0]
+
+
+def test_paging_penalty_steers_to_resident_arm_when_utilities_are_close():
+    router = _router(mode="polar", paging_weight=10.0)
+    router.add_arm("resident", 50 * MiB)
+    router.add_arm("remote", 50 * MiB)
+    x = np.eye(6)[0]
+    for _ in range(200):
+        router.linucb.update("resident", x, 0.70)
+        router.linucb.update("remote", x, 0.72)
+    assert router.decide(x, {"resident"}).arm_id == "resident"
+    assert router.decide(x, {"resident", "remote"}).arm_id == "remote"
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["add", "remove", "route"]), st.integers(0, 11)),
+                min_size=1, max_size=60), st.integers(0, 2**16))
+def test_polar_never_routes_to_an_arm_absent_from_the_catalogue(ops, seed):
+    rng = np.random.default_rng(seed)
+    router = _router(mode="polar+", epoch_length=4, context_window=8, seed=seed)
+    catalogue: set[str] = set()
+    for op, k in ops:
+        name = f"a{k}"
+        if op == "add" and name not in catalogue:
+            router.add_arm(name, int(rng.integers(1, 40)) * MiB)
+            catalogue.add(name)
+        elif op == "remove" and name in catalogue:
+            router.remove_arm(name)
+            catalogue.discard(name)
+        elif op == "route" and catalogue:
+            resident = {a for a in catalogue if rng.random() < 0.5} | {"ghost"}
+            decision = router.decide(_context(rng, 6), resident)
+            assert decision.arm_id in catalogue
+            assert set(decision.arm_ids) == catalogue
+            router.linucb.update(decision.arm_id, _context(rng, 6), float(rng.uniform()))
+            plan = router.take_plan()
+            if plan is not None:
+                assert set(plan) <= catalogue
+                assert sum(router.size_of(a) for a in plan) <= router.budget_bytes
+        assert set(router.arm_ids) == catalogue
+        assert set(router.sizes()) == catalogue
+
+
+def test_arm_larger_than_budget_is_refused():
+    router = _router(budget=10 * MiB)
+    with pytest.raises(RouterError, match="more than the whole cache budget"):
+        router.add_arm("huge", 11 * MiB)
+    with pytest.raises(ValueError, match="positive byte count"):
+        router.add_arm("zero", 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12), st.integers(0, 30), st.integers(1, 400), st.integers(0, 2**16))
+def test_planned_set_always_fits_the_budget(n_arms, n_ctx, budget, seed):
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 120, size=n_arms)
+    utility = rng.uniform(size=(n_ctx, n_arms))
+    penalty = rng.uniform(0, 0.5, size=n_arms)
+    chosen = plan_resident_set(utility, penalty, sizes, budget)
+    assert len(set(chosen)) == len(chosen)
+    assert int(sizes[chosen].sum()) <= budget if chosen else True
+    # Filled: nothing left out would still fit.
+    left = budget - (int(sizes[chosen].sum()) if chosen else 0)
+    assert all(sizes[a] > left for a in range(n_arms) if a not in chosen)
+
+
+def _brute_force(utility, penalty, sizes, budget):
+    best = 0.0
+    n = len(sizes)
+    for r in range(n + 1):
+        for subset in itertools.combinations(range(n), r):
+            if sizes[list(subset)].sum() <= budget:
+                best = max(best, objective(utility, penalty, list(subset)))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_greedy_plan_meets_its_stated_approximation(seed):
+    rng = np.random.default_rng(seed)
+    n = 8
+    utility = rng.uniform(size=(25, n)) ** 3
+    penalty = rng.uniform(0, 0.3, size=n)
+    sizes = rng.integers(5, 60, size=n)
+    budget = int(sizes.sum() * 0.4)
+    opt = _brute_force(utility, penalty, sizes, budget)
+    got = objective(utility, penalty, plan_resident_set(utility, penalty, sizes, budget))
+    assert got >= (1 - 1 / math.e) / 2 * opt - 1e-12
+    equal = np.full(n, 10)
+    opt_eq = _brute_force(utility, penalty, equal, 30)
+    got_eq = objective(utility, penalty, plan_resident_set(utility, penalty, equal, 30))
+    assert got_eq >= (1 - 1 / math.e) * opt_eq - 1e-12
+
+
+def test_plan_prefers_adapters_that_serve_the_recent_contexts():
+    # Two context clusters; adapter 0 serves cluster A, adapter 1 cluster B, 2 neither.
+    utility = np.array([[0.9, 0.1, 0.2]] * 10 + [[0.1, 0.8, 0.2]] * 5)
+    chosen = plan_resident_set(utility, np.full(3, 0.5), np.array([10, 10, 10]), 20)
+    assert chosen[:2] == [0, 1]
+
+
+def test_polar_plus_epochs_double_and_force_sqrt_rounds():
+    sched = EpochSchedule(PolarConfig(mode="polar+", epoch_length=16, max_epoch_length=64,
+                                      forced_exploration_scale=1.0))
+    seen = []
+    for _ in range(16 + 32 + 64 + 64):
+        if sched.step == 0:
+            seen.append((sched.length, len(sched.forced_rounds)))
+        sched.advance()
+    assert seen == [(16, 4), (32, 6), (64, 8), (64, 8)]
+    fixed = EpochSchedule(PolarConfig(mode="polar", epoch_length=10))
+    closes = [fixed.advance() for _ in range(30)]
+    assert [i for i, c in enumerate(closes) if c] == [9, 19, 29]
+    assert not fixed.forced_rounds
+
+
+def test_polar_plus_forced_exploration_keeps_every_arm_receiving_feedback():
+    # A zero prior and a tiny alpha starve arms in plain LinUCB; forced rounds must not.
+    rng = np.random.default_rng(1)
+    lin = LinUCB(6, LinUCBConfig(alpha=0.01, prior_reward=0.0), np.random.default_rng(2))
+    router = PolarRouter(lin, PolarConfig(mode="polar+", epoch_length=32,
+                                          forced_exploration_scale=2.0),
+                         DeviceProfile(), 200 * MiB)
+    for i in range(12):
+        router.add_arm(f"a{i}", 20 * MiB)
+    reasons = []
+    for _ in range(1500):
+        x = _context(rng, 6)
+        d = router.decide(x, set(router.arm_ids[:3]))
+        reasons.append(d.reason)
+        router.linucb.update(d.arm_id, x, 0.9 if d.arm_id == "a0" else 0.3)
+    counts = lin.counts()
+    assert counts.min() >= 3, counts
+    assert reasons.count("forced") > 0
+
+
+def test_apply_resident_set_makes_the_plan_resident_within_budget():
+    sizes = {f"k{i}": (i + 1) * MiB for i in range(8)}
+    cache = PagedCache(12 * MiB, "lru", loader=lambda k: (k, sizes[k]), load_workers=0)
+    for k in ("k0", "k1", "k5"):  # 1 + 2 + 6 MiB resident
+        with cache.acquire(k):
+            pass
+    with cache.acquire("k1"):  # pinned while the plan is applied: must survive
+        discarded, prefetched = apply_resident_set(cache, ["k3", "k2", "k0"], sizes)
+        assert "k1" in cache
+    assert prefetched == 2
+    assert {"k0", "k2", "k3"} <= set(cache.resident())
+    assert sum(cache.resident().values()) <= 12 * MiB
+    assert discarded == 1 and "k5" not in cache  # room was needed: the LRU non-planned one went
+    cache.close()
+
+
+def test_controller_plan_reaches_the_cache_and_tracks_context_drift():
+    # Contexts move from topic A to topic B; the plan must move with them.
+    d = 4
+    lin = LinUCB(d, LinUCBConfig(alpha=0.1), np.random.default_rng(0))
+    router = PolarRouter(lin, PolarConfig(mode="polar", epoch_length=50, context_window=50),
+                         DeviceProfile(), 30 * MiB)
+    for name in ("A", "B", "C"):
+        router.add_arm(name, 20 * MiB)
+    xa, xb = np.array([1.0, 0, 0, 0]), np.array([0, 1.0, 0, 0])
+    for _ in range(100):
+        lin.update("A", xa, 0.9)
+        lin.update("B", xa, 0.1)
+        lin.update("A", xb, 0.1)
+        lin.update("B", xb, 0.9)
+        lin.update("C", xa, 0.2)
+        lin.update("C", xb, 0.2)
+    plans = []
+    for x in [xa] * 50 + [xb] * 50:
+        router.decide(x, set())
+        plan = router.take_plan()
+        if plan is not None:
+            plans.append(plan)
+    assert plans == [["A"], ["B"]]
