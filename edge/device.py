@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from edge.config import from_mapping, to_mapping
+from edge.schema import from_mapping, to_mapping
 from edge.errors import ConfigError
 from edge.fileio import write_atomic
 

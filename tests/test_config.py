@@ -112,3 +112,19 @@ def test_from_mapping_types():
         from_mapping(Outer, {"inner": {"names": ["a", 3]}})
     with pytest.raises(ConfigError, match=r"flag: expected true or false, got 'yes'"):
         from_mapping(Outer, {"flag": "yes"})
+
+
+def test_router_section_is_validated_with_its_path(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("router:\n  linucb:\n    alfa: 0.3\n")
+    with pytest.raises(ConfigError, match=r"router.linucb.alfa: unknown key"):
+        load_config(path)
+    path.write_text("router:\n  polar:\n    mode: always\n")
+    with pytest.raises(ConfigError, match=r"router.polar.mode: 'always' is not one of"):
+        load_config(path)
+
+
+def test_polar_policy_file_sets_router_and_cache():
+    config = load_config(POLICY_DIR / "polar.yaml")
+    assert config.cache.policy == "s3fifo" and config.router.polar.mode == "polar+"
+    assert config.router.features.dim == 64 and config.router.state.path is None

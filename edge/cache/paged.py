@@ -29,7 +29,7 @@ from typing import Any
 
 from edge._native import NativeIndex
 from edge.cache.policies import EvictionPolicy, make_policy
-from edge.config import format_bytes, parse_bytes
+from edge.schema import format_bytes, parse_bytes
 from edge.errors import (
     CacheFullError,
     ConfigError,

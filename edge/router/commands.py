@@ -9,7 +9,7 @@ import json
 import click
 import numpy as np
 
-from edge.config import from_mapping
+from edge.schema import from_mapping
 from edge.device import DeviceProfile, load_profile
 from edge.router.config import LinUCBConfig, PolarConfig
 from edge.router.replay import replay

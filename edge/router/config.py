@@ -1,6 +1,6 @@
 """Settings of the router: frozen dataclasses, validated on construction.
 
-They are read from YAML by ``edge.config.from_mapping(RouterConfig, data, "router")``; every
+They are read from YAML by ``edge.schema.from_mapping(RouterConfig, data, "router")``; every
 ``__post_init__`` raises ``ValueError`` naming the field and what is wrong, which the loader turns
 into a ``ConfigError`` with the key path.
 """
@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from edge.config import to_mapping
+from edge.schema import to_mapping
 
 
 def _check_finite(name: str, value: float) -> None:

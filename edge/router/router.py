@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edge.config import to_mapping
+from edge.schema import to_mapping
 from edge.device import DeviceProfile
 from edge.router.config import RouterConfig
 from edge.router.errors import StateCorruptError, StateMismatchError

@@ -32,7 +32,7 @@ def policy_class(name: str) -> type:
 
 def parse_params(name: str, params: dict[str, Any] | None, path: str = "policy_params") -> Any:
     """The policy's validated params object from a plain mapping (YAML)."""
-    from edge.config import from_mapping
+    from edge.schema import from_mapping
 
     return from_mapping(policy_class(name).Params, params or {}, path)
 

@@ -1,0 +1,164 @@
+"""Plain data <-> frozen, validated dataclasses, and byte sizes: the machinery under every
+settings class in edge (``edge.config`` composes them into a policy file).
+
+A settings class is a frozen dataclass whose ``__post_init__`` checks values (raising
+``ValueError`` with the reason). ``from_mapping`` builds one from YAML-shaped data and turns every
+problem into a ``ConfigError`` naming the key path (``cache.budget``), so a typo fails loudly
+instead of silently falling back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from edge.errors import ConfigError
+
+T = TypeVar("T")
+
+_UNITS = {
+    "": 1, "b": 1,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+    "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_bytes(value: int | str, what: str = "size") -> int:
+    """``"512MiB"``, ``"2GB"``, ``"1.5 GiB"`` or a positive int -> bytes (positive int).
+
+    Decimal units (kB, MB, GB) are powers of 1000, binary units (KiB, MiB, GiB) powers of 1024;
+    bare K/M/G are read as binary, the way memory is usually meant.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be a byte count or a string like '512MiB', not {value!r}")
+    if isinstance(value, int):
+        n = value
+    elif isinstance(value, float) and value.is_integer():
+        n = int(value)
+    elif isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        unit = m.group(2).lower() if m else None
+        if m is None or unit not in _UNITS:
+            raise ValueError(
+                f"{what} {value!r} is not a size; use a byte count or a number with a unit "
+                "(B, kB, MB, GB, KiB, MiB, GiB)")
+        n = int(float(m.group(1)) * _UNITS[unit])
+    else:
+        raise ValueError(f"{what} must be a byte count or a string like '512MiB', not {value!r}")
+    if n <= 0:
+        raise ValueError(f"{what} must be positive, got {value!r}")
+    return n
+
+
+def format_bytes(n: int) -> str:
+    """Bytes -> the shortest exact binary-unit string (``268435456 -> '256MiB'``)."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n % scale == 0:
+            return f"{n // scale}{unit}"
+    return str(n)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generic dataclass <-> mapping conversion
+
+
+def from_mapping(cls: type[T], data: Any, path: str = "") -> T:
+    """Build the frozen dataclass ``cls`` from ``data``, rejecting unknown keys and bad values."""
+    where = path or "<top>"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        known = ", ".join(sorted(fields))
+        raise ConfigError(f"{_join(path, unknown[0])}: unknown key (known keys: {known})")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(hints[name], value, _join(path, name))
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:  # from a nested check (e.g. a policy's params): add our path
+        raise ConfigError(f"{path}.{exc}" if path else str(exc)) from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def to_mapping(obj: Any) -> Any:
+    """A dataclass (recursively) -> plain dicts, lists and scalars fit for YAML."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_mapping(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_mapping(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_mapping(v) for v in obj]
+    return obj
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(option, value, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
+        raise ConfigError(f"{path}: {value!r} matches no allowed type")
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(repr, allowed))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_mapping(tp, value, path)
+    if origin in (dict, typing.Mapping) or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        args = get_args(tp) or (str, Any)
+        return {_convert(args[0], k, _join(path, str(k))): _convert(args[1], v, _join(path, str(k)))
+                for k, v in value.items()}
+    if origin in (tuple, list) or tp in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
+        args = get_args(tp)
+        item = args[0] if args else Any
+        items = [_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if (origin is tuple or tp is tuple) else items
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported setting type {tp!r}")  # a bug in a config class
