@@ -343,7 +343,7 @@ def test_missing_loader_in_acquire_many_and_prefetch_leaves_nothing_behind():
     cache = PagedCache(1000)
     with cache.acquire("hit", lambda key: ("v", 10)):
         pass
-    with pytest.raises(EdgeError, match="no loader"):
+    with pytest.raises(EdgeError, match="no loader for 'miss'"):
         with cache.acquire_many(["hit", "miss"]):
             pass
     with pytest.raises(EdgeError, match="no loader"):

@@ -269,8 +269,9 @@ class PagedCache:
         leading: list[_Loaded] = []
         with self._lock:
             self._check_open()
-            if any(key not in self._entries for key in unique):
-                loader = self._loader_for(loader, unique[0])  # before anything is pinned
+            first_miss = next((key for key in unique if key not in self._entries), None)
+            if first_miss is not None:
+                loader = self._loader_for(loader, first_miss)  # before anything is pinned
             now = self._clock()
             for key in unique:
                 entry = self._entries.get(key)
