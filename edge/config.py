@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Union
 
 import yaml
 
-from edge.errors import ConfigError
 from edge.fileio import write_atomic
 from edge.router.config import RouterConfig
-from edge.schema import format_bytes, from_mapping, parse_bytes, to_mapping
+from edge.schema import format_bytes, from_mapping, load_yaml, parse_bytes, to_mapping
 
 __all__ = ["CacheConfig", "EdgeConfig", "RouterConfig", "dump_config", "format_bytes",
            "from_mapping", "load_config", "parse_bytes", "save_config", "to_mapping"]
@@ -63,19 +61,7 @@ class EdgeConfig:
 
 def load_config(path: str | os.PathLike[str]) -> EdgeConfig:
     """Read and validate a YAML policy file; every error names the file and the key path."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    try:
-        return from_mapping(EdgeConfig, data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    return load_yaml(EdgeConfig, path, "policy file")
 
 
 def dump_config(config: EdgeConfig) -> str:

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from edge.schema import from_mapping, to_mapping
-from edge.errors import ConfigError
 from edge.fileio import write_atomic
+from edge.schema import load_yaml, to_mapping
 
 
 @dataclass(frozen=True)
@@ -47,17 +46,7 @@ class DeviceProfile:
 
 
 def load_profile(path: str | Path) -> DeviceProfile:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read device profile: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    try:
-        return from_mapping(DeviceProfile, data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    return load_yaml(DeviceProfile, path, "device profile")
 
 
 def save_profile(profile: DeviceProfile, path: str | Path) -> None:

@@ -10,10 +10,13 @@ instead of silently falling back to a default.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
 
 from edge.errors import ConfigError
 
@@ -162,3 +165,19 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected a string, got {value!r}")
         return value
     raise ConfigError(f"{path}: unsupported setting type {tp!r}")  # a bug in a config class
+
+
+def load_yaml(cls: type[T], path: str | os.PathLike[str], what: str = "settings") -> T:
+    """Read the YAML file at ``path`` into ``cls``; every error names the file and key path."""
+    try:
+        text = open(path, encoding="utf-8").read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read {what}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return from_mapping(cls, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
