@@ -11,6 +11,8 @@ from edge import __version__
 # Each subsystem keeps its commands next to its code; this table puts them on the group.
 _COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "edge.demo": ("demo",),
+    "edge.sim.commands": ("sim", "tune", "calibrate"),
+    "edge.sim.trace_commands": ("trace",),
 }
 
 

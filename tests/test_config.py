@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +93,12 @@ def test_save_is_atomic_and_round_trips(tmp_path):
     save_config(config, target)
     assert load_config(target) == config
     assert [p.name for p in target.parent.iterdir()] == ["out.yaml"]  # no temp file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
+    target.chmod(0o640)
+    save_config(config, target)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640  # an existing file keeps its mode
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,10 @@
 
 Submodules, one job each: ``trace`` (formats, streaming readers, writers), ``generate`` (seeded
 workloads), ``oracle`` (Belady/MIN and size-aware bounds), ``reuse`` (next-access arrays),
-``calibrate`` (the device's paging cost model).
+``calibrate`` (the device's paging cost model), ``replay`` (policies x budgets through the
+pager), ``specs`` (the CLI's policy and budget lists), ``sweep`` (one ``edge sim`` run against
+LRU and the offline reference), ``table`` and ``plot`` (its table, JSON and PNG), ``tune``
+(config search); the click commands live in ``commands`` and ``trace_commands``.
 """
 
 from edge.sim.oracle import belady_hits, belady_size_hits, gap_closed, pfoo_l_hits

@@ -704,6 +704,9 @@ def _read_numeric_csv_fast(reader: TraceReader) -> Trace | None:
     # numpy reads "+5" as 5 where the line reader sees the name "+5": leave such files to it.
     if b"+" in data:
         return None
+    body = data.split(b"\n", skiprows)[skiprows:] if skiprows else [data]
+    if not body or not body[0].strip():
+        return None  # no requests: the line reader makes the empty trace (numpy would warn)
     used = [col for col in (time_col, key_col, size_col) if col]
     dtype = [(name, np.float64 if name == "time" else np.uint64)
              for name, col in (("time", time_col), ("key", key_col), ("size", size_col)) if col]

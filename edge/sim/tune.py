@@ -1,0 +1,458 @@
+"""``edge tune``: search policy-file settings by replaying a trace, keep the best as a policy file.
+
+A search space is YAML::
+
+    method: grid            # or random (then samples and seed)
+    samples: 20
+    seed: 0
+    objective: hit_ratio    # or byte_hit_ratio, or paging_seconds (minimised)
+    budgets: [64MiB, 5%]    # optional: average over these instead of the base's cache.budget
+    space:
+      cache.policy:                       # a mapping: each key is a choice, its value the
+        lru: {}                           # settings that only exist under that choice
+        s3fifo:
+          cache.policy_params.small_fraction: [0.05, 0.1, 0.2]
+        arc:
+          cache.policy_params.initial_p_fraction: [0.0, 0.5]
+      cache.budget: [256MiB]              # a list: plain choices, crossed with the rest
+
+Every key of ``space`` is a dotted path into the policy file (``section.key.subkey``); a
+candidate is the base file with those paths set. Every candidate is validated by the real
+loader (``edge.config.from_mapping(EdgeConfig, ...)``) before anything is replayed, so a space
+entry that would make a bad policy file is an error naming it, and the winner written by
+``save_config`` loads unchanged. Paths reach any section the loader knows, which is how new
+sections (the router's) become tunable without touching this module.
+
+Choosing a ``cache.policy`` other than the base's drops the base's ``cache.policy_params``:
+they belong to the base's policy and would not validate under another. Candidates that
+validate to the same settings (``small_fraction: 0.1`` is s3fifo's default) are run once.
+
+Each candidate is one process-pool task; results are collected in candidate order and ranked
+by (objective, candidate order), so the ranking does not depend on ``--jobs``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from edge.cache.policies import parse_params
+from edge.config import EdgeConfig, from_mapping, to_mapping
+from edge.device import DeviceProfile
+from edge.errors import ConfigError
+from edge.sim.replay import PolicySpec, ReplayResult, replay_arrays
+from edge.sim.specs import parse_budget, working_set_bytes
+from edge.sim.trace import Trace
+
+METHODS = ("grid", "random")
+# objective -> True when larger is better
+OBJECTIVES = {"hit_ratio": True, "byte_hit_ratio": True, "paging_seconds": False}
+_SPACE_FILE_KEYS = ("method", "samples", "seed", "objective", "budgets", "space")
+# Choosing a new value at the key drops the base's value at the paired path (see docstring).
+_RESET_WITH = {"cache.policy": "cache.policy_params"}
+# The cache replay reads only these sections; varying anything else cannot change a result.
+_REPLAYED_SECTIONS = ("cache.",)
+
+Assignment = tuple[tuple[str, Any], ...]  # (dotted path, value) in space order
+
+
+# ---------------------------------------------------------------------------------------------
+# The space
+
+
+@dataclass(frozen=True)
+class Option:
+    value: Any
+    subspace: tuple[Dimension, ...] = ()  # settings that exist only under this choice
+
+
+@dataclass(frozen=True)
+class Dimension:
+    path: str
+    options: tuple[Option, ...]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    dimensions: tuple[Dimension, ...]
+    method: str = "grid"
+    samples: int = 20
+    seed: int = 0
+    objective: str = "hit_ratio"
+    budgets: tuple[str, ...] | None = None  # None: each candidate's own cache.budget
+
+    def paths(self) -> list[str]:
+        out: list[str] = []
+
+        def walk(dims: Sequence[Dimension]) -> None:
+            for d in dims:
+                if d.path not in out:
+                    out.append(d.path)
+                for o in d.options:
+                    walk(o.subspace)
+
+        walk(self.dimensions)
+        return out
+
+    def unreplayed_paths(self) -> list[str]:
+        """Paths the cache replay does not read: candidates differing only there tie."""
+        return [p for p in self.paths() if not p.startswith(_REPLAYED_SECTIONS)]
+
+
+def load_space(path: str | os.PathLike[str]) -> SearchSpace:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read search space: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return parse_space(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def parse_space(data: Any) -> SearchSpace:
+    if not isinstance(data, dict):
+        raise ConfigError(f"a search space is a mapping with a 'space' key, got "
+                          f"{type(data).__name__}")
+    unknown = sorted(set(data) - set(_SPACE_FILE_KEYS))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown key (known keys: "
+                          f"{', '.join(_SPACE_FILE_KEYS)})")
+    if "space" not in data:
+        raise ConfigError("space: missing (the dotted paths to search)")
+    method = data.get("method", "grid")
+    if method not in METHODS:
+        raise ConfigError(f"method: {method!r} is not one of {', '.join(METHODS)}")
+    objective = data.get("objective", "hit_ratio")
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective: {objective!r} is not one of {', '.join(OBJECTIVES)}")
+    samples, seed = data.get("samples", 20), data.get("seed", 0)
+    for name, value, low in (("samples", samples, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{name}: expected an integer >= {low}, got {value!r}")
+    budgets = data.get("budgets")
+    if budgets is not None:
+        if isinstance(budgets, (str, int)):
+            budgets = [budgets]
+        if not isinstance(budgets, list) or not budgets:
+            raise ConfigError(f"budgets: expected a list of sizes or percentages, got "
+                              f"{budgets!r}")
+        budgets = tuple(str(b) for b in budgets)
+    dims = _parse_dimensions(data["space"], "space")
+    if not dims:
+        raise ConfigError("space: empty; give at least one dotted path and its choices")
+    return SearchSpace(dims, method, samples, seed, objective, budgets)
+
+
+def _parse_dimensions(data: Any, where: str) -> tuple[Dimension, ...]:
+    if data is None:
+        return ()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of dotted paths to choices, got "
+                          f"{type(data).__name__}")
+    dims = []
+    for path, choices in data.items():
+        entry = f"{where}[{path!r}]"
+        if not isinstance(path, str) or not all(path.split(".")):
+            raise ConfigError(f"{entry}: a path is dotted keys like 'cache.policy'")
+        if isinstance(choices, list):
+            if not choices:
+                raise ConfigError(f"{entry}: no choices")
+            options = tuple(Option(v) for v in choices)
+        elif isinstance(choices, dict):
+            if not choices:
+                raise ConfigError(f"{entry}: no choices")
+            options = tuple(Option(v, _parse_dimensions(sub, f"{entry}[{v!r}]"))
+                            for v, sub in choices.items())
+        else:
+            raise ConfigError(f"{entry}: expected a list of choices, or a mapping from each "
+                              f"choice to the settings that apply under it; got {choices!r}")
+        dims.append(Dimension(path, options))
+    return tuple(dims)
+
+
+def _count(dims: Sequence[Dimension]) -> int:
+    return math.prod(sum(_count(o.subspace) for o in d.options) for d in dims)
+
+
+def grid(dims: Sequence[Dimension]) -> Iterator[Assignment]:
+    """Every assignment, in the order the space file lists its choices (the first varies
+    slowest)."""
+    if not dims:
+        yield ()
+        return
+    first, rest = dims[0], dims[1:]
+    for option in first.options:
+        for sub in grid(option.subspace):
+            for tail in grid(rest):
+                yield ((first.path, option.value),) + sub + tail
+
+
+def _sample_one(dims: Sequence[Dimension], rng: np.random.Generator) -> Assignment:
+    out: Assignment = ()
+    for d in dims:
+        option = d.options[int(rng.integers(len(d.options)))]
+        out += ((d.path, option.value),) + _sample_one(option.subspace, rng)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Candidates: validated configurations
+
+
+@dataclass(frozen=True)
+class Candidate:
+    index: int
+    assignment: Assignment
+    config: EdgeConfig
+
+    def label(self, short: Mapping[str, str] | None = None) -> str:
+        short = short or {}
+        return " ".join(f"{short.get(p, p)}={_show(v)}" for p, v in self.assignment)
+
+    @property
+    def policy(self) -> PolicySpec:
+        return PolicySpec(self.config.cache.policy, dict(self.config.cache.policy_params))
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def short_names(paths: Sequence[str]) -> dict[str, str]:
+    """Each path's last key where no other path shares it, else the whole path."""
+    last = [p.rsplit(".", 1)[-1] for p in paths]
+    return {p: (s if last.count(s) == 1 else p) for p, s in zip(paths, last, strict=True)}
+
+
+def _set_path(mapping: dict, path: str, value: Any) -> None:
+    keys = path.split(".")
+    node = mapping
+    for depth, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"space entry {path!r}: {'.'.join(keys[:depth + 1])} is a "
+                              f"{type(child).__name__}, not a section")
+        node = child
+    node[keys[-1]] = copy.deepcopy(value)
+
+
+def _get_path(mapping: dict, path: str) -> Any:
+    node: Any = mapping
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def apply_assignment(base: Mapping[str, Any], assignment: Assignment) -> dict:
+    """The base policy file (as a mapping) with the assignment's paths set."""
+    out = copy.deepcopy(dict(base))
+    for path, value in assignment:
+        reset = _RESET_WITH.get(path)
+        if reset and value != _get_path(base, path):
+            _set_path(out, reset, {})
+    for path, value in assignment:
+        _set_path(out, path, value)
+    return out
+
+
+def _canonical(config: EdgeConfig) -> str:
+    """A key equal for configurations that behave the same: policy params with defaults filled
+    in, budgets in bytes, the free-text description left out."""
+    data = to_mapping(config)
+    data.pop("description", None)
+    cache = config.cache
+    data["cache"]["policy_params"] = to_mapping(parse_params(cache.policy, cache.policy_params))
+    data["cache"]["budget"] = cache.budget_bytes  # "160KiB" and 163840 are one budget
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+def build_candidates(base: EdgeConfig, space: SearchSpace) -> list[Candidate]:
+    """Validated, de-duplicated candidates: the whole grid, or ``samples`` random draws."""
+    base_mapping = to_mapping(base)
+    if space.method == "grid" or _count(space.dimensions) <= space.samples:
+        assignments: Iterator[Assignment] = grid(space.dimensions)
+        limit = None
+    else:
+        rng = np.random.default_rng(space.seed)
+        # Draw until enough distinct configurations; duplicates are rejected below, and the
+        # attempt cap ends the loop when the space is smaller after de-duplication.
+        assignments = (_sample_one(space.dimensions, rng) for _ in range(space.samples * 100))
+        limit = space.samples
+    seen: set[str] = set()
+    out: list[Candidate] = []
+    for assignment in assignments:
+        mapping = apply_assignment(base_mapping, assignment)
+        try:
+            config = from_mapping(EdgeConfig, mapping)
+        except ConfigError as exc:
+            choice = ", ".join(f"{p}={_show(v)}" for p, v in assignment)
+            hint = ""
+            if "policy_params" in str(exc) and "unknown key" in str(exc):
+                hint = (" (to tie a setting to one policy, nest it under that choice: "
+                        "'cache.policy: {s3fifo: {cache.policy_params.small_fraction: [..]}}')")
+            raise ConfigError(f"candidate {{{choice}}}: {exc}{hint}") from None
+        key = _canonical(config)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(Candidate(len(out), assignment, config))
+        if limit is not None and len(out) == limit:
+            break
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    candidate: Candidate
+    results: tuple[ReplayResult, ...]  # one per budget
+
+    @property
+    def hit_ratio(self) -> float:
+        return _mean(r.hit_ratio for r in self.results)
+
+    @property
+    def byte_hit_ratio(self) -> float:
+        return _mean(r.byte_hit_ratio for r in self.results)
+
+    @property
+    def paging_seconds(self) -> float:
+        return _mean(r.paging_seconds for r in self.results)
+
+    def score(self, objective: str) -> float:
+        return getattr(self, objective)
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return math.fsum(values) / len(values)
+
+
+def candidate_budgets(candidate: Candidate, space: SearchSpace, working_set: int) -> list[int]:
+    if space.budgets is None:
+        return [candidate.config.cache.budget_bytes]
+    try:
+        return [parse_budget(b, working_set).nbytes for b in space.budgets]
+    except ValueError as exc:
+        raise ConfigError(f"budgets: {exc}") from None
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(keys, sizes, times, load_costs, profile) -> None:
+    _WORKER.update(keys=keys, sizes=sizes, times=times, load_costs=load_costs, profile=profile)
+
+
+def _run_candidate(task: tuple[str, dict, list[int]]) -> tuple[ReplayResult, ...]:
+    name, params, budgets = task
+    w = _WORKER
+    return tuple(replay_arrays(w["keys"], w["sizes"], PolicySpec(name, params), budget,
+                               times=w["times"], load_costs=w["load_costs"],
+                               profile=w["profile"])
+                 for budget in budgets)
+
+
+def evaluate(trace: Trace, candidates: Sequence[Candidate], space: SearchSpace, *,
+             profile: DeviceProfile | None = None, jobs: int = 1,
+             on_result: Callable[[int], None] | None = None) -> list[Evaluation]:
+    """Replay every candidate (``jobs`` processes); results in candidate order."""
+    profile = profile or DeviceProfile()
+    working_set = working_set_bytes(trace.keys, trace.sizes)
+    tasks = [(c.config.cache.policy, dict(c.config.cache.policy_params),
+              candidate_budgets(c, space, working_set)) for c in candidates]
+    init_args = (trace.keys, trace.sizes, trace.times, trace.load_costs, profile)
+    results: list[tuple[ReplayResult, ...]] = []
+    if jobs <= 1 or len(tasks) <= 1:
+        _init_worker(*init_args)
+        try:
+            for task in tasks:
+                results.append(_run_candidate(task))
+                if on_result:
+                    on_result(len(results))
+        finally:
+            _WORKER.clear()
+    else:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), initializer=_init_worker,
+                                 initargs=init_args) as pool:
+            # map keeps candidate order whatever order the workers finish in.
+            for result in pool.map(_run_candidate, tasks):
+                results.append(result)
+                if on_result:
+                    on_result(len(results))
+    return [Evaluation(c, r) for c, r in zip(candidates, results, strict=True)]
+
+
+def rank(evaluations: Sequence[Evaluation], objective: str) -> list[Evaluation]:
+    """Best first; ties keep candidate order, so the ranking is reproducible."""
+    sign = -1.0 if OBJECTIVES[objective] else 1.0
+    return sorted(evaluations, key=lambda e: (sign * e.score(objective), e.candidate.index))
+
+
+def best_config(best: Evaluation, objective: str, n_candidates: int,
+                trace_name: str) -> EdgeConfig:
+    """The winner, with a description that says where it came from."""
+    note = (f"edge tune: best of {n_candidates} candidates on {trace_name} by {objective} "
+            f"({best.score(objective):.6g})")
+    return replace(best.candidate.config, description=note)
+
+
+def tune_json(ranked: Sequence[Evaluation], space: SearchSpace, trace_path: str,
+              jobs: int) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "trace": trace_path,
+        "method": space.method,
+        "objective": space.objective,
+        "seed": space.seed,
+        "budgets": list(space.budgets) if space.budgets else None,
+        "jobs": jobs,
+        "candidates": len(ranked),
+        "ranking": [{
+            "rank": i + 1, "candidate": e.candidate.index,
+            "assignment": {p: v for p, v in e.candidate.assignment},
+            "config": to_mapping(e.candidate.config),
+            "objective": e.score(space.objective), "hit_ratio": e.hit_ratio,
+            "byte_hit_ratio": e.byte_hit_ratio, "paging_seconds": e.paging_seconds,
+            "per_budget": [r.as_dict() for r in e.results],
+        } for i, e in enumerate(ranked)],
+    }
+
+
+def format_ranking(ranked: Sequence[Evaluation], space: SearchSpace, top: int | None) -> str:
+    short = short_names(space.paths())
+    shown = ranked if top is None else ranked[:top]
+    head = f"{'rank':>4} {'hit ratio':>9} {'byte hits':>9} {'paging s':>10}  configuration"
+    lines = [f"objective: {space.objective}"
+             + (" (lower is better)" if not OBJECTIVES[space.objective] else "")
+             + (f", mean over budgets {', '.join(space.budgets)}" if space.budgets else
+                ", at each candidate's cache.budget"),
+             head, "-" * len(head)]
+    for i, e in enumerate(shown, 1):
+        lines.append(f"{i:>4} {e.hit_ratio:>9.4f} {e.byte_hit_ratio:>9.4f} "
+                     f"{e.paging_seconds:>10.2f}  {e.candidate.label(short) or '(base)'}")
+    if len(shown) < len(ranked):
+        lines.append(f"     ... {len(ranked) - len(shown)} more (--top, or --json for all)")
+    return "\n".join(lines)
+

@@ -1,0 +1,204 @@
+"""`edge tune`: the written winner loads unchanged and replays to exactly the reported figure;
+spaces are validated, de-duplicated and expanded deterministically whatever --jobs is."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from edge.cli import main
+from edge.config import EdgeConfig, from_mapping, load_config
+from edge.errors import ConfigError
+from edge.sim.generate import scan_bursts
+from edge.sim.replay import PolicySpec, replay_arrays
+from edge.sim.trace import read_trace
+from edge.sim.tune import build_candidates, evaluate, parse_space, rank
+
+BASE = {"version": 1, "description": "base", "cache": {"budget": "160KiB", "policy": "lru"}}
+NESTED = {
+    "cache.policy": {
+        "lru": None,
+        "arc": {"cache.policy_params.initial_p_fraction": [0.0, 0.5]},
+        "s3fifo": {"cache.policy_params.small_fraction": [0.05, 0.1, 0.3],
+                   "cache.policy_params.move_to_main_threshold": [1, 2]},
+    },
+}
+
+
+def base_config() -> EdgeConfig:
+    return from_mapping(EdgeConfig, BASE)
+
+
+@pytest.fixture(scope="module")
+def trace():
+    return scan_bursts(6000, 300, 0.9, seed=5, period=2000, burst_length=500)
+
+
+def test_tune_writes_a_config_that_replays_to_the_reported_hit_ratio(tmp_path):
+    trace_path = tmp_path / "scan.csv"
+    gen = CliRunner().invoke(main, ["trace", "gen", "scan", "--requests", "6000", "--objects",
+                                    "300", "--period", "2000", "--burst", "500", "--seed", "5",
+                                    "--out", str(trace_path)])
+    assert gen.exit_code == 0, gen.output
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump({"space": NESTED}))
+    out, report = tmp_path / "best.yaml", tmp_path / "tune.json"
+    result = CliRunner().invoke(main, [
+        "tune", "--trace", str(trace_path), "--config", str(tmp_path / "base.yaml"),
+        "--space", str(tmp_path / "space.yaml"), "--out", str(out), "--json", str(report),
+        "--jobs", "2"])
+    assert result.exit_code == 0, result.output
+    assert "9 candidates (grid)" in result.output
+
+    best = load_config(out)  # the daemon's loader takes it as written
+    data = json.loads(report.read_text())
+    top = data["ranking"][0]
+    assert best.cache.policy == top["config"]["cache"]["policy"]
+    assert dict(best.cache.policy_params) == top["config"]["cache"]["policy_params"]
+    trace = read_trace(trace_path)
+    replayed = replay_arrays(trace.keys, trace.sizes,
+                             PolicySpec(best.cache.policy, dict(best.cache.policy_params)),
+                             best.cache.budget_bytes, times=trace.times)
+    assert replayed.hit_ratio == top["hit_ratio"] == top["objective"]
+    assert replayed.hits == top["per_budget"][0]["hits"]
+    row = re.search(r"^\s+1\s+(\S+)\s+(\S+)\s+(\S+)\s+(.*)$", result.output, re.M)
+    assert row and row.group(1) == f"{replayed.hit_ratio:.4f}"
+    assert "policy=" + best.cache.policy in row.group(4)
+    # Ranked best first, and the winner really beats LRU on this scan-heavy trace.
+    scores = [r["objective"] for r in data["ranking"]]
+    assert scores == sorted(scores, reverse=True) and len(scores) == 9
+    lru = next(r for r in data["ranking"] if r["config"]["cache"]["policy"] == "lru")
+    assert top["hit_ratio"] > lru["hit_ratio"]
+
+
+def test_results_do_not_depend_on_jobs(trace):
+    space = parse_space({"space": NESTED, "budgets": ["3%", "10%"]})
+    candidates = build_candidates(base_config(), space)
+    one = rank(evaluate(trace, candidates, space, jobs=1), space.objective)
+    two = rank(evaluate(trace, candidates, space, jobs=2), space.objective)
+    assert [(e.candidate.index, [r.hits for r in e.results]) for e in one] == \
+           [(e.candidate.index, [r.hits for r in e.results]) for e in two]
+    for e in one:  # the objective is the mean over the budgets
+        assert len(e.results) == 2
+        assert e.hit_ratio == pytest.approx(sum(r.hit_ratio for r in e.results) / 2)
+
+
+def test_paging_seconds_is_minimised(trace):
+    space = parse_space({"objective": "paging_seconds",
+                         "space": {"cache.policy": ["lru", "fifo", "s3fifo"]}})
+    ranked = rank(evaluate(trace, build_candidates(base_config(), space), space),
+                  "paging_seconds")
+    seconds = [e.paging_seconds for e in ranked]
+    assert seconds == sorted(seconds) and seconds[0] < seconds[-1]
+
+
+def test_identical_configurations_run_once():
+    # 160KiB and 163840 are one budget written two ways: 3 policies x 2 spellings -> 3.
+    space = parse_space({"space": {
+        "cache.policy": {"s3fifo": {"cache.policy_params.small_fraction": [0.1, 0.2]},
+                         "lru": None},
+        "cache.budget": ["160KiB", 163840]}})
+    candidates = build_candidates(base_config(), space)
+    assert [c.label() for c in candidates] == [
+        "cache.policy=s3fifo cache.policy_params.small_fraction=0.1 cache.budget=160KiB",
+        "cache.policy=s3fifo cache.policy_params.small_fraction=0.2 cache.budget=160KiB",
+        "cache.policy=lru cache.budget=160KiB"]
+    # small_fraction 0.1 is s3fifo's default: the same policy as no params at all.
+    base = from_mapping(EdgeConfig, {"cache": {"budget": "160KiB", "policy": "s3fifo"}})
+    space = parse_space({"space": {"cache.policy_params": [
+        {}, {"small_fraction": 0.1}, {"small_fraction": 0.2}]}})
+    assert [dict(c.config.cache.policy_params) for c in build_candidates(base, space)] == [
+        {}, {"small_fraction": 0.2}]
+
+
+def test_choosing_another_policy_drops_the_base_policys_params():
+    base = from_mapping(EdgeConfig, {"cache": {"budget": "1MiB", "policy": "s3fifo",
+                                               "policy_params": {"small_fraction": 0.3}}})
+    space = parse_space({"space": {"cache.policy": ["s3fifo", "lru"]}})
+    candidates = build_candidates(base, space)
+    assert [(c.config.cache.policy, dict(c.config.cache.policy_params)) for c in candidates] == \
+           [("s3fifo", {"small_fraction": 0.3}), ("lru", {})]
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"space": {"cache.policy": ["lru", "s3fifo"],
+                "cache.policy_params.small_fraction": [0.1]}},
+     "cache.policy_params.small_fraction: unknown key"),
+    ({"space": {"cache.policy": {"s3fifo": {"cache.policy_params.small_fraction": [1.5]}}}},
+     "small_fraction must be between 0 and 1"),
+    ({"space": {"cache.polcy": ["lru"]}}, "cache.polcy: unknown key"),
+    ({"space": {"cache.budget.x": [1]}}, "cache.budget is a str, not a section"),
+    ({"space": {"cache.policy": ["lru", "nope"]}}, "unknown eviction policy 'nope'"),
+    ({"space": {"router.seed": [-1]}}, "router: seed must be >= 0"),
+])
+def test_invalid_candidates_are_errors_naming_the_entry(space, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_candidates(base_config(), parse_space(space))
+
+
+@pytest.mark.parametrize("data, message", [
+    ({}, "space: missing"),
+    ({"space": {}}, "space: empty"),
+    ({"space": {"cache.policy": "lru"}}, "expected a list of choices"),
+    ({"space": {"cache.policy": []}}, "no choices"),
+    ({"space": {"cache..policy": [1]}}, "a path is dotted keys"),
+    ({"method": "anneal", "space": {"cache.policy": ["lru"]}}, "method: 'anneal'"),
+    ({"objective": "speed", "space": {"cache.policy": ["lru"]}}, "objective: 'speed'"),
+    ({"samples": 0, "space": {"cache.policy": ["lru"]}}, "samples: expected an integer >= 1"),
+    ({"sapce": {}}, "sapce: unknown key"),
+])
+def test_malformed_space_files(data, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_space(data)
+
+
+def test_random_search_is_seeded_and_distinct():
+    grid = {"cache.policy": {"s3fifo": {
+        "cache.policy_params.small_fraction": [0.02, 0.05, 0.1, 0.2, 0.3],
+        "cache.policy_params.ghost_fraction": [0.5, 0.9, 2.0],
+        "cache.policy_params.move_to_main_threshold": [1, 2, 3]}, "lru": None}}
+    space = parse_space({"method": "random", "samples": 8, "seed": 1, "space": grid})
+    first = [c.label() for c in build_candidates(base_config(), space)]
+    again = [c.label() for c in build_candidates(base_config(), space)]
+    other = [c.label() for c in build_candidates(
+        base_config(), parse_space({"method": "random", "samples": 8, "seed": 2,
+                                    "space": grid}))]
+    assert first == again and len(set(first)) == 8 and first != other
+    # Asking for more samples than the space holds gives the whole (deduplicated) grid.
+    small = parse_space({"method": "random", "samples": 50,
+                         "space": {"cache.policy": ["lru", "fifo", "arc"]}})
+    assert len(build_candidates(base_config(), small)) == 3
+
+
+def test_router_paths_validate_and_warn(tmp_path, trace):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(
+        {"space": {"cache.policy": ["lru"], "router.seed": [0, 1]}}))
+    trace_path = tmp_path / "t.csv"
+    from edge.sim.trace import write_trace
+    write_trace(trace, trace_path)
+    result = CliRunner().invoke(main, [
+        "tune", "--trace", str(trace_path), "--config", str(tmp_path / "base.yaml"),
+        "--space", str(tmp_path / "space.yaml"), "--out", str(tmp_path / "b.yaml"),
+        "--jobs", "1"])
+    assert result.exit_code == 0, result.output
+    assert "warning: router.seed is not read by the cache replay" in result.stderr
+    assert "2 candidates" in result.stdout
+
+
+def test_tune_cli_errors(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
+    (tmp_path / "space.yaml").write_text("space:\n  cache.policy: [lru, s3fifo]\n"
+                                         "  cache.policy_params.small_fraction: [0.2]\n")
+    (tmp_path / "t.csv").write_text("time,key,size\n0,1,10\n")
+    result = CliRunner().invoke(main, [
+        "tune", "--trace", str(tmp_path / "t.csv"), "--config", str(tmp_path / "base.yaml"),
+        "--space", str(tmp_path / "space.yaml"), "--out", str(tmp_path / "b.yaml")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "space.yaml: candidate {cache.policy=lru" in result.output
+    assert "nest it under that choice" in result.output
+    assert not (tmp_path / "b.yaml").exists()
