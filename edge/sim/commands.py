@@ -62,15 +62,29 @@ def _write_json(path: Path, data: dict) -> None:
               default=None, help="Write hit ratio / paging time vs budget curves (PNG).")
 @click.option("--no-optimal", is_flag=True,
               help="Skip the offline reference (Belady / PFOO-L) and the gap-closed column.")
+@click.option("--router", "route", is_flag=True,
+              help="Route instead: replay the trace's contexts through routing strategies "
+                   "(the labelled adapter is the right one); see docs/router.md.")
+@click.option("--strategy", "strategy_texts", multiple=True, metavar="LIST",
+              help="With --router: strategies, e.g. 'linucb+lru,polar+' (default "
+                   "random,linucb+lru,polar,polar+,oracle).")
 @progress_option
 @friendly_errors
 def sim(trace_path, fmt, columns, no_header, skip_bad, limit, policy_texts, budget_texts,
-        config_path, profile_path, json_path, plot_path, no_optimal, show_progress):
+        config_path, profile_path, json_path, plot_path, no_optimal, route, strategy_texts,
+        show_progress):
     """Replay a trace through policies x budgets; print hit ratios, paging time, gap closed.
 
     LRU is always replayed (the gap is measured from it). The reference is Belady's MIN for
     uniform-size traces and the PFOO-L upper bound for variable sizes; the table says which.
+    With --router, the trace's contexts are routed by each strategy over a PagedCache instead.
     """
+    if route:
+        _route(trace_path, fmt, columns, no_header, skip_bad, limit, budget_texts, config_path,
+               profile_path, json_path, strategy_texts)
+        return
+    if strategy_texts:
+        raise click.BadParameter("only applies with --router", param_hint="--strategy")
     if plot_path is not None:
         from edge.sim.plot import require_matplotlib
 
@@ -123,6 +137,47 @@ def sim(trace_path, fmt, columns, no_header, skip_bad, limit, policy_texts, budg
         plot_sweep(sweep, plot_path, title=f"edge sim: {trace_path.name} "
                                             f"({len(trace):,} requests)")
         click.echo(f"wrote {plot_path}")
+
+
+def _route(trace_path, fmt, columns, no_header, skip_bad, limit, budget_texts, config_path,
+           profile_path, json_path, strategy_texts) -> None:
+    from edge.config import EdgeConfig
+    from edge.sim.routing import (
+        DEFAULT_STRATEGIES,
+        format_routing_table,
+        routing_events,
+        run_routing,
+    )
+
+    config = load_config(config_path) if config_path else EdgeConfig()
+    profile = _profile(profile_path)
+    trace = load_trace(trace_path, fmt, columns, no_header, skip_bad, limit)
+    try:
+        events = routing_events(trace, config.router.features)
+    except ValueError as exc:
+        raise click.ClickException(f"{trace_path}: {exc}") from None
+    strategies = tuple(name for text in strategy_texts for name in text.split(",") if name) \
+        or DEFAULT_STRATEGIES
+    texts = budget_texts or ((str(config.cache.budget),) if config_path else ("25%",))
+    try:
+        budgets = parse_budget_list(",".join(texts), int(events.sizes.sum()))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--budget") from None
+    report = []
+    for budget in budgets:
+        try:
+            results = run_routing(events, strategies, budget.nbytes, profile,
+                                  linucb=config.router.linucb, polar=config.router.polar,
+                                  seed=config.router.seed)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--strategy/--budget") from None
+        click.echo(format_routing_table(results, budget.nbytes) + "\n")
+        report.append({"budget": budget.nbytes, "budget_label": budget.label,
+                       "results": results})
+    if json_path:
+        _write_json(json_path, {"trace": str(trace_path), "requests": len(trace),
+                                "adapters": len(events.arm_ids), "budgets": report})
+        click.echo(f"wrote {json_path}")
 
 
 def _sniffed(path: Path) -> str:
