@@ -37,8 +37,9 @@ class RoutingEvents:
     arm_ids: tuple[str, ...]
 
 
-def routing_events(trace: Trace, features: FeatureConfig = FeatureConfig()) -> RoutingEvents:
+def routing_events(trace: Trace, features: FeatureConfig | None = None) -> RoutingEvents:
     """The routing problem a trace describes; ``ValueError`` naming what the trace lacks."""
+    features = features or FeatureConfig()
     if trace.contexts is None:
         raise ValueError("the trace has no context column: --router needs a context per request "
                          "(a feature vector or text), e.g. from `edge trace gen tenants "
@@ -59,9 +60,11 @@ def routing_events(trace: Trace, features: FeatureConfig = FeatureConfig()) -> R
 
 
 def run_routing(events: RoutingEvents, strategies: tuple[str, ...], budget: int,
-                profile: DeviceProfile, *, linucb: LinUCBConfig = LinUCBConfig(),
-                polar: PolarConfig = PolarConfig(), seed: int = 0) -> list[dict[str, Any]]:
+                profile: DeviceProfile, *, linucb: LinUCBConfig | None = None,
+                polar: PolarConfig | None = None, seed: int = 0) -> list[dict[str, Any]]:
     """Each strategy replayed once, seeded; the metrics of ``edge.router.replay.replay``."""
+    linucb = linucb or LinUCBConfig()
+    polar = polar or PolarConfig()
     unknown = [s for s in strategies if s not in STRATEGY_NAMES]
     if unknown:
         raise ValueError(f"unknown strategy {unknown[0]!r} (known: {', '.join(STRATEGY_NAMES)})")
