@@ -13,6 +13,7 @@ _COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "edge.demo": ("demo",),
     "edge.sim.commands": ("sim", "tune", "calibrate"),
     "edge.sim.trace_commands": ("trace",),
+    "edge.router.commands": ("route_bench",),
 }
 
 

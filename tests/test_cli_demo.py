@@ -32,3 +32,15 @@ def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "edge.cli", "--help"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and "demo" in out.stdout
+
+
+def test_route_bench_prints_json_per_strategy():
+    import json
+
+    result = CliRunner().invoke(main, ["route-bench", "--arms", "6", "--steps", "400",
+                                       "--strategy", "random", "--strategy", "oracle"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    rows = report["results"]
+    assert set(rows) == {"random", "oracle"} and report["steps"] == 400
+    assert rows["oracle"]["objective"] > rows["random"]["objective"]
