@@ -13,37 +13,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 
-from edge.device import DeviceProfile
-from edge.router.config import LinUCBConfig, PolarConfig
-from edge.router.linucb import LinUCB
-from edge.router.polar import PolarRouter
-from edge.router.replay import replay
-from edge.router.strategies import STRATEGY_NAMES, make_strategy
-from edge.router.synthetic import make_problem
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import machine  # noqa: E402
 
-
-def machine() -> dict:
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    import numpy
-    return {"cores": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
-            "numpy": numpy.__version__, "platform": platform.platform()}
+from edge.device import DeviceProfile  # noqa: E402
+from edge.router.config import LinUCBConfig, PolarConfig  # noqa: E402
+from edge.router.linucb import LinUCB  # noqa: E402
+from edge.router.polar import PolarRouter  # noqa: E402
+from edge.router.replay import replay  # noqa: E402
+from edge.router.strategies import STRATEGY_NAMES, make_strategy  # noqa: E402
+from edge.router.synthetic import make_problem  # noqa: E402
 
 
 def quality(n_arms, args, device, lin_cfg, polar_cfg):
@@ -210,7 +197,7 @@ def main(argv=None) -> int:
     result = {
         "benchmark": "router",
         "inputs": {k: v for k, v in vars(args).items() if k != "out"},
-        "machine": machine(),
+        "machine": {**machine(), "numpy": np.__version__},
         "device_profile": asdict(device),
         "linucb": asdict(lin_cfg),
         "polar": asdict(polar_cfg),

@@ -194,3 +194,42 @@ def test_ties_are_broken_by_the_injected_rng_reproducibly():
         picks.append([model.decide(np.array([1.0, 0, 0, 0])).arm_index for _ in range(30)])
     assert picks[0] == picks[1]
     assert len(set(picks[0])) > 3  # untried arms tie: not always the first one
+
+
+def test_packed_scoring_of_a_large_catalogue_matches_direct_solve_and_survives_arm_changes():
+    # 40 arms at d=32 is past the packed-scoring threshold: single-context scores come from
+    # theta and the packed upper triangle of A^-1 and must equal a direct solve on the float64
+    # state, before and after arms are removed and added (slots move) and after refactoring.
+    rng = np.random.default_rng(7)
+    d, n_arms, T = 32, 40, 4000
+    cfg = LinUCBConfig(alpha=0.6, ridge_lambda=0.7, prior_reward=0.4, refactor_every=64)
+    ids = [f"a{i}" for i in range(n_arms)]
+    model = LinUCB(d, cfg, np.random.default_rng(1), ids[:8])
+    assert not model._packed  # a small stack is scored by the plain product
+    for arm_id in ids[8:]:
+        model.add_arm(arm_id)
+    assert model._packed
+    X = _unit_rows(rng, T, d)
+    arms = rng.integers(n_arms, size=T)
+    R = rng.uniform(size=T)
+    for x, a, r in zip(X, arms, R, strict=True):
+        model.update(ids[a], x, r)
+    model.remove_arm("a3")  # the last arm moves into slot 3
+    model.add_arm("fresh")
+    probe = _unit_rows(rng, 20, d)
+    for x in probe:
+        mean, bonus = model.mean_and_bonus(x)
+        for arm_id in ("a0", "a39", "a17", "fresh"):
+            i = model.index_of(arm_id)
+            if arm_id == "fresh":
+                A, theta = cfg.ridge_lambda * np.eye(d), np.zeros(d)
+            else:
+                a = ids.index(arm_id)
+                A, _, theta = _direct(d, cfg.ridge_lambda, cfg.prior_reward, X[arms == a],
+                                      R[arms == a])
+            assert mean[i] == pytest.approx(cfg.prior_reward + theta @ x, abs=1e-8)
+            assert bonus[i] == pytest.approx(cfg.alpha * np.sqrt(x @ np.linalg.solve(A, x)),
+                                             abs=1e-8)
+        batch_mean, batch_bonus = model.mean_and_bonus_batch(x[None, :])
+        np.testing.assert_allclose(batch_mean[0], mean, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(batch_bonus[0], bonus, rtol=0, atol=1e-12)

@@ -213,3 +213,68 @@ def test_controller_plan_reaches_the_cache_and_tracks_context_drift():
         if plan is not None:
             plans.append(plan)
     assert plans == [["A"], ["B"]]
+
+
+def test_forced_rounds_skip_arms_whose_optimistic_score_cannot_win():
+    # Every arm is past forced_min_decisions; arm "bad" is so well known to be poor that its
+    # mean + bonus is below the winner's score: a forced round must not serve it. Arm "far" is
+    # good but not resident, so it lost to its paging charge only: a forced round serves it.
+    d = 4
+    lin = LinUCB(d, LinUCBConfig(alpha=0.1), np.random.default_rng(0))
+    router = PolarRouter(lin, PolarConfig(mode="polar+", epoch_length=16,
+                                          forced_exploration_scale=4.0,
+                                          forced_min_decisions=2),
+                         DeviceProfile(), 400 * MiB)
+    for name in ("good", "bad", "far"):
+        router.add_arm(name, 128 * MiB)
+    x = np.array([1.0, 0, 0, 0])
+    for _ in range(200):
+        lin.update("good", x, 0.8)
+        lin.update("bad", x, 0.1)
+        lin.update("far", x, 0.82)
+    router._chosen[:] = [100, 5, 50]  # "bad" is the least chosen: the old rule forced it
+    served = []
+    for _ in range(16):
+        forced = router.schedule.is_forced()
+        d_ = router.decide(x, {"good"})
+        if forced:
+            served.append((d_.arm_id, d_.reason))
+    assert served and all(arm == "far" and reason == "forced" for arm, reason in served)
+    # Below the floor an arm is forced whatever its score (its bound rests on the prior).
+    router._chosen[:] = [100, 1, 50]
+    while not router.schedule.is_forced():
+        router.decide(x, {"good"})
+    assert router.decide(x, {"good"}).arm_id == "bad"
+
+
+def test_paging_charge_is_amortised_over_measured_residency_and_shares():
+    router = _router(mode="polar+", dim=4, budget=300 * MiB, epoch_length=64,
+                     forced_exploration_scale=0.0)
+    for i in range(4):
+        router.add_arm(f"a{i}", 64 * MiB)
+    full = router.paging_penalty()
+    rng = np.random.default_rng(3)
+    resident: set[str] = set()
+    # A caller that pages a chosen adapter in and keeps it exactly 10 decisions.
+    loaded: dict[str, int] = {}
+    for t in range(64):  # the first epoch: no shares yet, so no amortisation
+        d = router.decide(_context(rng, 4), resident)
+        np.testing.assert_array_equal(d.penalty, np.where(router.resident_mask(resident), 0.0,
+                                                          full))
+        resident |= {d.arm_id}
+        loaded.setdefault(d.arm_id, t)
+        for a, start in list(loaded.items()):
+            if t - start >= 9:
+                resident.discard(a)
+                del loaded[a]
+    assert router._share.sum() == pytest.approx(1.0)
+    assert router._residency == pytest.approx(10.0)
+    d = router.decide(_context(rng, 4), set())
+    left = min(router.schedule.length - router.schedule.step, 10.0)
+    np.testing.assert_allclose(d.penalty, full / (1.0 + left * router._share))
+    assert np.all(d.penalty <= full)
+    # amortise_paging=False charges the whole page-in to one request.
+    plain = _router(mode="polar+", dim=4, budget=300 * MiB, amortise_paging=False)
+    plain.add_arm("a0", 64 * MiB)
+    for _ in range(300):
+        assert plain.decide(_context(rng, 4), set()).penalty[0] == full[0]

@@ -46,6 +46,11 @@ def test_round_trip_is_exact_and_decisions_continue_identically(tmp_path):
     assert b.polar.sizes() == a.polar.sizes()
     np.testing.assert_array_equal(b.polar.chosen_counts(), a.polar.chosen_counts())
     assert b.polar.schedule.state() == a.polar.schedule.state()
+    # The amortisation estimates (shares per arm, measured residency) travel with the state.
+    assert a.polar._share.sum() > 0 and a.polar._residency > 0
+    np.testing.assert_array_equal(b.polar._share, a.polar._share)
+    assert (b.polar._residency, b.polar._residency_n, b.polar._demand) == \
+        (a.polar._residency, a.polar._residency_n, a.polar._demand)
     for i in range(200, 240):  # same RNG state, same schedule: same choices, same scores
         da = a.route(i, f"later {i}", {"ad0"})
         db = b.route(i, f"later {i}", {"ad0"})

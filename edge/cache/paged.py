@@ -29,7 +29,6 @@ from typing import Any
 
 from edge._native import NativeIndex
 from edge.cache.policies import EvictionPolicy, make_policy
-from edge.schema import format_bytes, parse_bytes
 from edge.errors import (
     CacheFullError,
     ConfigError,
@@ -37,6 +36,7 @@ from edge.errors import (
     LoadError,
     ObjectTooLargeError,
 )
+from edge.schema import format_bytes, parse_bytes
 
 log = logging.getLogger(__name__)
 

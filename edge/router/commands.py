@@ -9,12 +9,12 @@ import json
 import click
 import numpy as np
 
-from edge.schema import from_mapping
 from edge.device import DeviceProfile, load_profile
 from edge.router.config import LinUCBConfig, PolarConfig
 from edge.router.replay import replay
 from edge.router.strategies import STRATEGY_NAMES, make_strategy
 from edge.router.synthetic import make_problem
+from edge.schema import from_mapping
 
 
 @click.command("route-bench")

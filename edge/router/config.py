@@ -104,8 +104,16 @@ class PolarConfig:
     max_epoch_length: int = 16384
     # polar+: ceil(scale * sqrt(L_e)) forced-exploration rounds in an epoch of length L_e.
     forced_exploration_scale: float = 0.25
+    # polar+: an arm with fewer decisions than this is always eligible for a forced round (its
+    # confidence bound rests on the prior alone); past it, only an arm that lost to its paging
+    # charge is (docs/router.md).
+    forced_min_decisions: int = 4
     # Recent contexts the epoch controller plans the resident set for.
     context_window: int = 1024
+    # Charge a page-in lambda * c_a / k_a, k_a = 1 + share_a * (requests left in the epoch):
+    # the requests the adapter is expected to serve while resident (docs/router.md). False
+    # charges the whole lambda * c_a to the one request that triggers it.
+    amortise_paging: bool = True
 
     def __post_init__(self) -> None:
         _check_finite("paging_weight", self.paging_weight)
@@ -120,6 +128,9 @@ class PolarConfig:
         if self.forced_exploration_scale < 0:
             raise ValueError("forced_exploration_scale must be >= 0, got "
                              f"{self.forced_exploration_scale}")
+        if self.forced_min_decisions < 0:
+            raise ValueError("forced_min_decisions must be >= 0, got "
+                             f"{self.forced_min_decisions}")
         if self.context_window < 1:
             raise ValueError(f"context_window must be at least 1, got {self.context_window}")
 

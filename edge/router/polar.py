@@ -3,7 +3,9 @@
 Per request (fast timescale):
     score_a = mean_a(x) + bonus_a(x) - lambda * paging_seconds(size_a) * [a not resident]
 and the arm with the highest score serves the request, except on a POLAR+ forced-exploration
-round, where the arm chosen least often so far serves it (ties broken by the injected RNG).
+round, where the least-chosen under-sampled arm serves it (ties broken by the injected RNG).
+With a controller, the charge of a page-in is amortised over the requests the adapter is
+expected to serve while resident (``amortised_penalty``; the rule is in docs/router.md).
 
 Per epoch (slow timescale): the controller plans the resident set for the next epoch from the
 last ``context_window`` contexts with optimistic utilities (mean + bonus), see
@@ -30,6 +32,9 @@ from edge.router.linucb import Decision, LinUCB
 from edge.router.planner import plan_resident_set
 from edge.router.schedule import EpochSchedule
 
+# Demand-load residencies averaged exactly up to this many, exponentially after.
+_RESIDENCY_MEMORY = 64
+
 
 class PolarRouter:
     """Cache-aware routing over a ``LinUCB``; owns arm sizes, paging costs and the epochs."""
@@ -44,6 +49,19 @@ class PolarRouter:
         self._sizes = np.zeros(0, dtype=np.int64)
         self._penalty = np.zeros(0)  # lambda * paging seconds, per arm
         self._chosen = np.zeros(0, dtype=np.int64)  # decisions per arm (feedback may lag)
+        # Share of recent contexts whose best (optimistic, paging ignored) arm is each arm,
+        # measured at the last epoch end; 0 until then (no amortisation without an estimate).
+        self._share = np.zeros(0)
+        # Residency of demand loads (an arm routed to while not resident): decisions from the
+        # page-in until the arm is first seen non-resident again. _residency is their running
+        # mean (exponential once _residency_n reaches _RESIDENCY_MEMORY); 0 until measured.
+        self._tick = 0
+        self._demand: dict[int, int] = {}  # arm index -> tick of its page-in
+        self._residency = 0.0
+        self._residency_n = 0
+        # Amortisation needs the controller (a budget, so plans and shares exist).
+        self._amortising = (config.amortise_paging and config.mode != "off"
+                            and budget_bytes is not None)
         self._window = np.zeros((config.context_window, linucb.dim))
         self._window_pos = 0
         self._window_filled = 0
@@ -83,6 +101,7 @@ class PolarRouter:
         self._sizes = np.append(self._sizes, int(size_bytes))
         self._penalty = np.append(self._penalty, self.config.paging_weight * cost)
         self._chosen = np.append(self._chosen, 0)
+        self._share = np.append(self._share, 0.0)
 
     def set_size(self, arm_id: str, size_bytes: int) -> None:
         """An adapter file was replaced by one of another size: keep what was learned."""
@@ -97,12 +116,13 @@ class PolarRouter:
         i = self.linucb.index_of(arm_id)
         self.linucb.remove_arm(arm_id)
         # LinUCB moved its last arm into slot i; mirror that so indices stay aligned.
-        for name in ("_sizes", "_penalty", "_chosen"):
+        for name in ("_sizes", "_penalty", "_chosen", "_share"):
             arr = getattr(self, name)
             arr[i] = arr[-1]
             setattr(self, name, arr[:-1].copy())
         if self._plan is not None:
             self._plan = [a for a in self._plan if a != arm_id]
+        self._demand.clear()  # indices moved; the open residencies are simply not measured
 
     # ---- routing -------------------------------------------------------------------------------
 
@@ -119,19 +139,57 @@ class PolarRouter:
                              f"got {mask.dtype} {mask.shape}")
         if self.config.mode == "off":
             penalty = np.zeros(self.linucb.n_arms)
+        elif self._amortising and self._residency > 0.0:
+            penalty = np.where(mask, 0.0, self.amortised_penalty())
         else:
             penalty = np.where(mask, 0.0, self._penalty)
-        forced = self._forced_arm() if self.schedule.is_forced() else None
-        decision = self.linucb.decide(x, penalty, forced_index=forced)
+        if self._demand:
+            self._track_residency(mask)
+        if self.schedule.is_forced():
+            decision = self._forced_decision(x, penalty)
+        else:
+            decision = self.linucb.decide(x, penalty)
+        if self._amortising and not mask[decision.arm_index]:
+            self._demand[decision.arm_index] = self._tick
+        self._tick += 1
         self._chosen[decision.arm_index] += 1
         self._remember(decision_context=x)
         if self.config.mode != "off" and self.schedule.advance():
             self._plan = self.plan()
         return decision
 
-    def _forced_arm(self) -> int:
-        least = np.flatnonzero(self._chosen == self._chosen.min())
-        return int(least[self.linucb.rng.integers(len(least))])
+    def _track_residency(self, mask: np.ndarray) -> None:
+        for i, start in list(self._demand.items()):
+            if not mask[i]:
+                del self._demand[i]
+                self._residency_n += 1
+                weight = 1.0 / min(self._residency_n, _RESIDENCY_MEMORY)
+                self._residency += weight * ((self._tick - start) - self._residency)
+
+    def amortised_penalty(self) -> np.ndarray:
+        """lambda * c_a / k_a per arm, k_a = 1 + share_a * (requests left in this epoch after
+        the current one, at most the measured residency of a demand load): a page-in now is
+        expected to serve share_a of the requests routed while it stays resident, so each of
+        those requests bears 1/k_a of its cost."""
+        left = min(self.schedule.length - self.schedule.step - 1, self._residency)
+        return self._penalty / (1.0 + left * self._share)
+
+    def _forced_decision(self, x: np.ndarray, penalty: np.ndarray) -> Decision:
+        """A forced round serves the least-chosen *under-sampled* arm (ties by the RNG): one
+        with fewer than ``forced_min_decisions`` decisions, or one whose paging-free optimistic
+        score mean + bonus reaches the best penalised score, i.e. that lost this round only to
+        its paging charge. An arm whose upper confidence bound cannot beat the winner even
+        without the charge gains nothing from a forced sample; with no under-sampled arm the
+        round is routed normally."""
+        decision = self.linucb.decide(x, penalty)
+        floor = self.config.forced_min_decisions
+        eligible = (self._chosen < floor) | (decision.mean + decision.bonus
+                                             >= decision.score[decision.arm_index])
+        if not eligible.any():
+            return decision
+        least = np.flatnonzero(eligible & (self._chosen == self._chosen[eligible].min()))
+        i = int(least[self.linucb.rng.integers(len(least))])
+        return self.linucb.decide(x, penalty, forced_index=i)
 
     def _remember(self, decision_context: np.ndarray) -> None:
         self._window[self._window_pos] = decision_context
@@ -149,7 +207,11 @@ class PolarRouter:
             return None
         contexts = self._window[: self._window_filled]
         mean, bonus = self.linucb.mean_and_bonus_batch(contexts)
-        chosen = plan_resident_set(mean + bonus, self._penalty, self._sizes, self.budget_bytes)
+        utility = mean + bonus
+        if len(contexts):
+            best = utility.argmax(axis=1)
+            self._share = np.bincount(best, minlength=self.linucb.n_arms) / len(contexts)
+        chosen = plan_resident_set(utility, self._penalty, self._sizes, self.budget_bytes)
         ids = self.linucb.arm_ids
         return [ids[i] for i in chosen]
 
@@ -162,9 +224,12 @@ class PolarRouter:
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta = {"schedule": self.schedule.state(), "window_pos": self._window_pos,
-                "window_filled": self._window_filled, "budget_bytes": self.budget_bytes}
+                "window_filled": self._window_filled, "budget_bytes": self.budget_bytes,
+                "residency": {"tick": self._tick, "mean": self._residency,
+                              "n": self._residency_n,
+                              "open": [[i, t] for i, t in self._demand.items()]}}
         return meta, {"sizes": self._sizes.copy(), "chosen": self._chosen.copy(),
-                      "window": self._window.copy()}
+                      "share": self._share.copy(), "window": self._window.copy()}
 
     def restore(self, arm_ids: list[str], meta: Mapping[str, Any],
                 arrays: Mapping[str, np.ndarray]) -> None:
@@ -176,12 +241,23 @@ class PolarRouter:
         self._penalty = np.array([self.config.paging_weight * self.device.paging_seconds(int(s))
                                   for s in self._sizes])
         self._chosen = arrays["chosen"].astype(np.int64).copy()
+        # Files written before amortisation have no shares: start unamortised until the next
+        # epoch end measures them.
+        share = arrays.get("share")
+        self._share = (np.zeros(len(self._sizes)) if share is None
+                       else share.astype(np.float64).copy())
         self._window = arrays["window"].astype(np.float64).copy()
         self._window_pos = int(meta["window_pos"])
         self._window_filled = int(meta["window_filled"])
         self.schedule.restore(meta["schedule"])
-        if len(self._sizes) != len(arm_ids):
-            raise ValueError("saved arm sizes do not match the saved arms")
+        residency = meta.get("residency", {})  # absent in files written before amortisation
+        self._tick = int(residency.get("tick", 0))
+        self._residency = float(residency.get("mean", 0.0))
+        self._residency_n = int(residency.get("n", 0))
+        self._demand = {int(i): int(t) for i, t in residency.get("open", [])
+                        if 0 <= int(i) < len(arm_ids)}
+        if len(self._sizes) != len(arm_ids) or len(self._share) != len(arm_ids):
+            raise ValueError("saved arm sizes or shares do not match the saved arms")
 
 
 def apply_resident_set(cache: Any, keys: Iterable[str], sizes: Mapping[str, int]

@@ -16,7 +16,6 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edge.schema import to_mapping
 from edge.device import DeviceProfile
 from edge.router.config import RouterConfig
 from edge.router.errors import StateCorruptError, StateMismatchError
@@ -25,6 +24,7 @@ from edge.router.feedback import PendingTable, check_reward, make_reward_source
 from edge.router.linucb import Decision, LinUCB
 from edge.router.polar import PolarRouter, apply_resident_set
 from edge.router.state import read_state, write_state
+from edge.schema import to_mapping
 
 _LINUCB_ARRAYS = ("A", "A_inv", "b", "theta", "counts", "since_refactor")
 
