@@ -51,7 +51,8 @@ ffibuilder.set_source(
     '#include "edge.h"',
     sources=[os.path.relpath(src, _root) for src in SOURCES],
     include_dirs=[os.path.relpath(NATIVE / "include", _root)],
-    extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
+    extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra",
+                        "-Werror=implicit-function-declaration"],
 )
 
 if __name__ == "__main__":
