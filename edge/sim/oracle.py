@@ -99,6 +99,16 @@ def _sizes_per_object(keys: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, 
     return obj, smallest[obj]
 
 
+def _checked_sized_trace(keys, sizes, cache_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    keys = np.asarray(keys)
+    sizes = np.asarray(sizes, dtype=np.uint64)
+    if len(sizes) != len(keys):
+        raise ValueError(f"keys and sizes differ in length ({len(keys)} != {len(sizes)})")
+    if cache_bytes < 0:
+        raise ValueError(f"cache_bytes must be >= 0, got {cache_bytes}")
+    return keys, sizes
+
+
 def pfoo_l_hits(keys: np.ndarray, sizes: np.ndarray, cache_bytes: int) -> int:
     """Upper bound on the hits of any policy, size-aware or not (PFOO-L, Berger et al. 2018).
 
@@ -110,13 +120,8 @@ def pfoo_l_hits(keys: np.ndarray, sizes: np.ndarray, cache_bytes: int) -> int:
     Where one key comes with several sizes, the smallest is charged, which keeps it a bound.
     It is typically a few percent above what is achievable; it is not a schedule.
     """
-    keys = np.asarray(keys)
-    sizes = np.asarray(sizes, dtype=np.uint64)
+    keys, sizes = _checked_sized_trace(keys, sizes, cache_bytes)
     n = len(keys)
-    if len(sizes) != n:
-        raise ValueError(f"keys and sizes differ in length ({n} != {len(sizes)})")
-    if cache_bytes < 0:
-        raise ValueError(f"cache_bytes must be >= 0, got {cache_bytes}")
     if n < 2 or cache_bytes == 0:
         return 0
     _, object_sizes = _sizes_per_object(keys, sizes)
@@ -139,13 +144,8 @@ def belady_size_hits(keys: np.ndarray, sizes: np.ndarray, cache_bytes: int, *,
     ``bypass=True`` leaves a missed object out when it is requested later than every resident
     one. Not optimal for variable sizes (nothing fast is); use ``pfoo_l_hits`` for the bound.
     """
-    keys = np.asarray(keys)
-    sizes = np.asarray(sizes, dtype=np.uint64)
+    keys, sizes = _checked_sized_trace(keys, sizes, cache_bytes)
     n = len(keys)
-    if len(sizes) != n:
-        raise ValueError(f"keys and sizes differ in length ({n} != {len(sizes)})")
-    if cache_bytes < 0:
-        raise ValueError(f"cache_bytes must be >= 0, got {cache_bytes}")
     _check_hits_out(hits_out, n)
     if hits_out is not None:
         hits_out[:n] = 0

@@ -333,6 +333,21 @@ class LcsCsvColumns:
             raise ValueError(f"delimiter must be one character, got {self.delimiter!r}")
 
 
+def _csv_rows(reader):
+    """(line number, row) for every non-empty row; a row csv cannot parse comes as a _BadLine,
+    and reading goes on after it."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield reader.line_num, _BadLine(f"unreadable CSV: {exc}")
+            continue
+        if row:
+            yield reader.line_num, row
+
+
 def _edge_csv_records(f, keys: _KeyTable, rules: _Consistency):
     reader = csv.reader(f)
     try:
@@ -351,15 +366,9 @@ def _edge_csv_records(f, keys: _KeyTable, rules: _Consistency):
     optional = frozenset(h for h in CSV_OPTIONAL if h in col)
     rules.fields = optional
     width = len(header)
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            yield reader.line_num, _BadLine(f"unreadable CSV: {exc}")
-            continue
-        if not row:
+    for line, row in _csv_rows(reader):
+        if isinstance(row, _BadLine):
+            yield line, row
             continue
         try:
             if len(row) != width:
@@ -408,15 +417,9 @@ def _lcs_csv_records(f, keys: _KeyTable, columns: LcsCsvColumns):
     if columns.has_header:
         next(reader, None)
     index = 0
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            yield reader.line_num, _BadLine(f"unreadable CSV: {exc}")
-            continue
-        if not row:
+    for line, row in _csv_rows(reader):
+        if isinstance(row, _BadLine):
+            yield line, row
             continue
         try:
             if len(row) < width:
