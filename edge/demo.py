@@ -14,8 +14,8 @@ import click
 import numpy as np
 
 from edge.cache import policy_names
-from edge.config import format_bytes
 from edge.device import DeviceProfile
+from edge.schema import approx_bytes
 from edge.sim.generate import LognormalSize, scan_bursts
 from edge.sim.oracle import pfoo_l_hits
 from edge.sim.replay import replay_trace
@@ -42,7 +42,7 @@ def demo(n_requests: int, seed: int) -> None:
     scanned = len(first) - len(catalogue)
     profile = DeviceProfile()
     click.echo(f"workload: {len(trace):,} requests; {len(catalogue):,} adapters "
-               f"({format_bytes_approx(catalogue_bytes)}) with Zipf 0.9 popularity, and every "
+               f"({approx_bytes(catalogue_bytes)}) with Zipf 0.9 popularity, and every "
                f"10,000 requests a burst of 1,500 one-off adapters ({scanned:,} in all) "
                f"[seed {seed}]")
     click.echo(f"paging cost model: {profile.cold_latency_s * 1e6:.0f} us + "
@@ -54,7 +54,7 @@ def demo(n_requests: int, seed: int) -> None:
         results = replay_trace(trace, policies, [budget], profile=profile)
         bound = pfoo_l_hits(trace.keys, trace.sizes, budget) / len(trace)
         lru = next(r for r in results if r.policy == "lru")
-        click.echo(f"budget {format_bytes_approx(budget)} ({fraction:.0%} of the popular "
+        click.echo(f"budget {approx_bytes(budget)} ({fraction:.0%} of the popular "
                    "adapters' bytes)")
         click.echo(f"  {'policy':<8} {'hit ratio':>9} {'byte hits':>9} {'paging s':>9} "
                    f"{'vs lru':>7}")
@@ -66,10 +66,3 @@ def demo(n_requests: int, seed: int) -> None:
         click.echo(f"  ({time.perf_counter() - started:.1f} s for {len(policies)} policies)\n")
     click.echo("paging s: modelled seconds spent loading adapters; vs lru: change against LRU.")
 
-
-def format_bytes_approx(n: int) -> str:
-    """Human-readable size with one decimal (``format_bytes`` is exact, this is for reading)."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return format_bytes(n)

@@ -66,6 +66,15 @@ def format_bytes(n: int) -> str:
     return str(n)
 
 
+def approx_bytes(n: int) -> str:
+    """Bytes -> a readable size with one decimal (``approx_bytes(10**9) -> '953.7MiB'``); for
+    display, where ``format_bytes`` is exact."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return f"{n}B"
+
+
 # ---------------------------------------------------------------------------------------------
 # Generic dataclass <-> mapping conversion
 

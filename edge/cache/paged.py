@@ -565,8 +565,7 @@ class PagedCache:
                 raise EdgeError(f"cache out of sync: {totals} vs {len(self._entries)} entries, "
                                 f"budget {self._budget}")
             for key, entry in self._entries.items():
-                if self._key_of_slot.get(entry.slot) is not key and \
-                        self._key_of_slot.get(entry.slot) != key:
+                if self._key_of_slot.get(entry.slot) != key:
                     raise EdgeError(f"slot map out of sync for {key!r}")
                 info = self._index.slot_info(entry.slot)
                 if info.key != entry.id or info.size != entry.size:

@@ -13,8 +13,8 @@ import os
 
 from edge.errors import EdgeError
 from edge.fileio import write_atomic
+from edge.schema import approx_bytes
 from edge.sim.sweep import Sweep
-from edge.sim.table import approx_bytes
 
 
 class PlotUnavailable(EdgeError):

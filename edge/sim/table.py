@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from edge.device import DeviceProfile
+from edge.schema import approx_bytes
 from edge.sim.sweep import OPTIMAL_KINDS, Sweep
 
 JSON_VERSION = 1
@@ -24,13 +25,6 @@ class TraceSummary:
     working_set_bytes: int
     uniform_size: int | None
     skipped: int
-
-
-def approx_bytes(n: int) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.1f}{unit}"
-    return f"{n}B"
 
 
 def format_table(sweep: Sweep, trace: TraceSummary) -> str:

@@ -14,11 +14,11 @@ import click
 import numpy as np
 
 from edge.config import parse_bytes
+from edge.schema import approx_bytes
 from edge.sim import generate as gen
 from edge.sim.cliutil import friendly_errors, load_trace, trace_options
 from edge.sim.specs import working_set_bytes
 from edge.sim.sweep import uniform_size
-from edge.sim.table import approx_bytes
 from edge.sim.trace import Trace, sniff_format, write_trace
 
 WRITABLE_FORMATS = ("csv", "jsonl", "oracleGeneral")
