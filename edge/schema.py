@@ -10,10 +10,12 @@ instead of silently falling back to a default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
 import typing
+from fractions import Fraction
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
@@ -29,19 +31,28 @@ _UNITS = {
     "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40,
 }
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+# The C core keeps sizes and budgets as uint64.
+MAX_BYTES = 2**64 - 1
 
 
-def parse_bytes(value: int | str, what: str = "size") -> int:
-    """``"512MiB"``, ``"2GB"``, ``"1.5 GiB"`` or a positive int -> bytes (positive int).
+def parse_bytes(value: int | float | str, what: str = "size") -> int:
+    """``"512MiB"``, ``"2GB"``, ``"1.5 GiB"`` or a whole number -> bytes, 1 to 2**64-1.
 
     Decimal units (kB, MB, GB) are powers of 1000, binary units (KiB, MiB, GiB) powers of 1024;
-    bare K/M/G are read as binary, the way memory is usually meant.
+    bare K/M/G are read as binary, the way memory is usually meant. The number is read exactly
+    (never through a float). A fraction of a unit larger than a byte is rounded down to whole
+    bytes (``"1.0001KiB"`` is 1024 bytes); a byte count itself must be whole, so ``1.5``,
+    ``"1.5"`` and ``"0.5B"`` are errors, not 1 byte or 0. ``ValueError`` names ``what``.
     """
     if isinstance(value, bool):
         raise ValueError(f"{what} must be a byte count or a string like '512MiB', not {value!r}")
     if isinstance(value, int):
         n = value
-    elif isinstance(value, float) and value.is_integer():
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{what} {value!r} is not a finite number of bytes")
+        if not value.is_integer():
+            raise ValueError(f"{what} {value!r} is not a whole number of bytes")
         n = int(value)
     elif isinstance(value, str):
         m = _SIZE_RE.match(value)
@@ -50,11 +61,22 @@ def parse_bytes(value: int | str, what: str = "size") -> int:
             raise ValueError(
                 f"{what} {value!r} is not a size; use a byte count or a number with a unit "
                 "(B, kB, MB, GB, KiB, MiB, GiB)")
-        n = int(float(m.group(1)) * _UNITS[unit])
+        try:
+            number = Fraction(m.group(1))
+        except ValueError:  # more digits than Python converts to an int
+            raise ValueError(f"{what} {value[:24]!r}... has too many digits") from None
+        if _UNITS[unit] == 1 and number.denominator != 1:
+            raise ValueError(f"{what} {value!r} is not a whole number of bytes")
+        n = math.floor(number * _UNITS[unit])
+        if n == 0 and number > 0:
+            raise ValueError(f"{what} {value!r} is less than one byte")
     else:
         raise ValueError(f"{what} must be a byte count or a string like '512MiB', not {value!r}")
     if n <= 0:
         raise ValueError(f"{what} must be positive, got {value!r}")
+    if n > MAX_BYTES:
+        raise ValueError(f"{what} {value!r} is too large: at most 2**64-1 "
+                         f"({MAX_BYTES}) bytes")
     return n
 
 
@@ -136,7 +158,9 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
                 errors.append(str(exc))
         if len(errors) == 1:
             raise ConfigError(errors[0])
-        raise ConfigError(f"{path}: {value!r} matches no allowed type")
+        allowed = " or ".join(getattr(o, "__name__", repr(o)) for o in options
+                              if o is not type(None))
+        raise ConfigError(f"{path}: {value!r} matches no allowed type ({allowed})")
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:

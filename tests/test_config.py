@@ -35,11 +35,38 @@ def test_parse_bytes(text, expected):
 @pytest.mark.parametrize("bad, message", [
     (0, "must be positive"), (-1, "must be positive"), ("-5MiB", "is not a size"),
     ("12 furlongs", "is not a size"), ("", "is not a size"), (None, "byte count"),
-    (1.5, "byte count"), (True, "byte count"), ([1], "byte count"),
+    (True, "byte count"), ([1], "byte count"),
 ])
 def test_parse_bytes_rejects(bad, message):
     with pytest.raises(ValueError, match=message):
         parse_bytes(bad, "budget")
+
+
+@pytest.mark.parametrize("bad, message", [
+    # A byte count must be whole: 1.5 was refused as a float but read as 1 byte as text.
+    (1.5, "budget 1.5 is not a whole number of bytes"),
+    ("1.5", "budget '1.5' is not a whole number of bytes"),
+    ("0.5B", "budget '0.5B' is not a whole number of bytes"),
+    ("0.0001KiB", "budget '0.0001KiB' is less than one byte"),
+    (float("nan"), "budget nan is not a finite number of bytes"),
+    # The C core's sizes and budgets are uint64.
+    (2**64, r"budget 18446744073709551616 is too large: at most 2\*\*64-1"),
+    ("18446744073709551616", r"budget '18446744073709551616' is too large"),
+    ("16777216TiB", r"budget '16777216TiB' is too large"),
+    (1e30, r"budget 1e\+30 is too large"),
+    ("1" * 5000, "has too many digits"),
+])
+def test_parse_bytes_refuses_fractions_of_a_byte_and_sizes_past_uint64(bad, message):
+    with pytest.raises(ValueError, match=message):
+        parse_bytes(bad, "budget")
+
+
+@pytest.mark.parametrize("text, expected", [
+    # Read exactly, never through a float (4.1 * 10**6 is 4099999.9999999995 in floats).
+    ("4.1MB", 4_100_000), ("18446744073709551615", 2**64 - 1), ("9007199254740993", 2**53 + 1),
+])
+def test_parse_bytes_is_exact(text, expected):
+    assert parse_bytes(text) == expected
 
 
 def test_format_bytes():
@@ -65,6 +92,10 @@ def test_unknown_key_names_the_key_path(tmp_path):
 @pytest.mark.parametrize("yaml_text, message", [
     ("cache:\n  budget: lots\n", r"cache: budget 'lots' is not a size"),
     ("cache:\n  budget: 0\n", r"cache: budget must be positive"),
+    ("cache:\n  budget: '1.5'\n", r"cache: budget '1.5' is not a whole number of bytes"),
+    ("cache:\n  budget: 1.5\n", r"cache.budget: 1.5 matches no allowed type \(int or str\)"),
+    ("cache:\n  budget: 18446744073709551616\n", r"cache: budget 18446744073709551616 is too "
+                                                   r"large"),
     ("cache:\n  policy: mru\n", r"unknown eviction policy 'mru'"),
     ("cache:\n  load_workers: many\n", r"cache.load_workers: expected an integer, got 'many'"),
     ("cache:\n  load_workers: 0\n", r"load_workers must be at least 1"),

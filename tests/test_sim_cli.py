@@ -145,6 +145,11 @@ def test_progress_bar_only_when_asked(scan_trace):
     (["--budget", "64XB"], "budget '64XB' is not a size"),
     (["--budget", "150%"], "must be a percentage in (0, 100]"),
     (["--budget", "5%,,1MiB"], "empty entry"),
+    # The C core's budgets are uint64: 2**64 was an OverflowError from the native replay.
+    (["--budget", "18446744073709551616"], "budget '18446744073709551616' is too large"),
+    (["--budget", "1.5"], "budget '1.5' is not a whole number of bytes"),  # was 1 byte
+    (["--budget", "0.5B"], "budget '0.5B' is not a whole number of bytes"),
+    (["--budget", "nan%"], "budget 'nan%' is not a percentage like '5%'"),
     (["--format", "lcs_csv"], "lcs_csv needs --columns"),
 ])
 def test_sim_rejects_bad_options_naming_them(scan_trace, args, message):
@@ -174,6 +179,20 @@ def test_sim_skip_bad_and_other_file_errors(tmp_path):
     config.write_text("cache:\n  polcy: lru\n")
     out = failed("sim", "--trace", str(empty), "--config", str(config))
     assert "cache.polcy: unknown key" in out
+
+
+def test_sizes_summing_past_2_64_do_not_wrap(tmp_path):
+    # Two 2**63-byte objects: numpy's uint64 sum made the working set 0 ("0B", and "50%" an
+    # empty trace); the replay's uint64 byte counts would wrap the same way.
+    big = tmp_path / "big.csv"
+    big.write_text(f"time,key,size\n0,1,{2**63}\n1,2,{2**63}\n2,1,{2**63}\n")
+    assert "working set 17179869184.0GiB" in ok("trace", "info", "--trace", str(big)).output
+    assert working_set_bytes(np.array([1, 2, 1], np.uint64),
+                             np.full(3, 2**63, np.uint64)) == 2**64
+    output = failed("sim", "--trace", str(big), "--budget", "50%", exit_code=1)
+    assert "requests total 27670116110564327424 bytes, 2**64 or more" in output
+    output = failed("sim", "--trace", str(big), "--budget", "100%", exit_code=2)
+    assert "budget '100%' of the 18446744073709551616-byte working set" in output
 
 
 def test_plot_without_matplotlib_says_how_to_install(scan_trace, tmp_path, monkeypatch):
@@ -244,6 +263,39 @@ def test_scan_moe_tenants_azure_gen(tmp_path, scan_trace):
        "--out", str(azure))
     t = read_trace(azure)
     assert len(t) == n_rows and t.keys.max() < 50 and t.times[0] == 0.0
+
+
+@pytest.mark.parametrize("args, message", [
+    # click's FloatRange lets nan and inf through; the generators wrote degenerate traces.
+    (["zipf", "--alpha", "nan"], "Invalid value for '--alpha': 'nan' is not a finite number"),
+    (["zipf", "--alpha", "inf"], "Invalid value for '--alpha': 'inf' is not a finite number"),
+    (["zipf", "--size-sigma", "nan"], "'--size-sigma': 'nan' is not a finite number"),
+    (["zipf", "--rate", "inf"], "'--rate': 'inf' is not a finite number"),
+    (["scan", "--alpha", "nan"], "'--alpha': 'nan' is not a finite number"),
+    (["drift", "--size-sigma", "inf"], "'--size-sigma': 'inf' is not a finite number"),
+    (["tenants", "--tenant-alpha", "nan"], "'--tenant-alpha': 'nan' is not a finite number"),
+    (["moe", "--locality", "nan"], "'--locality': 'nan' is not a finite number"),
+    (["moe", "--alpha", "inf"], "'--alpha': 'inf' is not a finite number"),
+    # Sizes: an OverflowError past uint64, 1 byte for "1.5", silent clipping above uint32.
+    (["zipf", "--size", "99999999999999999999"], "'--size': size '99999999999999999999' is "
+                                                 "too large"),
+    (["moe", "--size", "18446744073709551616"], "'--size': size '18446744073709551616' is too"),
+    (["zipf", "--size", "1.5"], "'--size': size '1.5' is not a whole number of bytes"),
+    (["zipf", "--size", "8GiB", "--size-sigma", "1"], "Invalid value for --size: with "
+                                                      "--size-sigma, sizes are drawn up to"),
+])
+def test_trace_gen_rejects_bad_numbers_naming_the_option(tmp_path, args, message):
+    out = tmp_path / "t.csv"
+    output = failed("trace", "gen", *args, "--out", str(out), exit_code=2)
+    assert message in output
+    assert not out.exists()
+
+
+def test_trace_gen_azure_rejects_an_infinite_phase(tmp_path):
+    arrivals = Path(__file__).parent / "data" / "azure_llm_conv_head.csv"
+    output = failed("trace", "gen", "azure", "--arrivals", str(arrivals), "--phase-seconds",
+                    "inf", "--out", str(tmp_path / "a.csv"), exit_code=2)
+    assert "'--phase-seconds': 'inf' is not a finite number" in output
 
 
 def test_trace_gen_and_info_errors(tmp_path, scan_trace):

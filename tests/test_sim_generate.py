@@ -202,3 +202,38 @@ def test_invalid_parameters_are_refused():
         moe_routing(10, 2, 4, 5, 0.5, 0)
     with pytest.raises(ValueError, match="locality"):
         moe_routing(10, 2, 4, 2, 1.5, 0)
+
+
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize("make, message", [
+    # nan compares false with every bound and inf passes ">= 0": both used to slip through.
+    (lambda: zipf_trace(10, 10, NAN, 0), "alpha must be a finite number >= 0, got nan"),
+    (lambda: zipf_trace(10, 10, INF, 0), "alpha must be a finite number >= 0, got inf"),
+    (lambda: zipf_trace(10, 10, 1.0, 0, rate=INF), "rate must be a finite number > 0, got inf"),
+    (lambda: LognormalSize(1000, NAN), "sigma must be a finite number >= 0, got nan"),
+    (lambda: LognormalSize(INF, 1.0), "median_bytes must be a finite number > 0, got inf"),
+    (lambda: LognormalSize(2**33, 1.0), "need min_bytes <= median_bytes <= max_bytes"),
+    (lambda: FixedSize(2**64), "nbytes 18446744073709551616 is too large"),
+    (lambda: FixedSize(1.5), "nbytes 1.5 is not a whole number of bytes"),
+    (lambda: SmallHugeMix(1000, 2**64), "huge_bytes 18446744073709551616 is too large"),
+    (lambda: moe_routing(10, 2, 4, 2, 0.5, 0, expert_bytes=2**64), "expert_bytes"),
+    (lambda: moe_routing(10, 2, 4, 2, 0.5, 0, tokens_per_second=INF), "tokens_per_second"),
+    (lambda: tenant_adapter_stream(10, 2, 4, 0, tenant_alpha=INF), "tenant_alpha must be"),
+    (lambda: tenant_adapter_stream(10, 2, 4, 0, context_dim=2, context_noise=NAN),
+     "context_noise must be a finite number >= 0, got nan"),
+    (lambda: adapters_on_arrivals(np.arange(10.0), 4, 1.0, 0, phase_seconds=INF),
+     "phase_seconds must be a finite number > 0, got inf"),
+])
+def test_non_finite_and_out_of_range_parameters_are_refused(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_lognormal_sizes_near_2_64_do_not_wrap():
+    # float64 rounds 2**64-1 up to 2**64, which no uint64 holds: the clip must stay below it.
+    sizes = LognormalSize(2**62, 3.0, max_bytes=2**64 - 1).draw(np.random.default_rng(0), 1000)
+    assert sizes.dtype == np.uint64 and sizes.min() >= 1
+    assert int(sizes.max()) > 2**63  # the clipped tail sits just below 2**64, not at 0
+

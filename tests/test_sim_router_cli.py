@@ -54,3 +54,21 @@ def test_router_needs_contexts(tmp_path):
     assert result.exit_code != 0 and "no context column" in result.output
     result = CliRunner().invoke(main, ["sim", "--trace", str(path), "--strategy", "polar+"])
     assert result.exit_code != 0 and "only applies with --router" in result.output
+
+
+def test_router_refuses_sizes_past_int64(tmp_path):
+    # The router keeps sizes as int64: a 2**63-byte adapter turned negative, and the adapters'
+    # total (the base of "25%") wrapped.
+    path = tmp_path / "big.jsonl"
+    write_jsonl(Trace([0.0, 1.0], np.array([1, 2], np.uint64), np.full(2, 2**63, np.uint64),
+                      contexts=np.eye(2)), path)
+    result = CliRunner().invoke(main, ["sim", "--trace", str(path), "--router"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"adapter size {2**63} is too large for the router" in result.output
+
+
+def test_route_bench_rejects_non_finite_floats():
+    for option, value in (("--budget-fraction", "nan"), ("--paging-weight", "inf")):
+        result = CliRunner().invoke(main, ["route-bench", option, value])
+        assert result.exit_code == 2, result.output
+        assert f"'{option}': '{value}' is not a finite number" in result.output

@@ -179,6 +179,8 @@ BAD_CSV_LINES = [
     ("nan,k,5", "time 'nan' is not finite"),
     ("x,k,5", "time 'x' is not a number"),
     ("1.0,18446744073709551616,5", "integer key 18446744073709551616 is outside 0..2\\*\\*64-1"),
+    ("1.0,k,18446744073709551616", "size '18446744073709551616' is too large: sizes are at most "
+                                   "2\\*\\*64-1 bytes"),
 ]
 
 
@@ -203,6 +205,11 @@ BAD_JSONL_LINES = [
     ('{"time": 1, "key": "a", "size": 3, "tenant": "x"}', "optional fields"),
     ('{"time": 1, "key": "a", "size": 3, "load_cost": -1}', "load_cost -1 must be"),
     ('[1, "a", 3]', "expected a JSON object"),
+    ('{"time": 1, "key": "a", "size": 18446744073709551616}',
+     "size 18446744073709551616 is too large"),
+    # json's decoder recurses: a deep enough nesting was a RecursionError, not a bad line.
+    ('{"time": 1, "key": "a", "size": 3, "context": ' + "[" * 100_000 + "]" * 100_000 + "}",
+     "JSON nested too deeply"),
 ]
 
 
@@ -217,6 +224,27 @@ def test_jsonl_bad_line_error_names_file_and_line(tmp_path, line, message):
         read_trace(path)
     t = read_trace(path, skip_bad=True)
     assert t.skipped == 1 and len(t) == 1
+
+
+def test_csv_context_nested_too_deep_for_a_vector_is_text(tmp_path):
+    # "A JSON array of numbers is a vector, any other cell is text", however deep it nests.
+    cell = "[" * 5000 + "]" * 5000
+    path = tmp_path / "deep.csv"
+    path.write_text(f"time,key,size,context\n0,1,1,{cell}\n")
+    t = read_trace(path)
+    assert t.context_kind == "text" and t.contexts[0] == cell
+
+
+def test_total_bytes_is_exact_past_2_64():
+    from edge.sim.trace import check_byte_total, total_bytes
+
+    sizes = np.array([2**63, 2**63, 2**64 - 1, 5], dtype=np.uint64)
+    assert int(sizes.sum()) == 4  # numpy's own sum wraps: what total_bytes avoids
+    assert total_bytes(sizes) == 2**65 + 4
+    assert total_bytes(np.empty(0, np.uint64)) == 0
+    assert check_byte_total(sizes[3:]) == 5
+    with pytest.raises(TraceError, match=r"total 36893488147419103236 bytes, 2\*\*64 or more"):
+        check_byte_total(sizes)
 
 
 def test_context_shape_must_not_change(tmp_path):

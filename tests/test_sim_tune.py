@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -134,6 +135,8 @@ def test_choosing_another_policy_drops_the_base_policys_params():
     ({"space": {"cache.budget.x": [1]}}, "cache.budget is a str, not a section"),
     ({"space": {"cache.policy": ["lru", "nope"]}}, "unknown eviction policy 'nope'"),
     ({"space": {"router.seed": [-1]}}, "router: seed must be >= 0"),
+    ({"space": {"cache.budget": [2**64]}}, "budget 18446744073709551616 is too large"),
+    ({"space": {"cache.budget": ["1.5"]}}, "budget '1.5' is not a whole number of bytes"),
 ])
 def test_invalid_candidates_are_errors_naming_the_entry(space, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -150,6 +153,13 @@ def test_invalid_candidates_are_errors_naming_the_entry(space, message):
     ({"objective": "speed", "space": {"cache.policy": ["lru"]}}, "objective: 'speed'"),
     ({"samples": 0, "space": {"cache.policy": ["lru"]}}, "samples: expected an integer >= 1"),
     ({"sapce": {}}, "sapce: unknown key"),
+    # Checked with the space, before any trace is read or candidate replayed.
+    ({"budgets": [2**64], "space": {"cache.policy": ["lru"]}},
+     "budgets: budget '18446744073709551616' is too large"),
+    ({"budgets": ["64MiB", "1.5"], "space": {"cache.policy": ["lru"]}},
+     "budgets: budget '1.5' is not a whole number of bytes"),
+    ({"budgets": ["nan%"], "space": {"cache.policy": ["lru"]}},
+     "budgets: budget 'nan%' is not a percentage"),
 ])
 def test_malformed_space_files(data, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -202,3 +212,29 @@ def test_tune_cli_errors(tmp_path):
     assert "space.yaml: candidate {cache.policy=lru" in result.output
     assert "nest it under that choice" in result.output
     assert not (tmp_path / "b.yaml").exists()
+
+
+def test_tune_cli_rejects_a_budget_past_uint64(tmp_path):
+    # Was an OverflowError from the native replay, after the trace was read.
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(
+        {"space": {"cache.policy": ["lru"], "cache.budget": ["1MiB", 2**64]}}))
+    (tmp_path / "t.csv").write_text("time,key,size\n0,1,10\n")
+    result = CliRunner().invoke(main, [
+        "tune", "--trace", str(tmp_path / "t.csv"), "--config", str(tmp_path / "base.yaml"),
+        "--space", str(tmp_path / "space.yaml"), "--out", str(tmp_path / "b.yaml")])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "space.yaml" in result.output
+    assert "budget 18446744073709551616 is too large" in result.output
+    assert not (tmp_path / "b.yaml").exists()
+
+
+def test_evaluate_refuses_a_trace_whose_bytes_total_2_64():
+    from edge.errors import TraceError
+    from edge.sim.trace import Trace
+
+    big = Trace(np.arange(3.0), np.array([1, 2, 1], np.uint64), np.full(3, 2**63, np.uint64))
+    space = parse_space({"space": {"cache.budget": [str(2**64 - 1)]}})
+    with pytest.raises(TraceError, match=r"2\*\*64 or more"):
+        evaluate(big, build_candidates(base_config(), space), space)
+

@@ -15,15 +15,16 @@ from edge.router.replay import replay
 from edge.router.strategies import STRATEGY_NAMES, make_strategy
 from edge.router.synthetic import make_problem
 from edge.schema import from_mapping
+from edge.sim.cliutil import FiniteFloat
 
 
 @click.command("route-bench")
 @click.option("--arms", "n_arms", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--dim", type=click.IntRange(3), default=32, show_default=True)
 @click.option("--steps", type=click.IntRange(1), default=5000, show_default=True)
-@click.option("--budget-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.25,
+@click.option("--budget-fraction", type=FiniteFloat(0, 1, min_open=True), default=0.25,
               show_default=True, help="cache budget as a share of all adapters' bytes")
-@click.option("--paging-weight", type=click.FloatRange(0), default=None,
+@click.option("--paging-weight", type=FiniteFloat(0), default=None,
               help="lambda (reward per second of paging); default from PolarConfig")
 @click.option("--device", "device_path", type=click.Path(exists=True, dir_okay=False),
               default=None, help="device profile YAML (edge calibrate)")

@@ -9,6 +9,7 @@ never a traceback. The progress bar goes to stderr and only when it is a termina
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,6 +32,18 @@ def friendly_errors(fn: Callable) -> Callable:
             raise click.ClickException(str(exc)) from None
 
     return wrapper
+
+
+class FiniteFloat(click.FloatRange):
+    """``click.FloatRange`` that also refuses ``nan`` and ``inf``: click lets both through any
+    range (nan compares false with every bound), and a generator fed them writes a degenerate
+    trace without a word."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def trace_options(fn: Callable) -> Callable:

@@ -29,6 +29,7 @@ from edge.sim.replay import PolicySpec
 from edge.sim.specs import parse_budget_list, parse_policy_list, working_set_bytes
 from edge.sim.sweep import run_sweep, uniform_size, with_lru
 from edge.sim.table import TraceSummary, format_table, sweep_json
+from edge.sim.trace import total_bytes
 
 DEFAULT_POLICIES = "lru,arc,s3fifo,gdsf"
 DEFAULT_BUDGETS = "1%,5%,10%"
@@ -160,7 +161,7 @@ def _route(trace_path, fmt, columns, no_header, skip_bad, limit, budget_texts, c
         or DEFAULT_STRATEGIES
     texts = budget_texts or ((str(config.cache.budget),) if config_path else ("25%",))
     try:
-        budgets = parse_budget_list(",".join(texts), int(events.sizes.sum()))
+        budgets = parse_budget_list(",".join(texts), total_bytes(events.sizes))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--budget") from None
     report = []

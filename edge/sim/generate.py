@@ -10,6 +10,7 @@ requests per second, and each object's size is drawn once (an object keeps its s
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Protocol
@@ -17,9 +18,11 @@ from typing import Protocol
 import numpy as np
 
 from edge.errors import TraceError
+from edge.schema import parse_bytes
 from edge.sim.trace import Trace
 
 Seed = int | np.random.Generator
+_LARGEST_FLOAT_BELOW_2_64 = float(np.nextafter(2.0**64, 0))
 
 
 def _rng(seed: Seed) -> np.random.Generator:
@@ -27,8 +30,20 @@ def _rng(seed: Seed) -> np.random.Generator:
 
 
 def _positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+
+
+def _non_negative(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+
+
+def _byte_size(name: str, value: int) -> None:
+    """A whole number of bytes the uint64 size arrays can hold (``parse_bytes``'s bounds)."""
+    if isinstance(value, str):
+        raise ValueError(f"{name} must be a number of bytes, not the string {value!r}")
+    parse_bytes(value, name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -45,7 +60,7 @@ class FixedSize:
     nbytes: int = 4096
 
     def __post_init__(self) -> None:
-        _positive("nbytes", self.nbytes)
+        _byte_size("nbytes", self.nbytes)
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return np.full(n, self.nbytes, dtype=np.uint64)
@@ -62,12 +77,20 @@ class LognormalSize:
 
     def __post_init__(self) -> None:
         _positive("median_bytes", self.median_bytes)
-        if self.sigma < 0 or not 1 <= self.min_bytes <= self.max_bytes:
-            raise ValueError("need sigma >= 0 and 1 <= min_bytes <= max_bytes")
+        _non_negative("sigma", self.sigma)
+        _byte_size("min_bytes", self.min_bytes)
+        _byte_size("max_bytes", self.max_bytes)
+        # Sizes are clipped to [min_bytes, max_bytes]; a median outside would clip most of them.
+        if not self.min_bytes <= self.median_bytes <= self.max_bytes:
+            raise ValueError(f"need min_bytes <= median_bytes <= max_bytes, got "
+                             f"{self.min_bytes}, {self.median_bytes}, {self.max_bytes}")
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         s = rng.lognormal(np.log(self.median_bytes), self.sigma, n)
-        return np.clip(np.rint(s), self.min_bytes, self.max_bytes).astype(np.uint64)
+        # float64 cannot hold every uint64: clip below 2**64 in floats, then exactly in uint64.
+        high = min(float(self.max_bytes), _LARGEST_FLOAT_BELOW_2_64)
+        sizes = np.clip(np.rint(s), self.min_bytes, high).astype(np.uint64)
+        return np.clip(sizes, np.uint64(self.min_bytes), np.uint64(self.max_bytes))
 
 
 @dataclass(frozen=True)
@@ -80,8 +103,8 @@ class SmallHugeMix:
     huge_fraction: float = 0.05
 
     def __post_init__(self) -> None:
-        _positive("small_bytes", self.small_bytes)
-        _positive("huge_bytes", self.huge_bytes)
+        _byte_size("small_bytes", self.small_bytes)
+        _byte_size("huge_bytes", self.huge_bytes)
         if not 0 <= self.huge_fraction <= 1:
             raise ValueError(f"huge_fraction must be in [0, 1], got {self.huge_fraction}")
 
@@ -98,8 +121,7 @@ def zipf_probabilities(n_objects: int, alpha: float) -> np.ndarray:
     """p(rank r) proportional to r**-alpha for r = 1..n_objects (alpha = 0 is uniform)."""
     if n_objects < 1:
         raise ValueError(f"n_objects must be >= 1, got {n_objects}")
-    if alpha < 0:
-        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    _non_negative("alpha", alpha)
     w = np.arange(1, n_objects + 1, dtype=np.float64) ** -alpha
     return w / w.sum()
 
@@ -222,8 +244,11 @@ def tenant_adapter_stream(n_requests: int, n_tenants: int, n_adapters: int, seed
     """
     if n_tenants < 1 or n_adapters < 1:
         raise ValueError("need at least one tenant and one adapter")
-    if context_dim < 0 or context_noise < 0:
-        raise ValueError("context_dim and context_noise must be >= 0")
+    _non_negative("alpha", alpha)
+    _non_negative("tenant_alpha", tenant_alpha)
+    if context_dim < 0:
+        raise ValueError(f"context_dim must be >= 0, got {context_dim}")
+    _non_negative("context_noise", context_noise)
     rng = _rng(seed)
     adapter_sizes = sizes.draw(rng, n_adapters)
     preferences = np.argsort(rng.random((n_tenants, n_adapters)), axis=1)
@@ -276,6 +301,7 @@ def moe_routing(n_tokens: int, n_layers: int, n_experts: int, top_k: int, locali
     if n_tokens < 1 or n_layers < 1:
         raise ValueError("need n_tokens >= 1 and n_layers >= 1")
     _positive("tokens_per_second", tokens_per_second)
+    _byte_size("expert_bytes", expert_bytes)
     rng = _rng(seed)
     layer_order = np.argsort(rng.random((n_layers, n_experts)), axis=1)
     log_p = np.empty((n_layers, n_experts))

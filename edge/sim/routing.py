@@ -56,7 +56,11 @@ def routing_events(trace: Trace, features: FeatureConfig | None = None) -> Routi
     utilities = np.zeros((n, arms))
     utilities[np.arange(n), labels] = 1.0
     names = tuple(trace.key_names.get(int(k), str(int(k))) for k in keys)
-    return RoutingEvents(contexts, utilities, trace.sizes[first].astype(np.int64), names)
+    sizes = trace.sizes[first]
+    if int(sizes.max()) > np.iinfo(np.int64).max:
+        raise ValueError(f"adapter size {int(sizes.max())} is too large for the router, which "
+                         "keeps sizes as int64 (at most 2**63-1 bytes)")
+    return RoutingEvents(contexts, utilities, sizes.astype(np.int64), names)
 
 
 def run_routing(events: RoutingEvents, strategies: tuple[str, ...], budget: int,

@@ -18,6 +18,7 @@ command line fit traces of any scale.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation, localcontext
 
 import numpy as np
 import yaml
@@ -25,7 +26,9 @@ import yaml
 from edge.cache.policies import validate_policy
 from edge.config import format_bytes, parse_bytes
 from edge.errors import ConfigError
+from edge.schema import MAX_BYTES
 from edge.sim.replay import PolicySpec
+from edge.sim.trace import total_bytes
 
 
 def parse_policy_list(text: str) -> list[PolicySpec]:
@@ -82,7 +85,7 @@ def working_set_bytes(keys: np.ndarray, sizes: np.ndarray) -> int:
     if len(keys) == 0:
         return 0
     _, first = np.unique(keys, return_index=True)
-    return int(sizes[first].sum(dtype=np.uint64))
+    return total_bytes(np.asarray(sizes)[first])
 
 
 @dataclass(frozen=True)
@@ -92,18 +95,31 @@ class Budget:
 
 
 def parse_budget(text: str, working_set: int) -> Budget:
-    """One budget: a byte size or a percentage of ``working_set`` (rounded down, at least 1)."""
+    """One budget: a byte size or a percentage of ``working_set`` (rounded down, at least 1).
+
+    A percentage is applied exactly (no float rounding, whatever the working set's size); the
+    result, like any budget, must be below 2**64 bytes.
+    """
     text = text.strip()
     if text.endswith("%"):
         try:
-            percent = float(text[:-1])
-        except ValueError:
-            raise ValueError(f"budget {text!r} is not a percentage like '5%'") from None
+            percent = Decimal(text[:-1])
+        except InvalidOperation:
+            percent = Decimal("nan")
+        if not percent.is_finite():
+            raise ValueError(f"budget {text!r} is not a percentage like '5%'")
         if not 0 < percent <= 100:
             raise ValueError(f"budget {text!r} must be a percentage in (0, 100]")
         if working_set <= 0:
             raise ValueError(f"budget {text!r} is relative, but the trace is empty")
-        return Budget(max(1, int(working_set * percent / 100)), text)
+        # Exact: enough digits for the whole product, however large the working set.
+        digits = len(str(working_set)) + len(percent.as_tuple().digits) + 2
+        with localcontext(prec=digits):
+            nbytes = max(1, int((working_set * percent / 100).to_integral_value(ROUND_FLOOR)))
+        if nbytes > MAX_BYTES:
+            raise ValueError(f"budget {text!r} of the {working_set}-byte working set is "
+                             f"{nbytes} bytes, above the largest budget, 2**64-1 bytes")
+        return Budget(nbytes, text)
     nbytes = parse_bytes(text, "budget")
     return Budget(nbytes, text if not text.isdigit() else format_bytes(nbytes))
 

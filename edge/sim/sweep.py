@@ -18,7 +18,7 @@ from edge.device import DeviceProfile
 from edge.sim.oracle import belady_hits, gap_closed, pfoo_l_hits
 from edge.sim.replay import PolicySpec, ReplayResult, replay_arrays
 from edge.sim.specs import Budget
-from edge.sim.trace import Trace
+from edge.sim.trace import Trace, check_byte_total
 
 OPTIMAL_KINDS = {
     "belady": "Belady MIN (exact optimum, uniform sizes)",
@@ -85,6 +85,7 @@ def run_sweep(trace: Trace, policies: Sequence[PolicySpec], budgets: Sequence[Bu
               profile: DeviceProfile | None = None, with_optimal: bool = True,
               progress: SweepProgress | None = None) -> Sweep:
     """Replay every policy at every budget (policy-major), plus LRU and the reference."""
+    check_byte_total(trace.sizes)
     policies = with_lru(policies)
     total = len(trace) * len(policies) * len(budgets)
     done_before = 0

@@ -82,6 +82,36 @@ def key_id(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
 
 
+def total_bytes(sizes: np.ndarray) -> int:
+    """The exact sum of byte sizes, as a Python int.
+
+    numpy's uint64 sum wraps silently past 2**64 (two 2**63-byte objects would total 0), so the
+    high and low 32-bit halves are summed apart: each half-sum fits in uint64 for up to 2**32
+    values, and chunks keep it so.
+    """
+    sizes = np.asarray(sizes, dtype=np.uint64)
+    low_mask, shift, total = np.uint64(_U32_MAX), np.uint64(32), 0
+    for start in range(0, len(sizes), 1 << 31):
+        chunk = sizes[start:start + (1 << 31)]
+        total += (int((chunk >> shift).sum(dtype=np.uint64)) << 32) + int(
+            (chunk & low_mask).sum(dtype=np.uint64))
+    return total
+
+
+def check_byte_total(sizes: np.ndarray) -> int:
+    """The exact total of ``sizes``; ``TraceError`` when it reaches 2**64 bytes.
+
+    The replay counts bytes (resident, requested, hit) in uint64, as the C core does. None of
+    those counts exceeds the trace's total, so below 2**64 none of them can wrap.
+    """
+    total = total_bytes(sizes)
+    if total > _U64_MAX:
+        raise TraceError(f"the trace's requests total {total} bytes, 2**64 or more: the replay "
+                         "counts bytes in uint64; replay fewer requests (--limit) or smaller "
+                         "sizes")
+    return total
+
+
 def _readonly(a: np.ndarray) -> np.ndarray:
     """A read-only view: the Trace cannot be changed through it, the caller's flags stay."""
     view = a.view()
@@ -198,8 +228,10 @@ def _parse_time(value) -> float:
 
 def _parse_size(value) -> int:
     size = int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else value
-    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= _U64_MAX:
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         raise _BadLine(f"size {value!r} is not a positive integer")
+    if size > _U64_MAX:
+        raise _BadLine(f"size {value!r} is too large: sizes are at most 2**64-1 bytes")
     return size
 
 
@@ -233,7 +265,7 @@ def _csv_context(cell: str) -> Context:
     if cell.startswith("[") and cell.endswith("]"):
         try:
             values = json.loads(cell)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deep for a vector
             return cell
         if isinstance(values, list) and values and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
@@ -394,6 +426,9 @@ def _jsonl_records(f, keys: _KeyTable, rules: _Consistency):
                 rec = json.loads(line)
             except ValueError as exc:
                 raise _BadLine(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+            except RecursionError:
+                raise _BadLine("JSON nested too deeply (a context is a flat list of numbers "
+                               "or a string)") from None
             if not isinstance(rec, dict):
                 raise _BadLine(f"expected a JSON object, got {type(rec).__name__}")
             missing = [k for k in CSV_REQUIRED if k not in rec]

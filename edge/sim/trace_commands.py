@@ -16,7 +16,7 @@ import numpy as np
 from edge.config import parse_bytes
 from edge.schema import approx_bytes
 from edge.sim import generate as gen
-from edge.sim.cliutil import friendly_errors, load_trace, trace_options
+from edge.sim.cliutil import FiniteFloat, friendly_errors, load_trace, trace_options
 from edge.sim.specs import working_set_bytes
 from edge.sim.sweep import uniform_size
 from edge.sim.trace import Trace, sniff_format, write_trace
@@ -28,8 +28,6 @@ class ByteSize(click.ParamType):
     name = "SIZE"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            return value
         try:
             return parse_bytes(value, "size")
         except ValueError as exc:
@@ -48,9 +46,9 @@ def _common(default_size: str, default_rate: float, requests: bool = True,
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--size", type=ByteSize(), default=default_size, show_default=True,
                      help="Object size (the median with --size-sigma)."),
-        click.option("--size-sigma", type=click.FloatRange(0), default=0.0, show_default=True,
+        click.option("--size-sigma", type=FiniteFloat(0), default=0.0, show_default=True,
                      help="Log-normal spread of sizes; 0 gives every object --size."),
-        click.option("--rate", type=click.FloatRange(0, min_open=True), default=default_rate,
+        click.option("--rate", type=FiniteFloat(0, min_open=True), default=default_rate,
                      show_default=True, help="Mean requests per second (Poisson arrivals)."),
     ]
     if requests:
@@ -59,7 +57,7 @@ def _common(default_size: str, default_rate: float, requests: bool = True,
     if objects:
         options.append(click.option("--objects", "n_objects", type=click.IntRange(1),
                                     default=1000, show_default=True, help=f"Number of {objects}."))
-        options.append(click.option("--alpha", type=click.FloatRange(0), default=0.9,
+        options.append(click.option("--alpha", type=FiniteFloat(0), default=0.9,
                                     show_default=True, help="Zipf popularity exponent."))
 
     def decorate(fn: Callable) -> Callable:
@@ -71,7 +69,14 @@ def _common(default_size: str, default_rate: float, requests: bool = True,
 
 
 def _sizes(size: int, sigma: float) -> gen.SizeModel:
-    return gen.LognormalSize(size, sigma) if sigma > 0 else gen.FixedSize(size)
+    if sigma == 0:
+        return gen.FixedSize(size)
+    if size > gen.LognormalSize.max_bytes:
+        raise click.BadParameter(
+            f"with --size-sigma, sizes are drawn up to {gen.LognormalSize.max_bytes} bytes "
+            f"(oracleGeneral's uint32), so the median {size} cannot be reached",
+            param_hint="--size")
+    return gen.LognormalSize(size, sigma)
 
 
 def _write(trace: Trace, out_path: Path, fmt: str | None) -> None:
@@ -152,7 +157,7 @@ def gen_drift(out_path, fmt, seed, size, size_sigma, rate, n_requests, n_objects
 @trace_gen.command("tenants")
 @_common("16MiB", 10.0, objects="adapters")
 @click.option("--tenants", "n_tenants", type=click.IntRange(1), default=8, show_default=True)
-@click.option("--tenant-alpha", type=click.FloatRange(0), default=0.5, show_default=True,
+@click.option("--tenant-alpha", type=FiniteFloat(0), default=0.5, show_default=True,
               help="Zipf exponent of the tenants' traffic shares.")
 @click.option("--context-dim", type=click.IntRange(0), default=0, show_default=True,
               help="Write a context vector of this dimension per request (for routers).")
@@ -172,9 +177,9 @@ def gen_tenants(out_path, fmt, seed, size, size_sigma, rate, n_requests, n_objec
 @click.option("--layers", "n_layers", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--experts", "n_experts", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--top-k", type=click.IntRange(1), default=2, show_default=True)
-@click.option("--locality", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--locality", type=FiniteFloat(0, 1), default=0.5, show_default=True,
               help="Probability a token reuses the previous token's experts in a layer.")
-@click.option("--alpha", type=click.FloatRange(0), default=1.0, show_default=True,
+@click.option("--alpha", type=FiniteFloat(0), default=1.0, show_default=True,
               help="Zipf exponent of expert popularity per layer.")
 @friendly_errors
 def gen_moe(out_path, fmt, seed, size, size_sigma, rate, n_tokens, n_layers, n_experts, top_k,
@@ -195,7 +200,7 @@ def gen_moe(out_path, fmt, seed, size, size_sigma, rate, n_tokens, n_layers, n_e
 @click.option("--arrivals", "arrivals_path", required=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Azure LLM inference CSV (TIMESTAMP,ContextTokens,GeneratedTokens).")
-@click.option("--phase-seconds", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--phase-seconds", type=FiniteFloat(0, min_open=True), default=None,
               help="Drift popularity by --shift ranks every this many seconds.")
 @click.option("--shift", type=click.IntRange(0), default=1, show_default=True)
 @friendly_errors

@@ -52,7 +52,7 @@ from edge.device import DeviceProfile
 from edge.errors import ConfigError
 from edge.sim.replay import PolicySpec, ReplayResult, replay_arrays
 from edge.sim.specs import parse_budget, working_set_bytes
-from edge.sim.trace import Trace
+from edge.sim.trace import Trace, check_byte_total
 
 METHODS = ("grid", "random")
 # objective -> True when larger is better
@@ -151,6 +151,11 @@ def parse_space(data: Any) -> SearchSpace:
             raise ConfigError(f"budgets: expected a list of sizes or percentages, got "
                               f"{budgets!r}")
         budgets = tuple(str(b) for b in budgets)
+        for budget in budgets:  # the syntax and bounds now; percentages resolve on the trace
+            try:
+                parse_budget(budget, 1)
+            except ValueError as exc:
+                raise ConfigError(f"budgets: {exc}") from None
     dims = _parse_dimensions(data["space"], "space")
     if not dims:
         raise ConfigError("space: empty; give at least one dotted path and its choices")
@@ -379,6 +384,7 @@ def evaluate(trace: Trace, candidates: Sequence[Candidate], space: SearchSpace, 
              on_result: Callable[[int], None] | None = None) -> list[Evaluation]:
     """Replay every candidate (``jobs`` processes); results in candidate order."""
     profile = profile or DeviceProfile()
+    check_byte_total(trace.sizes)
     working_set = working_set_bytes(trace.keys, trace.sizes)
     tasks = [(c.config.cache.policy, dict(c.config.cache.policy_params),
               candidate_budgets(c, space, working_set)) for c in candidates]
