@@ -24,7 +24,12 @@ class ObjectTooLargeError(BudgetError):
 
 
 class CacheFullError(BudgetError):
-    """The object would fit the budget, but pinned objects leave no room to evict into."""
+    """The object would fit the budget, but pinned objects (and loads in flight) leave no room
+    to evict into, and none came free within the wait timeout."""
+
+
+class CacheClosedError(EdgeError):
+    """The cache was closed: before the call, or while it waited for a load or for room."""
 
 
 class LoadError(EdgeError):

@@ -3,9 +3,12 @@
 Figures (nanoseconds per operation, medians over --repeats):
 - PagedCache.acquire on the hit path (``with cache.acquire(k) as v``: lock, C touch+pin, unpin);
 - PagedCache.acquire on a miss + evict path (every request misses and evicts one object);
+- ``PagedCache.acquire_many`` of 8 resident integer keys (one C call touches and pins all 8),
+  beside the same 8 keys taken with 8 nested single ``acquire`` calls;
 - the C core's batch lookup (``NativeIndex.lookup_many``) per key, on a large resident set;
 peers on the same key streams: ``collections.OrderedDict`` used as an LRU, and
-``cachetools.LRUCache``. Ratios are ours / peer (below 1: we are faster).
+``cachetools.LRUCache``; for the batch lookup a Python dict and a vectorised numpy lookup
+(``searchsorted`` over the sorted resident keys). Ratios are ours / peer (below 1: we are faster).
 
 The peers do less than the pager (no pins, no thread safety, no byte budget, no per-object
 statistics): they bound from below what a Python-level LRU can cost, they are not equivalents.
@@ -125,6 +128,50 @@ def miss_cachetools(n: int, capacity: int) -> float:
     return per_op_ns(run, n)
 
 
+# ---- acquire_many on resident keys ------------------------------------------------------------
+
+BATCH = 8  # e.g. a token's top-k experts over a few layers
+
+
+def many_setup(n_keys: int, n: int) -> tuple[PagedCache, list[list[int]]]:
+    cache = PagedCache(n_keys * 100, "lru", loader=lambda k: (k, 100), load_workers=0)
+    for k in range(n_keys):
+        with cache.acquire(k):
+            pass
+    rng = np.random.default_rng(2)
+    sets = [rng.choice(n_keys, BATCH, replace=False).tolist() for _ in range(n)]
+    return cache, sets
+
+
+def many_ours(n_keys: int, n: int) -> float:
+    cache, sets = many_setup(n_keys, n)
+
+    def run(n):
+        acquire_many = cache.acquire_many
+        for keys in sets[:n]:
+            with acquire_many(keys):
+                pass
+
+    ns = per_op_ns(run, n)
+    assert cache.stats().misses == n_keys
+    return ns
+
+
+def many_singles(n_keys: int, n: int) -> float:
+    cache, sets = many_setup(n_keys, n)
+
+    def run(n):
+        acquire = cache.acquire
+        for a, b, c, d, e, f, g, h in sets[:n]:
+            with acquire(a), acquire(b), acquire(c), acquire(d), acquire(e), acquire(f), \
+                    acquire(g), acquire(h):
+                pass
+
+    ns = per_op_ns(run, n)
+    assert cache.stats().misses == n_keys
+    return ns
+
+
 # ---- batch lookup -----------------------------------------------------------------------------
 
 def batch_setup(n_resident: int, n_lookup: int):
@@ -151,6 +198,17 @@ def batch_dict(resident: np.ndarray, probe: np.ndarray) -> float:
     return per_op_ns(lambda n: [table.get(k, -1) for k in keys], len(keys))
 
 
+def batch_numpy(resident: np.ndarray, probe: np.ndarray) -> float:
+    table = np.sort(resident)
+    last = len(table) - 1
+
+    def run(n):
+        pos = np.minimum(np.searchsorted(table, probe), last)
+        return np.where(table[pos] == probe, pos, -1)
+
+    return per_op_ns(run, len(probe))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
@@ -172,8 +230,12 @@ def main() -> None:
     miss = {"ours": repeat(lambda: miss_ours(n_ops, capacity), repeats),
             "ordereddict": repeat(lambda: miss_ordereddict(n_ops, capacity), repeats),
             "cachetools": repeat(lambda: miss_cachetools(n_ops, capacity), repeats)}
+    n_sets = n_ops // BATCH
+    many = {"ours": repeat(lambda: many_ours(n_keys, n_sets), repeats),
+            "single_acquires": repeat(lambda: many_singles(n_keys, n_sets), repeats)}
     batch = {"ours": repeat(lambda: batch_ours(idx, probe), repeats),
-             "python_dict": repeat(lambda: batch_dict(resident, probe), repeats)}
+             "python_dict": repeat(lambda: batch_dict(resident, probe), repeats),
+             "numpy_searchsorted": repeat(lambda: batch_numpy(resident, probe), repeats)}
 
     def ratios(section):
         ours = section["ours"]["median"]
@@ -185,7 +247,8 @@ def main() -> None:
     emit({
         "benchmark": "cache",
         "machine": machine(),
-        "inputs": {"ops": n_ops, "hit_keys": n_keys, "miss_capacity_objects": capacity,
+        "inputs": {"ops": n_ops, "acquire_many_keys": BATCH, "hit_keys": n_keys,
+                   "miss_capacity_objects": capacity,
                    "batch_resident_keys": len(resident), "batch_lookup_keys": len(probe),
                    "repeats": repeats},
         "acquire_hit_ns": hit,
@@ -194,6 +257,8 @@ def main() -> None:
         "acquire_miss_evict_ns": miss,
         "acquire_miss_evict_ops_per_s": round(1e9 / miss_ns),
         "acquire_miss_evict_ratio_vs_peer": ratios(miss),
+        "acquire_many_8_resident_ns": many,
+        "acquire_many_8_ratio_vs_singles": ratios(many),
         "batch_lookup_ns_per_key": batch,
         "batch_lookup_ratio_vs_peer": ratios(batch),
         "targets": {"acquire_hit_ns": TARGET_HIT_NS, "acquire_hit_met": hit_ns < TARGET_HIT_NS,

@@ -1,6 +1,7 @@
-"""Hypothesis drives random acquire/release/prefetch/resize/discard sequences through a real
-PagedCache (LRU, synchronous loads) and through a pure-Python model of the same semantics, and
-compares them after every step, with the C index's verify() in between."""
+"""Hypothesis drives random acquire/acquire_many/release/prefetch/resize/discard sequences, with
+and without declared sizes, through a real PagedCache (LRU, synchronous loads) and through a
+pure-Python model of the same semantics, and compares them after every step, with the C index's
+verify() in between."""
 
 from __future__ import annotations
 
@@ -62,6 +63,34 @@ class CacheModel:
         self.misses += 1
         self._admit(key, 1)
 
+    def acquire_many(self, keys: list[int]) -> None:
+        """All or nothing. Resident members are pinned once per listing and touched in the order
+        listed; victims are chosen (with the members pinned) before those touches; the missing
+        keys are inserted after them; later listings of a missing key add a pin and a hit."""
+        unique = list(dict.fromkeys(keys))
+        resident = [k for k in unique if k in self.order]
+        missing = [k for k in unique if k not in self.order]
+        need = sum(size_of(k) for k in missing)
+        if need + sum(self.order[k] for k in resident) > self.budget:
+            raise ObjectTooLargeError(keys)
+        held = sum(self.order[k] for k in resident if not self.pins.get(k))
+        if need > self.budget - self.pinned_bytes() - held:
+            raise CacheFullError(keys)
+        listed = [k for k in keys if k in self.order]
+        for k in listed:
+            self.pins[k] = self.pins.get(k, 0) + 1
+        self._evict_to(self.budget - need)
+        for k in listed:
+            self.hits += 1
+            self.order.move_to_end(k)
+        for k in missing:
+            self.misses += 1
+            self.order[k] = size_of(k)
+            self.pins[k] = 1
+        for k in [k for i, k in enumerate(keys) if k in missing and k in keys[:i]]:
+            self.pins[k] += 1
+            self.hits += 1
+
     def release(self, key: int) -> None:
         self.pins[key] -= 1
 
@@ -109,20 +138,30 @@ class PagedCacheMachine(RuleBasedStateMachine):
         assert expected is None, f"model raised {expected.__name__}, the cache did not"
         return result
 
-    @rule(key=KEYS)
-    def acquire(self, key):
-        handle = self.cache.acquire(key)
+    @rule(key=KEYS, declare=st.booleans())
+    def acquire(self, key, declare):
+        handle = self.cache.acquire(key, nbytes=size_of(key) if declare else None)
         value = self._both(handle.__enter__, lambda: self.model.acquire(key))
         if value is not None:
             assert value == key
-            self.held.append((key, handle))
+            self.held.append(([key], handle))
+
+    @rule(keys=st.lists(KEYS, min_size=1, max_size=5), declare=st.booleans())
+    def acquire_many(self, keys, declare):
+        handle = self.cache.acquire_many(keys, nbytes=[size_of(k) for k in keys] if declare
+                                         else None)
+        values = self._both(handle.__enter__, lambda: self.model.acquire_many(keys))
+        if values is not None:
+            assert values == keys
+            self.held.append((keys, handle))
 
     @precondition(lambda self: self.held)
     @rule(which=st.integers(0, 100))
     def release(self, which):
-        key, handle = self.held.pop(which % len(self.held))
+        keys, handle = self.held.pop(which % len(self.held))
         handle.__exit__(None, None, None)
-        self.model.release(key)
+        for key in keys:
+            self.model.release(key)
 
     @rule(key=KEYS)
     def prefetch(self, key):

@@ -65,6 +65,19 @@ class ReplayResult:
     requests: int
 
 
+@dataclass(frozen=True)
+class RawPaths:
+    ptr: object
+    acquire_slot: object  # (ptr, slot, now) -> status
+    unpin: object  # (ptr, slot) -> status
+    acquire_many: object  # (ptr, keys, n, now, out_slots, n_found) -> status
+    unpin_many: object  # (ptr, slots, n) -> status
+    new_keys: object  # list of ints -> uint64_t[] (OverflowError/TypeError if not uint64s)
+    new_slots: object  # n -> int32_t[n]
+    n_found: object  # a uint32_t * out-parameter
+    raise_status: object  # (status, what) -> raises
+
+
 class NativeIndex:
     """Key (uint64) -> slot index with LRU order, pins and per-slot access statistics."""
 
@@ -108,11 +121,14 @@ class NativeIndex:
         if status != _OK:
             _raise(status, f"edge_index_acquire_slot(slot={slot})")
 
-    def raw_hit_path(self):
-        """``(ptr, acquire_slot, unpin, raise_status)`` for PagedCache's hit path, where one
-        Python-level call per operation is a measurable share of the cost. The caller must check
-        every status with ``raise_status(status, what)``."""
-        return self._ptr, lib.edge_index_acquire_slot, lib.edge_index_unpin, _raise
+    def raw_paths(self) -> RawPaths:
+        """The C entry points of PagedCache's hit paths, where one Python-level call per
+        operation is a measurable share of the cost. The caller must check every status with
+        ``raise_status(status, what)``."""
+        return RawPaths(self._ptr, lib.edge_index_acquire_slot, lib.edge_index_unpin,
+                        lib.edge_index_acquire_many, lib.edge_index_unpin_many,
+                        lambda keys: ffi.new("uint64_t[]", keys),
+                        lambda n: ffi.new("int32_t[]", n), ffi.new("uint32_t *"), _raise)
 
     def insert(self, key: int, size: int, now: float, load_cost: float = 0.0, pins: int = 0) -> int:
         status = lib.edge_index_insert(self._ptr, key, size, load_cost, now, pins, self._slot)
@@ -193,6 +209,35 @@ class NativeIndex:
         if status != _OK:
             _raise(status, "edge_index_touch_many")
         return out
+
+    def acquire_many(self, keys, now: float, out: np.ndarray) -> int:
+        """Touch and pin every key of a uint64 array, all or nothing; ``out`` (int32, len(keys))
+        receives the slots. Returns how many keys were resident: ``len(keys)`` when all were
+        (and are now pinned), fewer when nothing changed (``out`` then has -1 where absent)."""
+        status = lib.edge_index_acquire_many(
+            self._ptr, ffi.from_buffer("uint64_t[]", keys), len(keys), now,
+            ffi.from_buffer("int32_t[]", out, require_writable=True), self._n)
+        if status not in (_OK, _NOT_FOUND):
+            _raise(status, "edge_index_acquire_many")
+        return self._n[0]
+
+    def pin_many(self, slots: np.ndarray) -> None:
+        status = lib.edge_index_pin_many(self._ptr, ffi.from_buffer("int32_t[]", slots),
+                                         len(slots))
+        if status != _OK:
+            _raise(status, "edge_index_pin_many")
+
+    def unpin_many(self, slots: np.ndarray) -> None:
+        status = lib.edge_index_unpin_many(self._ptr, ffi.from_buffer("int32_t[]", slots),
+                                           len(slots))
+        if status != _OK:
+            _raise(status, "edge_index_unpin_many")
+
+    def touch_slots(self, slots: np.ndarray, now: float) -> None:
+        status = lib.edge_index_touch_slots(self._ptr, ffi.from_buffer("int32_t[]", slots),
+                                            len(slots), now)
+        if status != _OK:
+            _raise(status, "edge_index_touch_slots")
 
     # -- eviction candidates ----------------------------------------------------------------
 

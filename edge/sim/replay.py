@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from edge._native.index import REPLAY_POLICIES
 from edge.cache import PagedCache
 from edge.device import DeviceProfile
 from edge.errors import ObjectTooLargeError
-from edge.sim.trace import Trace
+from edge.sim.trace import Trace, check_byte_total
 
 # Progress callback: (requests done, requests total) -> None.
 Progress = Callable[[int, int], None]
@@ -104,6 +105,7 @@ def replay_arrays(
     sizes = np.ascontiguousarray(sizes, dtype=np.uint64)
     if len(keys) != len(sizes):
         raise ValueError(f"keys and sizes differ in length ({len(keys)} != {len(sizes)})")
+    bytes_requested = check_byte_total(sizes)  # the uint64 counters below cannot wrap
     if len(sizes) and int(sizes.min()) == 0:
         raise ValueError(f"request {int(np.argmin(sizes))} has size 0; sizes must be positive")
     profile = profile or DeviceProfile()
@@ -123,8 +125,9 @@ def replay_arrays(
     paging = float(np.sum(profile.paging_seconds(loaded_sizes))) if len(loaded_sizes) else 0.0
     return ReplayResult(
         policy=spec.label, budget=int(budget), requests=len(keys), hits=hits,
-        bytes_requested=int(sizes.sum(dtype=np.uint64)), bytes_hit=bytes_hit,
-        bytes_loaded=int(loaded_sizes.sum()), evictions=evictions, paging_seconds=paging,
+        bytes_requested=bytes_requested, bytes_hit=bytes_hit,
+        bytes_loaded=int(sizes[loaded_mask].sum(dtype=np.uint64)), evictions=evictions,
+        paging_seconds=paging,
         wall_seconds=wall, engine="native" if use_native else "pagedcache")
 
 
@@ -139,17 +142,13 @@ def _replay_native(keys, sizes, spec, budget, times, load_costs, profile, progre
 
 
 def _replay_pagedcache(keys, sizes, spec, budget, times, load_costs, profile, progress):
-    clock_now = [0.0]
-    request_size = [0]
-    request_cost = [0.0]
-    did_load = [False]
+    clock_now = 0.0
 
-    def loader(key):
-        did_load[0] = True
-        return None, request_size[0], request_cost[0]
+    def loader(key):  # never called: every acquire below passes its own sized loader
+        raise AssertionError(f"unsized load of {key!r} in the replay")
 
     cache = PagedCache(budget, spec.name, policy_params=spec.params, loader=loader,
-                       clock=lambda: clock_now[0], load_workers=0)
+                       clock=lambda: clock_now, load_workers=0)
     acquire = cache.acquire
     loaded = np.zeros(len(keys), dtype=bool)
     bytes_hit = 0
@@ -163,19 +162,20 @@ def _replay_pagedcache(keys, sizes, spec, budget, times, load_costs, profile, pr
     cost_list = load_costs.tolist()
     total = len(key_list)
     for i, key in enumerate(key_list):
-        clock_now[0] = time_list[i] if time_list is not None else float(i)
-        request_size[0] = size_list[i]
-        request_cost[0] = cost_list[i]
-        did_load[0] = False
+        clock_now = time_list[i] if time_list is not None else float(i)
+        size = size_list[i]
+        # The size is declared, as the daemon declares an adapter's: room is made before the
+        # (simulated) load, and the loader hands back this request's size and cost.
+        request = acquire(key, partial(_simulated_load, size, cost_list[i]), nbytes=size)
         try:
-            with acquire(key):
+            with request:
                 pass
         except ObjectTooLargeError:
             continue  # never admitted, like libCacheSim
-        if did_load[0]:
-            loaded[i] = True
+        if request.hit:
+            bytes_hit += size
         else:
-            bytes_hit += size_list[i]
+            loaded[i] = True
         if progress and i % _PROGRESS_EVERY == 0:
             progress(i, total)
     if progress:
@@ -183,6 +183,10 @@ def _replay_pagedcache(keys, sizes, spec, budget, times, load_costs, profile, pr
     stats = cache.stats()
     cache.close()
     return loaded, stats.hits, bytes_hit, stats.evictions
+
+
+def _simulated_load(size: int, cost: float, key) -> tuple[None, int, float]:
+    return None, size, cost
 
 
 def replay_trace(trace: Trace, policies: Sequence[str | PolicySpec], budgets: Sequence[int],

@@ -121,6 +121,20 @@ int edge_index_lookup_many(const edge_index *idx, const uint64_t *keys, uint32_t
 int edge_index_touch_many(edge_index *idx, const uint64_t *keys, uint32_t n, double now,
                           int32_t *out_slots, uint32_t *n_found);
 
+/* All-or-nothing touch + pin of n keys (the batch hit path: a layer's experts at once). If every
+ * key is resident, each is touched in array order and pinned once per occurrence, and out_slots
+ * receives the slots. Otherwise nothing changes, out_slots[i] is the slot of keys[i] or -1 and
+ * EDGE_ERR_NOT_FOUND is returned. *n_found = how many keys were resident, in both cases. */
+int edge_index_acquire_many(edge_index *idx, const uint64_t *keys, uint32_t n, double now,
+                            int32_t *out_slots, uint32_t *n_found);
+/* Pin / unpin n slots (a slot listed twice gets two pins / loses two). All or nothing: an invalid
+ * slot (EDGE_ERR_INVALID), or an unpin past zero (EDGE_ERR_BUSY), leaves every pin as it was. */
+int edge_index_pin_many(edge_index *idx, const int32_t *slots, uint32_t n);
+int edge_index_unpin_many(edge_index *idx, const int32_t *slots, uint32_t n);
+/* Records an access at `now` for n slots, in array order (each moves to the MRU end). All or
+ * nothing: an invalid slot is EDGE_ERR_INVALID and nothing is touched. */
+int edge_index_touch_slots(edge_index *idx, const int32_t *slots, uint32_t n, double now);
+
 /* ---- candidates for eviction ------------------------------------------------------------- */
 
 /* Walks from the LRU end towards the MRU end and writes up to k slots into out (caller-sized,

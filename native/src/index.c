@@ -374,15 +374,7 @@ int edge_index_pin(edge_index *idx, int32_t slot) {
     return EDGE_OK;
 }
 
-int edge_index_unpin(edge_index *idx, int32_t slot) {
-    if (!idx || !valid_slot(idx, slot)) return EDGE_ERR_INVALID;
-    if (idx->pins[slot] == 0) return EDGE_ERR_BUSY;
-    if (--idx->pins[slot] == 0) {
-        idx->pinned_count--;
-        idx->pinned_bytes -= idx->size[slot];
-    }
-    return EDGE_OK;
-}
+
 
 int edge_index_set_flags(edge_index *idx, int32_t slot, uint32_t flags) {
     if (!idx || !valid_slot(idx, slot)) return EDGE_ERR_INVALID;
@@ -448,6 +440,77 @@ int edge_index_touch_many(edge_index *idx, const uint64_t *keys, uint32_t n, dou
         }
     }
     *n_found = found;
+    return EDGE_OK;
+}
+
+int edge_index_acquire_many(edge_index *idx, const uint64_t *keys, uint32_t n, double now,
+                            int32_t *out_slots, uint32_t *n_found) {
+    if (!idx || (n && (!keys || !out_slots)) || !n_found) return EDGE_ERR_INVALID;
+    uint32_t found = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        int32_t s = table_find(idx, keys[i], NULL);
+        out_slots[i] = s;
+        found += (s != NIL);
+    }
+    *n_found = found;
+    if (found < n) return EDGE_ERR_NOT_FOUND;
+    /* Checked before any change: n more pins cannot overflow any slot's count. */
+    for (uint32_t i = 0; i < n; i++) {
+        if (idx->pins[out_slots[i]] > UINT32_MAX - n) return EDGE_ERR_INVALID;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        record_access(idx, out_slots[i], now, 1);
+        pin_slot(idx, out_slots[i]);
+    }
+    return EDGE_OK;
+}
+
+static inline void unpin_slot(edge_index *idx, int32_t s) {
+    if (--idx->pins[s] == 0) {
+        idx->pinned_count--;
+        idx->pinned_bytes -= idx->size[s];
+    }
+}
+
+int edge_index_unpin(edge_index *idx, int32_t slot) {
+    if (!idx || !valid_slot(idx, slot)) return EDGE_ERR_INVALID;
+    if (idx->pins[slot] == 0) return EDGE_ERR_BUSY;
+    unpin_slot(idx, slot);
+    return EDGE_OK;
+}
+
+int edge_index_pin_many(edge_index *idx, const int32_t *slots, uint32_t n) {
+    if (!idx || (n && !slots)) return EDGE_ERR_INVALID;
+    for (uint32_t i = 0; i < n; i++) {
+        if (!valid_slot(idx, slots[i]) || idx->pins[slots[i]] > UINT32_MAX - n)
+            return EDGE_ERR_INVALID;
+    }
+    for (uint32_t i = 0; i < n; i++) pin_slot(idx, slots[i]);
+    return EDGE_OK;
+}
+
+int edge_index_unpin_many(edge_index *idx, const int32_t *slots, uint32_t n) {
+    if (!idx || (n && !slots)) return EDGE_ERR_INVALID;
+    for (uint32_t i = 0; i < n; i++) {
+        if (!valid_slot(idx, slots[i])) return EDGE_ERR_INVALID;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (idx->pins[slots[i]] == 0) {
+            /* A slot listed more often than it is pinned: put back what this call took. */
+            while (i-- > 0) pin_slot(idx, slots[i]);
+            return EDGE_ERR_BUSY;
+        }
+        unpin_slot(idx, slots[i]);
+    }
+    return EDGE_OK;
+}
+
+int edge_index_touch_slots(edge_index *idx, const int32_t *slots, uint32_t n, double now) {
+    if (!idx || (n && !slots)) return EDGE_ERR_INVALID;
+    for (uint32_t i = 0; i < n; i++) {
+        if (!valid_slot(idx, slots[i])) return EDGE_ERR_INVALID;
+    }
+    for (uint32_t i = 0; i < n; i++) record_access(idx, slots[i], now, 1);
     return EDGE_OK;
 }
 
@@ -555,7 +618,7 @@ int edge_index_replay(edge_index *idx, int policy, const uint64_t *keys, const u
         if (size == 0) { rc = EDGE_ERR_INVALID; break; }
         if (size > budget) continue; /* never admitted */
         int32_t victim = idx->lru;
-        while (idx->bytes + size > budget) {
+        while (idx->bytes > budget || size > budget - idx->bytes) { /* no wrap-around */
             while (victim != NIL && idx->pins[victim]) victim = idx->prev[victim];
             if (victim == NIL) { rc = EDGE_ERR_BUSY; break; }
             int32_t next_victim = idx->prev[victim];
