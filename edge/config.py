@@ -30,11 +30,17 @@ class CacheConfig:
     # Policy-specific settings, checked by the policy's own params class (see edge.cache.policies).
     policy_params: dict[str, Any] = field(default_factory=dict)
     load_workers: int = 4
+    # Seconds a miss waits for pinned objects to be released when they leave no room (first
+    # come, first served); 0 fails at once with CacheFullError.
+    wait_timeout: float = 0.0
 
     def __post_init__(self) -> None:
         parse_bytes(self.budget, "budget")
         if self.load_workers < 1:
             raise ValueError(f"load_workers must be at least 1, got {self.load_workers}")
+        if not 0 <= self.wait_timeout < float("inf"):
+            raise ValueError(f"wait_timeout must be a finite number of seconds >= 0, "
+                             f"got {self.wait_timeout}")
         # Imported here: the policy registry imports the native core, config must not.
         from edge.cache.policies import validate_policy
 

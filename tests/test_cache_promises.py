@@ -486,3 +486,17 @@ def test_concurrent_batch_and_single_acquires_agree():
     run_threads([lambda s=s: worker(s) for s in range(4)], timeout=60)
     cache.verify()
     assert cache.stats().pinned_bytes == 0
+
+
+def test_the_wait_timeout_comes_from_the_policy_file(tmp_path):
+    from edge.config import load_config
+
+    path = tmp_path / "p.yaml"
+    path.write_text("version: 1\ncache:\n  budget: 100\n  policy: lru\n  wait_timeout: 0.2\n")
+    cache = PagedCache.from_config(load_config(path).cache, loader=lambda k: ("v", 60))
+    with cache.acquire("a"), pytest.raises(CacheFullError, match="0.2 s"):
+        with cache.acquire("b", nbytes=60):
+            pass
+    path.write_text("version: 1\ncache:\n  wait_timeout: -1\n")
+    with pytest.raises(ConfigError, match="wait_timeout"):
+        load_config(path)

@@ -85,7 +85,8 @@ def test_unknown_key_names_the_key_path(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: 1\ncache:\n  budget: 1GiB\n  polcy: lru\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: cache.polcy: unknown key \(known keys: "
-                                          r"budget, load_workers, policy, policy_params\)"):
+                                          r"budget, load_workers, policy, policy_params, "
+                                          r"wait_timeout\)"):
         load_config(bad)
 
 

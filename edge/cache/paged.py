@@ -238,6 +238,13 @@ class PagedCache:
         self._room_waits = self._room_timeouts = 0
         self._load_seconds = 0.0
 
+    @classmethod
+    def from_config(cls, config: Any, **kwargs: Any) -> PagedCache:
+        """A cache from a policy file's ``cache`` section (an ``edge.config.CacheConfig``);
+        ``kwargs`` supply what a file cannot (loader, unloader, sizer, clock)."""
+        return cls(config.budget, config.policy, policy_params=config.policy_params,
+                   load_workers=config.load_workers, wait_timeout=config.wait_timeout, **kwargs)
+
     # ---- CacheView: what policies may read (always called under the lock) ------------------
 
     @property
