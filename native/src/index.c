@@ -287,12 +287,14 @@ static inline void pin_slot(edge_index *idx, int32_t s) {
 }
 
 int edge_index_acquire(edge_index *idx, uint64_t key, double now, int32_t *slot) {
-    int rc = edge_index_touch(idx, key, now, slot);
-    if (rc == EDGE_OK) {
-        if (idx->pins[*slot] == UINT32_MAX) return EDGE_ERR_INVALID;
-        pin_slot(idx, *slot);
-    }
-    return rc;
+    if (!idx || !slot) return EDGE_ERR_INVALID;
+    int32_t s = table_find(idx, key, NULL);
+    *slot = s;
+    if (s == NIL) return EDGE_ERR_NOT_FOUND;
+    if (idx->pins[s] == UINT32_MAX) return EDGE_ERR_INVALID; /* refused before any change */
+    record_access(idx, s, now, 1);
+    pin_slot(idx, s);
+    return EDGE_OK;
 }
 
 int edge_index_acquire_slot(edge_index *idx, int32_t slot, double now) {
