@@ -447,15 +447,9 @@ int edge_index_touch_many(edge_index *idx, const uint64_t *keys, uint32_t n, dou
 
 int edge_index_acquire_many(edge_index *idx, const uint64_t *keys, uint32_t n, double now,
                             int32_t *out_slots, uint32_t *n_found) {
-    if (!idx || (n && (!keys || !out_slots)) || !n_found) return EDGE_ERR_INVALID;
-    uint32_t found = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        int32_t s = table_find(idx, keys[i], NULL);
-        out_slots[i] = s;
-        found += (s != NIL);
-    }
-    *n_found = found;
-    if (found < n) return EDGE_ERR_NOT_FOUND;
+    int rc = edge_index_lookup_many(idx, keys, n, out_slots, n_found);
+    if (rc != EDGE_OK) return rc;
+    if (*n_found < n) return EDGE_ERR_NOT_FOUND;
     /* Checked before any change: n more pins cannot overflow any slot's count. */
     for (uint32_t i = 0; i < n; i++) {
         if (idx->pins[out_slots[i]] > UINT32_MAX - n) return EDGE_ERR_INVALID;
