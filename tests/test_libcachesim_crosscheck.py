@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import libcachesim as lcs  # a declared dev dependency: missing means a broken install
 import numpy as np
 import pytest
 
 from edge.cache import PagedCache
 from edge.errors import ObjectTooLargeError
-
-lcs = pytest.importorskip("libcachesim", reason="libcachesim is a dev-extra peer")
 
 TRACE = Path(__file__).resolve().parent / "data" / "golden_trace.csv"
 

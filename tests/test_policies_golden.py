@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import libcachesim as lcs  # a declared dev dependency: missing means a broken install
 import numpy as np
 import pytest
 
@@ -390,7 +391,6 @@ LCS_TOLERANCE = {"s3fifo": 0.0075, "arc": 0.002}
 
 @pytest.mark.parametrize("capacity", [25, 100, 400])
 def test_s3fifo_and_arc_track_libcachesim(capacity):
-    lcs = pytest.importorskip("libcachesim")
     keys = unit_size_trace()
     theirs = {
         "s3fifo": lcs_miss_ratio(lcs.S3FIFO(cache_size=capacity, hashpower=14,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 
+import libcachesim as lcs  # a declared dev dependency: missing means a broken install
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -139,7 +140,6 @@ def test_next_access_indices():
 # pass a small hashpower. libCacheSim counts cold misses as misses, as we do, and its Belady is
 # demand paging (no bypass), so it is compared with bypass=False.
 
-lcs = pytest.importorskip("libcachesim")
 
 LCS_POLICIES = {"lru": "LRU", "fifo": "FIFO"}
 
