@@ -1,8 +1,9 @@
 """Write tests/data/golden_trace.csv: the small fixed trace of the golden policy tests.
 
-2000 requests over 200 keys, Zipf-like popularity (weight of the key of rank r is 1 / r**0.9),
-each key with one size drawn log-uniformly from 100 B to 10 kB. Only the standard library's
-seeded ``random.Random`` is used, so the file is reproducible byte for byte:
+2000 requests over 200 keys (192 of them drawn at least once), Zipf-like popularity (weight of
+the key of rank r is 1 / r**0.9), each key with one size drawn log-uniformly from 100 B to 10 kB.
+Only the standard library's seeded ``random.Random`` is used, so the file is reproducible byte
+for byte:
 
     python scripts/make_golden_trace.py            # rewrites the committed file
     python scripts/make_golden_trace.py --check    # exits 1 if the committed file differs

@@ -11,19 +11,19 @@ entries counting the size the key had when it was evicted):
   ``s * max(1, |B2| / |B1|)``; a miss on a B2 key lowers it by ``s * max(1, |B1| / |B2|)``. The
   paper's step of one page becomes one object of the size that missed, so a ghost hit on a
   large object moves the target by as many bytes as the eviction that caused it freed.
-- REPLACE evicts the LRU of T1 when ``|T1| > p`` (and T1 has an unpinned key), else the LRU of T2;
+- REPLACE evicts the LRU of T1 when ``|T1| > p``, or ``|T1| == p`` and the missed key came from
+  B2 (the paper's tie rule; ``on_miss`` says which key is being admitted), else the LRU of T2;
   with pins, the least recent unpinned key of the chosen list, or of the other one if the chosen
-  list has none. The paper's tie rule (``|T1| == p`` and the missed key is in B2) is dropped: the
-  policy is not told which key is being admitted while it chooses victims, and an exact byte tie
-  is rare.
+  list has none.
 - The list bounds become byte bounds, kept after every insert by dropping ghost LRUs:
   ``|T1| + |B1| <= c`` (drop from B1) and ``|T1| + |T2| + |B1| + |B2| <= 2c`` (drop from B2,
   then B1). With unit sizes this is exactly the paper's case IV: the B1 LRU deleted when
   ``|L1| = c``, the T1 LRU evicted without a ghost when ``|T1| = c``, the B2 LRU deleted when
   the total reaches 2c.
-- The adaptation of ``p`` happens when the missed key is inserted, after the victims for it were
-  chosen (the interface reports the miss only then); the paper adapts first. This delays the
-  effect of one ghost hit by one miss.
+- ``p`` adapts in ``on_miss``, before the victims for the missed key are chosen, as in the paper.
+  With unit sizes this is the paper's algorithm exactly: it hits request for request as
+  libCacheSim's ARC (tests/test_libcachesim_crosscheck.py, which also explains why the two
+  differ with variable sizes).
 
 An explicit discard (``on_remove``) leaves no ghost entry. Every event is O(1) (OrderedDict
 moves); ``victim()`` is O(1) plus the pinned keys it passes over at the LRU end.
@@ -62,6 +62,7 @@ class ARCPolicy(EvictionPolicy):
         self._b2: OrderedDict[Hashable, int] = OrderedDict()
         self.t1_bytes = self.t2_bytes = self.b1_bytes = self.b2_bytes = 0
         self.p: float = 0.0
+        self._missed_from_b2 = False  # the key being admitted is in B2 (for the tie rule)
 
     def bind(self, view) -> None:
         super().bind(view)
@@ -77,8 +78,10 @@ class ARCPolicy(EvictionPolicy):
         elif key in self._b2:
             ratio = self.b1_bytes / self.b2_bytes
             self.p = max(0.0, self.p - size * max(1.0, ratio))
+        self._missed_from_b2 = key in self._b2
 
     def on_insert(self, key: Hashable, slot: int, size: int) -> None:
+        self._missed_from_b2 = False
         if key in self._b1:
             self.b1_bytes -= self._b1.pop(key)
             self._t2[key] = size
@@ -129,7 +132,8 @@ class ARCPolicy(EvictionPolicy):
 
     def victim(self) -> Hashable | None:
         first, second = self._t1, self._t2
-        if not (self.t1_bytes > 0 and self.t1_bytes > self.p):
+        t1, p = self.t1_bytes, self.p
+        if not (t1 > 0 and (t1 > p or (t1 == p and self._missed_from_b2))):
             first, second = second, first
         is_pinned = self.view.is_pinned
         for lru in (first, second):
