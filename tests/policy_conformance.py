@@ -5,7 +5,8 @@ callable that returns a fresh, unbound policy. ``tests/test_policy_conformance.p
 every registered policy name, so a new policy gets it by registering.
 
 What it checks, driving a real ``PagedCache`` (synchronous loads, seeded random workloads with
-variable sizes and explicit load costs):
+variable sizes and explicit load costs, a virtual clock that ticks once per read and stands still
+while a check asks its questions: a decision may read the time, so "the same state" includes it):
 
 - resident bytes never exceed the budget and ``cache.verify()`` passes after every operation;
 - pinned objects are never evicted;
@@ -13,6 +14,11 @@ variable sizes and explicit load costs):
 - ``victim()`` is side-effect-free: asking twice gives the same key, it is an unpinned resident key
   (None only when every resident key is pinned), and a cache whose policy was asked extra times
   evicts exactly the same keys as a twin that was not;
+- ``victims(need_bytes)``, as the cache takes it (key by key, evicting in between): distinct,
+  resident, unpinned keys that free at least ``need_bytes`` whenever the unpinned bytes allow,
+  with objects up to 40% of the budget so that one miss needs several victims; asked outside an
+  eviction it changes nothing (same answer twice, twin caches evict the same keys), and a list
+  answer is checked whole;
 - when pinned objects leave no room, acquiring a new object raises ``CacheFullError`` and neither
   the resident set nor the policy's later decisions change.
 """
@@ -20,8 +26,9 @@ variable sizes and explicit load costs):
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Hashable
-from contextlib import ExitStack
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
+from itertools import islice
 
 import pytest
 
@@ -35,12 +42,17 @@ MAX_SIZE = 400  # an object is at most a tenth of the budget, so MAX_PINS pins a
 MAX_PINS = 4
 
 
+BIG_SIZE = 1600  # with big objects on: one key in six, so a miss may need many victims
+
+
 class Store:
     """Loader/unloader with a fixed size and load cost per key; records the unload order."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, big: bool = False) -> None:
         rng = random.Random(seed)
         self.sizes = {k: rng.randint(20, MAX_SIZE) for k in range(N_KEYS)}
+        if big:
+            self.sizes.update({k: rng.randint(MAX_SIZE, BIG_SIZE) for k in range(3, N_KEYS, 6)})
         self.costs = {k: rng.uniform(0.001, 0.05) for k in range(N_KEYS)}
         self.unloaded: list[Hashable] = []
 
@@ -52,9 +64,87 @@ class Store:
         self.unloaded.append(key)
 
 
+class TickClock:
+    """Virtual time: every read is the next tick, so each access has a time of its own."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.stopped = False
+
+    def __call__(self) -> float:
+        if not self.stopped:
+            self.t += 1.0
+        return self.t
+
+    @contextmanager
+    def frozen(self):
+        """Time stands still while a check asks the policy questions the twin is not asked."""
+        self.stopped = True
+        try:
+            yield
+        finally:
+            self.stopped = False
+
+
+def frozen(cache: PagedCache):
+    clock = cache._clock
+    return clock.frozen() if isinstance(clock, TickClock) else nullcontext()
+
+
 def skewed_key(rng: random.Random) -> int:
     """About Zipf(1) over N_KEYS: a mix of hot keys, a warm middle and one-hit wonders."""
     return min(int(rng.paretovariate(0.7)) - 1, N_KEYS - 1)
+
+
+def unpinned_bytes(cache: PagedCache) -> int:
+    """Bytes of resident unpinned objects (lock held)."""
+    return sum(entry.size for key, entry in cache._entries.items()
+               if not cache.view.is_pinned(key))
+
+
+class VictimsChecker:
+    """Checks a bound policy's ``victims()`` as the cache uses it, key by key.
+
+    Installed as an instance attribute, so the cache's call ``policy.victims(need)`` goes through
+    it; each key is checked when the cache takes it (the keys before it already evicted), and an
+    answer that runs out is checked for having freed ``need`` when the unpinned bytes allowed.
+    Problems are collected (raising inside the cache's eviction would test the cache instead).
+    """
+
+    def __init__(self, cache: PagedCache) -> None:
+        self.cache = cache
+        self.policy = cache.policy
+        self.inner = self.policy.victims
+        self.problems: list[str] = []
+        self.rounds: list[list[Hashable]] = []  # the keys each call gave (as far as taken)
+        self.policy.victims = self
+
+    def __call__(self, need: int) -> Iterator[Hashable]:
+        return self._checked(need)
+
+    def _checked(self, need: int) -> Iterator[Hashable]:
+        cache = self.cache
+        if not (isinstance(need, int) and need >= 1):
+            self.problems.append(f"victims() asked for need_bytes={need!r}")
+        could_free = unpinned_bytes(cache)
+        given: list[Hashable] = []
+        self.rounds.append(given)
+        freed = 0
+        for key in self.inner(need):
+            entry = cache._entries.get(key)
+            if key in given:
+                self.problems.append(f"victims({need}) gave {key!r} twice")
+            elif entry is None:
+                self.problems.append(f"victims({need}) gave {key!r}, not resident")
+            elif cache.view.is_pinned(key):
+                self.problems.append(f"victims({need}) gave {key!r}, which is pinned")
+            else:
+                freed += entry.size
+            given.append(key)
+            yield key
+        if freed < need <= could_free:
+            self.problems.append(f"victims({need}) ran out after {freed} bytes although "
+                                 f"{could_free} unpinned bytes were resident")
 
 
 class PolicyConformance:
@@ -67,23 +157,56 @@ class PolicyConformance:
     def make_cache(self, new_policy, seed: int = 0, budget: int = BUDGET):
         store = Store(seed)
         cache = PagedCache(budget, new_policy(), loader=store.load, unloader=store.unload,
-                           load_workers=0)
+                           load_workers=0, clock=TickClock())
         return cache, store
 
     @staticmethod
     def check_victim(cache: PagedCache) -> Hashable | None:
         """Ask twice; the answer must be stable and legal."""
-        with cache._lock:  # the policy contract: called under the cache's lock
+        with cache._lock, frozen(cache):  # the policy contract: called under the cache's lock
             first = cache.policy.victim()
             second = cache.policy.victim()
             resident = list(cache._entries)
-            unpinned = [k for k in resident if not cache.is_pinned(k)]
+            unpinned = [k for k in resident if not cache.view.is_pinned(k)]
         assert first == second, f"victim() changed between two calls: {first!r} then {second!r}"
         if unpinned:
             assert first in unpinned, f"victim() gave {first!r}, not an unpinned resident key"
         else:
             assert first is None, f"victim() gave {first!r} while every resident key is pinned"
         return first
+
+    @staticmethod
+    def check_victims(cache: PagedCache, need: int) -> list[Hashable]:
+        """Ask ``victims(need)`` outside an eviction, twice; the answers must agree and be legal.
+
+        A list or tuple answer is checked whole; of any other iterable only the first key is
+        taken (the default one names the next key only once the cache has evicted this one)."""
+        with cache._lock, frozen(cache):
+            first, whole = PolicyConformance._answer(cache, need)
+            second, _ = PolicyConformance._answer(cache, need)
+            unpinned = {k: e.size for k, e in cache._entries.items()
+                        if not cache.view.is_pinned(k)}
+        assert first == second, f"victims({need}) changed between two calls: {first} {second}"
+        assert len(set(first)) == len(first), f"victims({need}) repeats a key: {first}"
+        illegal = [k for k in first if k not in unpinned]
+        assert not illegal, f"victims({need}) gave keys not unpinned and resident: {illegal}"
+        if unpinned:
+            assert first, f"victims({need}) gave nothing while {len(unpinned)} keys are unpinned"
+        if whole and need <= sum(unpinned.values()):
+            freed = sum(unpinned[k] for k in first)
+            assert freed >= need, f"victims({need}) frees only {freed} bytes: {first}"
+        return first
+
+    @staticmethod
+    def _answer(cache: PagedCache, need: int) -> tuple[list[Hashable], bool]:
+        answer = cache.policy.victims(need)
+        if isinstance(answer, (list, tuple)):
+            return list(answer), True
+        keys = list(islice(answer, 1))
+        close = getattr(answer, "close", None)
+        if close is not None:
+            close()
+        return keys, False
 
     # -- the tests ------------------------------------------------------------------------
 
@@ -217,3 +340,71 @@ class PolicyConformance:
         assert len(full_store.unloaded) > len(before[2]) + 50
         assert full_store.unloaded == twin_store.unloaded
         assert full.resident() == twin.resident()
+
+    def test_victims_as_the_cache_takes_them_are_legal_and_enough(self, new_policy):
+        """Big and small objects, a varying budget, pins: every eviction round is checked."""
+        rng = random.Random(13)
+        store = Store(6, big=True)
+        cache = PagedCache(BUDGET, new_policy(), loader=store.load, unloader=store.unload,
+                           load_workers=0, clock=TickClock())
+        checker = VictimsChecker(cache)
+        budget = BUDGET
+        held: list = []
+        with ExitStack() as stack:
+            for step in range(2000):
+                op = rng.random()
+                if op < 0.02:  # room for the pins (small objects only) and one big object
+                    budget = rng.randint(MAX_PINS * MAX_SIZE + BIG_SIZE, BUDGET)
+                    cache.resize(budget)
+                elif op < 0.12 and held:
+                    held.pop(rng.randrange(len(held))).__exit__(None, None, None)
+                else:
+                    key = skewed_key(rng)
+                    cm = cache.acquire(key)
+                    cm.__enter__()
+                    if len(held) < MAX_PINS and store.sizes[key] <= MAX_SIZE \
+                            and rng.random() < 0.3:
+                        held.append(cm)
+                    else:
+                        cm.__exit__(None, None, None)
+                assert not checker.problems, f"step {step}: {checker.problems[:3]}"
+                stats = cache.stats()
+                assert stats.resident_bytes + stats.reserved_bytes <= budget, f"step {step}"
+                assert stats.pinned_bytes <= stats.resident_bytes
+                cache.verify()
+            for cm in held:
+                stack.callback(cm.__exit__, None, None, None)
+        several = sum(len(keys) > 1 for keys in checker.rounds)
+        assert several > 20, "the workload must make misses that need several victims"
+        assert cache.stats().evictions > 200
+        cache.close()
+
+    def test_victims_is_side_effect_free(self, new_policy):
+        """Twin caches; one has ``victims(need)`` asked for many needs before every request."""
+        rng = random.Random(17)
+        asked, asked_store = self.make_cache(new_policy, seed=5)
+        quiet, quiet_store = self.make_cache(new_policy, seed=5)
+        held: list = []
+        for step in range(1200):
+            with asked._lock:
+                could_free = unpinned_bytes(asked)
+            for need in {1, rng.randint(1, BUDGET), max(could_free, 1), could_free + 1}:
+                self.check_victims(asked, need)
+            key = skewed_key(rng)
+            pair = (asked.acquire(key), quiet.acquire(key))
+            for cm in pair:
+                cm.__enter__()
+            if rng.random() < 0.1 and len(held) < MAX_PINS:
+                held.append(pair)
+            else:
+                for cm in pair:
+                    cm.__exit__(None, None, None)
+            if held and rng.random() < 0.15:
+                for cm in held.pop(0):
+                    cm.__exit__(None, None, None)
+            assert asked_store.unloaded == quiet_store.unloaded, f"decisions differ at step {step}"
+        for pair in held:
+            for cm in pair:
+                cm.__exit__(None, None, None)
+        assert len(asked_store.unloaded) > 100
+        assert asked.resident() == quiet.resident()

@@ -149,8 +149,7 @@ def test_loader_may_supply_its_load_cost():
     cache, _ = make()
     with cache.acquire("k", lambda key: ("v", 10, 2.5)):
         pass
-    slot = cache.slot_of("k")
-    assert cache.index.slot_info(slot).load_cost == 2.5
+    assert cache.view.load_cost(cache.view.slot_of("k")) == 2.5
 
 
 def test_missing_loader_is_a_clear_error():

@@ -28,13 +28,22 @@ def test_the_suite_covers_the_policies_of_the_foundation():
 # -- the suite can fail: policies with known defects must be caught ---------------------------
 
 class _IgnoresPins(EvictionPolicy):
-    """LRU that forgets to skip pinned keys."""
+    """FIFO that forgets to skip pinned keys."""
 
     name = "broken-ignores-pins"
 
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.queue: dict = {}
+
+    def on_insert(self, key, slot, size):
+        self.queue[key] = None
+
+    def on_evict(self, key, slot):
+        del self.queue[key]
+
     def victim(self):
-        slots = self.view.index.walk_lru(1, skip_pinned=False)
-        return self.view.key_of_slot(slots[0]) if slots else None
+        return next(iter(self.queue), None)
 
 
 class _DecidesWhileAsked(EvictionPolicy):
@@ -61,6 +70,70 @@ class _DecidesWhileAsked(EvictionPolicy):
         return None
 
 
+class _FIFO(EvictionPolicy):
+    name = "broken-fifo-base"
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.queue: dict = {}
+
+    def on_insert(self, key, slot, size):
+        self.queue[key] = None
+
+    def on_evict(self, key, slot):
+        del self.queue[key]
+
+    def victim(self):
+        return next((k for k in self.queue if not self.view.is_pinned(k)), None)
+
+
+class _BatchTooShort(_FIFO):
+    """Answers every need with one key: the cache copes (it asks again), the contract does not."""
+
+    name = "broken-batch-too-short"
+
+    def victims(self, need_bytes):
+        key = self.victim()
+        return [] if key is None else [key]
+
+
+class _BatchWithPinned(_FIFO):
+    """A batch of the oldest keys, pinned or not."""
+
+    name = "broken-batch-with-pinned"
+
+    def victims(self, need_bytes):
+        chosen, freed = [], 0
+        for key in self.queue:
+            if freed >= need_bytes:
+                break
+            chosen.append(key)
+            freed += self.view.size_of(key)
+        return chosen
+
+
+class _BatchRepeats(_FIFO):
+    """Lists its first victim twice when one is not enough."""
+
+    name = "broken-batch-repeats"
+
+    def victims(self, need_bytes):
+        keys = [k for k in self.queue if not self.view.is_pinned(k)]
+        return keys[:1] + keys if keys else []
+
+
+class _BatchDecidesWhileAsked(_FIFO):
+    """Every question sends the queue's head to the back."""
+
+    name = "broken-batch-side-effects"
+
+    def victims(self, need_bytes):
+        for key in list(self.queue)[:1]:
+            del self.queue[key]
+            self.queue[key] = None
+        return [k for k in self.queue if not self.view.is_pinned(k)]
+
+
 class _BrokenSuite(PolicyConformance):
     pass
 
@@ -69,6 +142,13 @@ class _BrokenSuite(PolicyConformance):
     (_IgnoresPins, "test_objects_held_open_survive_many_other_acquires"),
     (_IgnoresPins, "test_budget_pins_accounting_and_verify_under_a_random_workload"),
     (_DecidesWhileAsked, "test_victim_is_side_effect_free"),
+    (_BatchTooShort, "test_victims_as_the_cache_takes_them_are_legal_and_enough"),
+    (_BatchTooShort, "test_victims_is_side_effect_free"),
+    (_BatchWithPinned, "test_victims_as_the_cache_takes_them_are_legal_and_enough"),
+    (_BatchWithPinned, "test_victims_is_side_effect_free"),
+    (_BatchRepeats, "test_victims_as_the_cache_takes_them_are_legal_and_enough"),
+    (_BatchRepeats, "test_victims_is_side_effect_free"),
+    (_BatchDecidesWhileAsked, "test_victims_is_side_effect_free"),
 ])
 def test_the_suite_catches_broken_policies(broken, test):
     with pytest.raises((AssertionError, EdgeError)):

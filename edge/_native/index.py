@@ -23,8 +23,22 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
     ) from exc
 
 N_FEATURES: int = lib.EDGE_N_FEATURES
-FEATURE_NAMES: tuple[str, ...] = ("age", "size", "accesses", "iat", "load_cost", "residency")
-assert len(FEATURE_NAMES) == N_FEATURES
+
+
+def _feature_names() -> tuple[str, ...]:
+    """The feature matrix's column names, read from the header's ``edge_feature`` enum through
+    cffi (``EDGE_FEAT_LOAD_COST = 4`` is column 4, ``"load_cost"``): the header is the one list,
+    so the names cannot drift from the columns the C core writes."""
+    columns = {value: name.removeprefix("EDGE_FEAT_").lower()
+               for value, name in ffi.typeof("edge_feature").elements.items()
+               if name.startswith("EDGE_FEAT_")}
+    if sorted(columns) != list(range(N_FEATURES)):
+        raise ImportError(f"edge.h's edge_feature enum must number its EDGE_FEAT_ columns 0 .. "
+                          f"EDGE_N_FEATURES - 1 = {N_FEATURES - 1}, got {sorted(columns)}")
+    return tuple(columns[i] for i in range(N_FEATURES))
+
+
+FEATURE_NAMES: tuple[str, ...] = _feature_names()
 
 _OK = lib.EDGE_OK
 _NOT_FOUND = lib.EDGE_ERR_NOT_FOUND
@@ -58,7 +72,10 @@ class Totals:
 
 
 @dataclass(frozen=True)
-class ReplayResult:
+class NativeReplayCounts:
+    """The counters of one replay in C (``NativeIndex.replay``); the simulator's per-policy
+    result is ``edge.sim.replay.ReplayResult``."""
+
     hits: int
     bytes_hit: int
     evictions: int
@@ -174,6 +191,11 @@ class NativeIndex:
     def pinned_bytes(self) -> int:
         return self._raw_totals().pinned_bytes
 
+    def byte_totals(self) -> tuple[int, int]:
+        """(resident bytes, pinned bytes) from one C call (the eviction path wants both)."""
+        t = self._raw_totals()
+        return t.bytes, t.pinned_bytes
+
     def _raw_totals(self):
         status = lib.edge_index_totals_get(self._ptr, self._totals)
         if status != _OK:
@@ -257,10 +279,22 @@ class NativeIndex:
         return self._slot[0] if self._n[0] else -1
 
     def sample_unpinned(self, k: int) -> list[int]:
+        """Up to ``k`` distinct unpinned slots, uniformly, from the index's seeded generator
+        (which advances: the next call draws anew)."""
         buf = ffi.new("int32_t[]", max(k, 1))
         status = lib.edge_index_sample_unpinned(self._ptr, k, buf, self._n)
         if status != _OK:
             _raise(status, "edge_index_sample_unpinned")
+        return ffi.unpack(buf, self._n[0])
+
+    def sample_unpinned_seeded(self, k: int, seed: int) -> list[int]:
+        """The same draw from a generator started at ``seed``; the index is left unchanged, so
+        the same seed on the same state gives the same slots (a side-effect-free choice)."""
+        buf = ffi.new("int32_t[]", max(k, 1))
+        status = lib.edge_index_sample_unpinned_seeded(self._ptr, seed & 0xFFFFFFFFFFFFFFFF, k,
+                                                       buf, self._n)
+        if status != _OK:
+            _raise(status, "edge_index_sample_unpinned_seeded")
         return ffi.unpack(buf, self._n[0])
 
     def features(self, slots, now: float, out: np.ndarray | None = None) -> np.ndarray:
@@ -282,7 +316,8 @@ class NativeIndex:
     # -- replay -----------------------------------------------------------------------------
 
     def replay(self, policy: str, keys: np.ndarray, sizes: np.ndarray, budget: int,
-               times: np.ndarray | None = None, hits_out: np.ndarray | None = None) -> ReplayResult:
+               times: np.ndarray | None = None, hits_out: np.ndarray | None = None
+               ) -> NativeReplayCounts:
         """Replay a whole trace in C with the built-in ``lru`` or ``fifo`` policy."""
         if policy not in REPLAY_POLICIES:
             raise ValueError(f"replay policy {policy!r} is not one of {sorted(REPLAY_POLICIES)}")
@@ -306,7 +341,7 @@ class NativeIndex:
             counters + 0, counters + 1, counters + 2, counters + 3)
         if status != _OK:
             _raise(status, f"edge_index_replay (stopped at request {counters[3]})")
-        return ReplayResult(counters[0], counters[1], counters[2], counters[3])
+        return NativeReplayCounts(counters[0], counters[1], counters[2], counters[3])
 
     # -- checking ---------------------------------------------------------------------------
 

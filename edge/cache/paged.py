@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from edge._native import NativeIndex
-from edge.cache.policies import EvictionPolicy, make_policy
+from edge.cache.policies import CacheView, EvictionPolicy, make_policy
+from edge.cache.view import PagedCacheView
 from edge.errors import (
     BudgetError,
     CacheClosedError,
@@ -228,7 +229,8 @@ class PagedCache:
         self._executor = (ThreadPoolExecutor(load_workers, thread_name_prefix="edge-load")
                           if load_workers else None)
         self._closed = False
-        self._policy.bind(self)
+        self._view = PagedCacheView(self, seed)
+        self._policy.bind(self._view)
         # Calling a no-op hook on every hit costs more than the LRU decision itself.
         self._policy_wants_hits = self._policy.overrides("on_hit")
         self._policy_wants_misses = self._policy.overrides("on_miss")
@@ -245,12 +247,6 @@ class PagedCache:
         return cls(config.budget, config.policy, policy_params=config.policy_params,
                    load_workers=config.load_workers, wait_timeout=config.wait_timeout, **kwargs)
 
-    # ---- CacheView: what policies may read (always called under the lock) ------------------
-
-    @property
-    def index(self) -> NativeIndex:
-        return self._index
-
     @property
     def budget(self) -> int:
         return self._budget
@@ -259,20 +255,11 @@ class PagedCache:
     def policy(self) -> EvictionPolicy:
         return self._policy
 
-    def key_of_slot(self, slot: int) -> Hashable:
-        return self._entry_of_slot[slot].key
-
-    def slot_of(self, key: Hashable) -> int:
-        return self._entries[key].slot
-
-    def is_pinned(self, key: Hashable) -> bool:
-        return self._index.pin_count(self._entries[key].slot) > 0
-
-    def size_of(self, key: Hashable) -> int:
-        return self._entries[key].size
-
-    def now(self) -> float:
-        return self._clock()
+    @property
+    def view(self) -> CacheView:
+        """The read-only view the policy sees (consistent only under the cache's lock, which
+        every policy call holds; for tests and diagnostics otherwise)."""
+        return self._view
 
     # ---- acquire -----------------------------------------------------------------------------
 
@@ -652,27 +639,60 @@ class PagedCache:
         The bytes that cover ``need`` belong to the caller's reservation or insert, made next,
         and the caller unloads its victims before it loads anything; whatever is evicted beyond
         that stays reserved until the unloader returns, so no other caller can load into memory
-        that is still in use."""
-        free = self._budget - self._index.resident_bytes() - self._reserved
+        that is still in use.
+
+        The callers have checked from the byte totals that unpinned objects cover the deficit;
+        the policy's ``victims(still_needed)`` names them, asked again if its answer runs out
+        early. A key that is pinned, not resident or given twice, or no key at all while the
+        deficit remains, is a policy bug: ``EdgeError``, never a loop (every accepted key frees
+        at least one byte)."""
+        resident, pinned = self._index.byte_totals()
+        free = self._budget - resident - self._reserved
+        if free >= need:
+            return
         deficit = need - free
+        evictable = resident - pinned
+        if deficit > evictable:
+            raise EdgeError(f"cannot free {deficit} bytes: only {evictable} bytes of resident "
+                            "objects are unpinned (the caller should have checked the room)")
+        first = len(victims)
         evicted = 0
+        policy, entries, pin_count = self._policy, self._entries, self._index.pin_count
         while free < need:
-            key = self._policy.victim()
-            entry = self._entries.get(key) if key is not None else None
-            if entry is None or self._index.pin_count(entry.slot):
-                raise EdgeError(f"eviction policy {self._policy.name!r} chose {key!r}, which is "
-                                "not an unpinned resident object (a bug in the policy)")
-            self._policy.on_evict(key, entry.slot)
-            self._drop(entry)
-            self._evictions += 1
-            self._bytes_evicted += entry.size
-            free += entry.size
-            evicted += entry.size
-            victims.append((key, entry.value, 0))
+            chose_any = False
+            for key in policy.victims(need - free):
+                entry = entries.get(key)
+                if entry is None or pin_count(entry.slot):
+                    raise EdgeError(self._bad_victim(key, entry, victims[first:]))
+                chose_any = True
+                policy.on_evict(key, entry.slot)
+                self._drop(entry)
+                self._evictions += 1
+                self._bytes_evicted += entry.size
+                free += entry.size
+                evicted += entry.size
+                victims.append((key, entry.value, 0))
+                if free >= need:
+                    break
+            if not chose_any:
+                raise EdgeError(
+                    f"eviction policy {policy.name!r} named no victim while {need - free} more "
+                    f"bytes are needed and {evictable - evicted} bytes of unpinned objects are "
+                    "resident (a bug in the policy)")
         surplus = evicted - max(deficit, 0)
         if evicted and surplus > 0:
             key, value, _ = victims[-1]
             victims[-1] = (key, value, self._hold(surplus))
+
+    def _bad_victim(self, key: Hashable, entry: _Entry | None, evicted_now: list) -> str:
+        if entry is not None:
+            why = "which is pinned"
+        elif any(k == key for k, _, _ in evicted_now):
+            why = "which it had already named in this eviction (a duplicate)"
+        else:
+            why = "which is not resident"
+        return (f"eviction policy {self._policy.name!r} chose {key!r}, {why}; a victim must be "
+                "an unpinned resident object (a bug in the policy)")
 
     def _drop(self, entry: _Entry) -> None:
         self._index.remove(entry.c_key)

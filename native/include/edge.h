@@ -43,8 +43,12 @@ const char *edge_status_str(int status);
 
 typedef struct edge_index edge_index;
 
-/* Columns of the feature matrix written by edge_index_features, in this order. */
-enum {
+/* Columns of the feature matrix written by edge_index_features, in this order. The order is an
+ * interface: a shipped learned policy (an ONNX model) takes its input columns in it. This enum
+ * is the one list of them: edge._native.FEATURE_NAMES is read from it through cffi (name without
+ * EDGE_FEAT_, lowercased, by value), and tests/test_native_features.py fails on any reorder or
+ * rename until the test's copy (and the shipped models) are changed with it. */
+typedef enum {
     EDGE_FEAT_AGE = 0,       /* now - last access */
     EDGE_FEAT_SIZE = 1,      /* bytes */
     EDGE_FEAT_ACCESSES = 2,  /* accesses since insert, the insert included */
@@ -52,7 +56,7 @@ enum {
     EDGE_FEAT_LOAD_COST = 4, /* last load cost as given at insert (seconds in the daemon) */
     EDGE_FEAT_RESIDENCY = 5, /* now - insert */
     EDGE_N_FEATURES = 6
-};
+} edge_feature;
 
 /* Weight of the newest inter-access gap in the EWMA estimate. */
 #define EDGE_IAT_EWMA_ALPHA 0.25
@@ -144,6 +148,12 @@ int edge_index_walk_lru(const edge_index *idx, uint32_t k, int skip_pinned, int3
 /* Up to k distinct unpinned slots drawn uniformly without replacement (all of them when fewer
  * than k are unpinned), from the index's seeded generator. */
 int edge_index_sample_unpinned(edge_index *idx, uint32_t k, int32_t *out, uint32_t *n_out);
+/* The same draw from a generator started at `seed` instead of the index's own: the index is not
+ * changed (its generator does not advance), and the same seed on the same index state gives the
+ * same slots in the same order. For a choice that must be a function of the state alone (an
+ * eviction policy's candidates: asking twice without an event in between gives one answer). */
+int edge_index_sample_unpinned_seeded(const edge_index *idx, uint64_t seed, uint32_t k,
+                                      int32_t *out, uint32_t *n_out);
 /* Writes the n x EDGE_N_FEATURES float32 matrix (row-major) of the given slots into out. */
 int edge_index_features(const edge_index *idx, const int32_t *slots, uint32_t n, double now,
                         float *out);

@@ -72,22 +72,24 @@ static inline uint64_t mix64(uint64_t x) {
     return x ^ (x >> 31);
 }
 
-static inline uint64_t rng_next(edge_index *idx) {
-    idx->rng += 0x9e3779b97f4a7c15ULL;
-    uint64_t z = idx->rng;
+/* splitmix64 over a caller-held state: the index's own (sample_unpinned) or a local copy
+ * (sample_unpinned_seeded, which must leave the index unchanged). */
+static inline uint64_t rng_next(uint64_t *state) {
+    *state += 0x9e3779b97f4a7c15ULL;
+    uint64_t z = *state;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
 }
 
 /* Uniform in [0, n) without modulo bias (Lemire's multiply-shift with rejection). */
-static inline uint32_t rng_below(edge_index *idx, uint32_t n) {
-    uint64_t m = (uint64_t)(uint32_t)rng_next(idx) * n;
+static inline uint32_t rng_below(uint64_t *state, uint32_t n) {
+    uint64_t m = (uint64_t)(uint32_t)rng_next(state) * n;
     uint32_t low = (uint32_t)m;
     if (low < n) {
         uint32_t threshold = (uint32_t)(-n) % n;
         while (low < threshold) {
-            m = (uint64_t)(uint32_t)rng_next(idx) * n;
+            m = (uint64_t)(uint32_t)rng_next(state) * n;
             low = (uint32_t)m;
         }
     }
@@ -524,7 +526,8 @@ int edge_index_walk_lru(const edge_index *idx, uint32_t k, int skip_pinned, int3
     return EDGE_OK;
 }
 
-int edge_index_sample_unpinned(edge_index *idx, uint32_t k, int32_t *out, uint32_t *n_out) {
+static int sample_unpinned(const edge_index *idx, uint64_t *rng, uint32_t k, int32_t *out,
+                           uint32_t *n_out) {
     if (!idx || !n_out || (k && !out)) return EDGE_ERR_INVALID;
     uint32_t unpinned = idx->count - idx->pinned_count;
     uint32_t n = 0;
@@ -537,7 +540,7 @@ int edge_index_sample_unpinned(edge_index *idx, uint32_t k, int32_t *out, uint32
         /* Mostly unpinned: draw, reject pinned and repeats (expected < 2 draws per pick while
          * k <= unpinned / 2; the repeat check is O(k) and k is small). */
         while (n < k) {
-            int32_t s = idx->live[rng_below(idx, idx->count)];
+            int32_t s = idx->live[rng_below(rng, idx->count)];
             if (idx->pins[s]) continue;
             int seen = 0;
             for (uint32_t j = 0; j < n; j++) {
@@ -554,7 +557,7 @@ int edge_index_sample_unpinned(edge_index *idx, uint32_t k, int32_t *out, uint32
             if (seen < k) {
                 out[seen] = s;
             } else {
-                uint32_t j = rng_below(idx, seen + 1);
+                uint32_t j = rng_below(rng, seen + 1);
                 if (j < k) out[j] = s;
             }
             seen++;
@@ -563,6 +566,17 @@ int edge_index_sample_unpinned(edge_index *idx, uint32_t k, int32_t *out, uint32
     }
     *n_out = n;
     return EDGE_OK;
+}
+
+int edge_index_sample_unpinned(edge_index *idx, uint32_t k, int32_t *out, uint32_t *n_out) {
+    if (!idx) return EDGE_ERR_INVALID;
+    return sample_unpinned(idx, &idx->rng, k, out, n_out);
+}
+
+int edge_index_sample_unpinned_seeded(const edge_index *idx, uint64_t seed, uint32_t k,
+                                      int32_t *out, uint32_t *n_out) {
+    uint64_t rng = seed; /* a local generator: the index's own does not move */
+    return sample_unpinned(idx, &rng, k, out, n_out);
 }
 
 int edge_index_features(const edge_index *idx, const int32_t *slots, uint32_t n, double now,

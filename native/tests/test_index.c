@@ -406,6 +406,9 @@ static void test_null_pointers(void) {
     EXPECT_RC(edge_index_sample_unpinned(NULL, 2, out, &n), EDGE_ERR_INVALID);
     EXPECT_RC(edge_index_sample_unpinned(idx, 2, NULL, &n), EDGE_ERR_INVALID);
     EXPECT_RC(edge_index_sample_unpinned(idx, 2, out, NULL), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_index_sample_unpinned_seeded(NULL, 1, 2, out, &n), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_index_sample_unpinned_seeded(idx, 1, 2, NULL, &n), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_index_sample_unpinned_seeded(idx, 1, 2, out, NULL), EDGE_ERR_INVALID);
     EXPECT_RC(edge_index_features(NULL, slots, 2, 3.0, feats), EDGE_ERR_INVALID);
     EXPECT_RC(edge_index_features(idx, NULL, 2, 3.0, feats), EDGE_ERR_INVALID);
     EXPECT_RC(edge_index_features(idx, slots, 2, 3.0, NULL), EDGE_ERR_INVALID);
@@ -552,6 +555,9 @@ static void test_empty_batches(void) {
     n = 99;
     CHECK_OK(edge_index_sample_unpinned(idx, 0, NULL, &n));
     EXPECT(n == 0, "sample_unpinned k=0 without an array");
+    n = 7;
+    CHECK_OK(edge_index_sample_unpinned_seeded(idx, 3, 0, NULL, &n));
+    EXPECT(n == 0, "sample_unpinned_seeded k=0 without an array");
     CHECK_OK(edge_index_replay(idx, EDGE_REPLAY_LRU, keys, sizes, times, 0, 1, hit_flags, &hits,
                                &bytes_hit, &evictions, &done));
     EXPECT(hits == 0 && bytes_hit == 0 && evictions == 0 && done == 0 && hit_flags[0] == 7,
@@ -688,6 +694,61 @@ static void test_sampling(void) {
     EXPECT(a[0] == b[0], "the same seed sampled differently");
 }
 
+/* sample_unpinned_seeded makes sample_unpinned's draw from a generator of its own: the same
+ * seed gives the same slots, the index (its generator included) stays as it was, and a seed
+ * equal to the index's gives the index's own first draw. Pinned counts from none to all cover
+ * both ways of sampling. */
+static void test_seeded_sampling(void) {
+    cur_test = "seeded sampling";
+    enum { N = 20 };
+    for (uint32_t n_pinned = 0; n_pinned <= N; n_pinned += 4) {
+        edge_index *idx = new_index(N, 7), *twin = new_index(N, 7), *fresh = new_index(N, 7);
+        for (uint32_t k = 0; k < N; k++) {
+            const uint32_t pins = k < n_pinned ? 1 : 0;
+            insert_key(idx, k, 1, 0.0, pins);
+            insert_key(twin, k, 1, 0.0, pins);
+            insert_key(fresh, k, 1, 0.0, pins);
+        }
+        const uint32_t unpinned = N - n_pinned;
+        int32_t a[N + 4], b[N + 4], c[N + 4];
+        uint32_t na = 0, nb = 0, nc = 0;
+
+        CHECK_OK(edge_index_sample_unpinned_seeded(idx, 7, 3, a, &na));
+        CHECK_OK(edge_index_sample_unpinned(fresh, 3, b, &nb));
+        EXPECT(na == nb && memcmp(a, b, na * sizeof(a[0])) == 0,
+               "seed 7 differs from the first draw of an index seeded with 7 (%u pinned)",
+               n_pinned);
+
+        int differs = 0;
+        for (uint32_t want = 0; want <= N + 2; want++) {
+            SNAPSHOT(idx);
+            CHECK_OK(edge_index_sample_unpinned_seeded(idx, 100 + want, want, a, &na));
+            CHECK_OK(edge_index_sample_unpinned_seeded(idx, 100 + want, want, b, &nb));
+            EXPECT_UNCHANGED(idx, "sample_unpinned_seeded");
+            EXPECT(na == (want < unpinned ? want : unpinned), "sample of %u with %u pinned: %u",
+                   want, n_pinned, na);
+            EXPECT(na == nb && memcmp(a, b, na * sizeof(a[0])) == 0,
+                   "the same seed sampled differently (%u of %u pinned)", want, n_pinned);
+            for (uint32_t i = 0; i < na; i++) {
+                EXPECT(pins_of(idx, a[i]) == 0, "seeded sample gave pinned slot %d", a[i]);
+                for (uint32_t j = 0; j < i; j++) EXPECT(a[i] != a[j], "repeat in seeded sample");
+            }
+            CHECK_OK(edge_index_sample_unpinned_seeded(idx, 200 + want, want, c, &nc));
+            differs |= nc != na || memcmp(a, c, na * sizeof(a[0])) != 0;
+            /* The index's own generator did not move: its next draw is its twin's. */
+            CHECK_OK(edge_index_sample_unpinned(idx, 3, b, &nb));
+            CHECK_OK(edge_index_sample_unpinned(twin, 3, c, &nc));
+            EXPECT(nb == nc && memcmp(b, c, nb * sizeof(b[0])) == 0,
+                   "a seeded sample moved the index's generator (%u pinned)", n_pinned);
+        }
+        if (unpinned > 3 && unpinned < N) EXPECT(differs, "every seed drew the same sample");
+        CHECK_OK(edge_index_verify(idx));
+        CHECK_OK(edge_index_free(idx));
+        CHECK_OK(edge_index_free(twin));
+        CHECK_OK(edge_index_free(fresh));
+    }
+}
+
 /* Every slot-taking call on every slot of an index filled to exactly its capacity (the last
  * slot is where an off-by-one write lands), then again after the insert that makes it grow. */
 static void check_every_slot(edge_index *idx, uint32_t n_keys, double now) {
@@ -733,6 +794,8 @@ static void check_every_slot(edge_index *idx, uint32_t n_keys, double now) {
     EXPECT(n == m, "walk of every key");
     CHECK_OK(edge_index_sample_unpinned(idx, m, out, &n));
     EXPECT(n == m, "sample of every key");
+    CHECK_OK(edge_index_sample_unpinned_seeded(idx, 3, m, out, &n));
+    EXPECT(n == m, "seeded sample of every key");
     const edge_index_totals after = totals_of(idx);
     EXPECT(after.count == m && after.pinned_count == 0 && after.pinned_bytes == 0 &&
                after.bytes == before.bytes && after.capacity == before.capacity,
@@ -1509,6 +1572,7 @@ int main(void) {
     test_empty_batches();
     test_batch_semantics();
     test_sampling();
+    test_seeded_sampling();
     test_full_index();
     test_replay_golden();
     if (failures) {

@@ -1,27 +1,47 @@
-"""The interface every eviction policy implements.
+"""The interface every eviction policy implements, and the read-only view it sees of its cache.
 
 The cache owns the byte accounting, the pins and the index; a policy only decides which unpinned
-key goes next. The decision (``victim``) is side-effect-free: asking twice without an event in
-between gives the same answer, and asking changes nothing. Events (``on_insert``, ``on_hit``,
-``on_evict``, ``on_remove``) are where a policy updates its own state. The cache calls all of them
-under its lock, so a policy needs no locking of its own.
+keys go next. The decision (``victim``, ``victims``) is side-effect-free: asking twice without an
+event in between gives the same answer, and asking changes nothing. Events (``on_insert``,
+``on_hit``, ``on_evict``, ``on_remove``) are where a policy updates its own state. The cache calls
+all of them under its lock, so a policy needs no locking of its own.
+
+A policy sees its cache only through a ``CacheView`` (``self.view``): keys, sizes, pins, the clock
+and the C core's per-object statistics, all read-only. It never holds the index or the cache
+itself, so no policy can change what is resident, pinned or counted.
+
+A policy module must not import the C core (``edge._native``) or numpy at module level:
+``edge.cache.policies`` is imported to validate configuration, which must stay light. What a
+learned policy needs from the C core, the view hands it (``candidates``, ``features``).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from edge._native import NativeIndex
+    import numpy as np
 
 
+@runtime_checkable
 class CacheView(Protocol):
-    """What a policy may see of the cache that runs it (read-only)."""
+    """What a policy may see of the cache that runs it. Every method only reads.
 
-    index: NativeIndex
+    Keys are the cache's keys; slots are the C index's ids for resident keys (stable while the
+    key is resident, reused after it leaves). A slot or key that is not resident is a
+    ``KeyError``. Everything is read under the cache's lock, so it is consistent within one
+    event or decision.
+    """
+
+    @property
+    def budget(self) -> int:
+        """The byte budget (changes on ``resize``; ``on_resize`` says when)."""
+
+    def now(self) -> float:
+        """The cache's clock (virtual time in the simulator)."""
 
     def key_of_slot(self, slot: int) -> Hashable: ...
 
@@ -31,10 +51,28 @@ class CacheView(Protocol):
 
     def size_of(self, key: Hashable) -> int: ...
 
-    def now(self) -> float: ...
+    def lru_victim_slot(self) -> int:
+        """The least-recently-used unpinned slot, or -1 when every resident key is pinned."""
+
+    def load_cost(self, slot: int) -> float:
+        """The load cost recorded at insert (the loader's, else the measured seconds)."""
+
+    def candidates(self, k_lru: int, k_sample: int) -> np.ndarray:
+        """Eviction candidates for a learned policy, as int32 slots: the ``k_lru`` least-
+        recently-used unpinned ones (LRU end first), then those of ``k_sample`` unpinned slots
+        drawn uniformly that are not already listed (in draw order). Distinct, unpinned, fewer
+        when fewer are unpinned. The draw is seeded by the cache's seed and eviction count, so
+        the same state gives the same candidates: a decision built on them is side-effect-free,
+        and each eviction round draws afresh."""
+
+    def features(self, slots: Any) -> np.ndarray:
+        """The (len(slots), N_FEATURES) float32 feature matrix of ``slots`` at ``now()``, written
+        by the C core into a buffer the view reuses: read-only, and valid only until the next
+        ``features`` call (copy it to keep it). Columns are ``feature_names``."""
 
     @property
-    def budget(self) -> int: ...
+    def feature_names(self) -> tuple[str, ...]:
+        """Column names of ``features`` (native/include/edge.h's ``edge_feature`` order)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +127,28 @@ class EvictionPolicy(ABC):
         Must not return None while an unpinned key is resident: the cache checks feasibility
         from its byte totals before it starts evicting and relies on this.
         """
+
+    def victims(self, need_bytes: int) -> Iterable[Hashable]:
+        """Keys to evict, in order, to free at least ``need_bytes`` (>= 1) bytes.
+
+        Contract: the keys are distinct, resident and unpinned, and together free at least
+        ``need_bytes`` whenever the unpinned bytes allow (the conformance suite checks both).
+        The cache evicts them in order, calling ``on_evict`` for each before taking the next,
+        and stops as soon as the need is met (later keys stay resident: a policy must not
+        assume they went). If the iterable runs out first, the cache asks again with what is
+        still needed; an empty answer while bytes are missing is a policy bug, reported as
+        ``EdgeError``, as is a key that is pinned, not resident or already given. Calling this
+        changes nothing; iterating the default answer asks ``victim()``, which changes nothing
+        either.
+
+        The default asks ``victim()`` again after each eviction, so every policy written for
+        ``victim()`` works unchanged (and its events keep their order). A policy that decides a
+        batch at once (one candidate selection, one feature matrix, one model call for a
+        layer's experts) overrides this and returns a list.
+        """
+        # victim() asked anew at each step (the cache steps only after evicting the last key)
+        # until it says None; built in C, so the default costs no generator frame per eviction.
+        return iter(self.victim, None)
 
     @classmethod
     def overrides(cls, method: str) -> bool:

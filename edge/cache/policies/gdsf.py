@@ -48,5 +48,5 @@ class GDSFPolicy(GreedyDualPolicy):
             return 1.0
         if mode == "uniform":
             return 1.0 / size
-        cost = self.view.index.slot_info(slot).load_cost
+        cost = self.view.load_cost(slot)
         return cost / size if cost > 0 and math.isfinite(cost) else 0.0

@@ -17,5 +17,5 @@ class LRUPolicy(EvictionPolicy):
     name = "lru"
 
     def victim(self) -> Hashable | None:
-        slot = self.view.index.lru_victim()
+        slot = self.view.lru_victim_slot()
         return None if slot < 0 else self.view.key_of_slot(slot)
