@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import yaml
 
@@ -17,8 +17,12 @@ from edge.fileio import write_atomic
 from edge.router.config import RouterConfig
 from edge.schema import format_bytes, from_mapping, load_yaml, parse_bytes, to_mapping
 
-__all__ = ["CacheConfig", "EdgeConfig", "RouterConfig", "dump_config", "format_bytes",
-           "from_mapping", "load_config", "parse_bytes", "save_config", "to_mapping"]
+if TYPE_CHECKING:
+    from edge.catalogue import Catalogue
+
+__all__ = ["CacheConfig", "CatalogueConfig", "EdgeConfig", "RouterConfig", "build_catalogue",
+           "dump_config", "format_bytes", "from_mapping", "load_config", "parse_bytes",
+           "save_config", "to_mapping"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,8 @@ class CacheConfig:
     policy: str = "lru"
     # Policy-specific settings, checked by the policy's own params class (see edge.cache.policies).
     policy_params: dict[str, Any] = field(default_factory=dict)
+    # Threads that run prefetches and the parallel loads of acquire_many; 0 loads everything
+    # on the calling thread (deterministic: the simulator's choice).
     load_workers: int = 4
     # Seconds a miss waits for pinned objects to be released when they leave no room (first
     # come, first served); 0 fails at once with CacheFullError.
@@ -36,12 +42,12 @@ class CacheConfig:
 
     def __post_init__(self) -> None:
         parse_bytes(self.budget, "budget")
-        if self.load_workers < 1:
-            raise ValueError(f"load_workers must be at least 1, got {self.load_workers}")
+        if self.load_workers < 0:
+            raise ValueError(f"load_workers must be >= 0, got {self.load_workers}")
         if not 0 <= self.wait_timeout < float("inf"):
             raise ValueError(f"wait_timeout must be a finite number of seconds >= 0, "
                              f"got {self.wait_timeout}")
-        # Imported here: the policy registry imports the native core, config must not.
+        # Imported here, not at the top: only a CacheConfig needs the policy registry.
         from edge.cache.policies import validate_policy
 
         validate_policy(self.policy, self.policy_params)
@@ -49,6 +55,45 @@ class CacheConfig:
     @property
     def budget_bytes(self) -> int:
         return parse_bytes(self.budget, "budget")
+
+    @property
+    def policy_label(self) -> str:
+        """The policy and its settings as tables name it: ``s3fifo(small_fraction=0.2)``."""
+        if not self.policy_params:
+            return self.policy
+        inner = ",".join(f"{k}={v}" for k, v in sorted(self.policy_params.items()))
+        return f"{self.policy}({inner})"
+
+
+@dataclass(frozen=True)
+class CatalogueConfig:
+    """The pageable objects a runtime serves: every file in ``directory`` matching ``pattern``
+    (named by its stem), plus ``files`` (name -> path). Relative paths are taken from the
+    working directory. Sizes are the files' sizes on disk."""
+
+    directory: Optional[str] = None
+    pattern: str = "*.gguf"
+    files: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.directory is not None and not self.directory.strip():
+            raise ValueError("directory must be a path or null, got an empty string")
+        if not self.pattern.strip():
+            raise ValueError("pattern must be a glob like '*.gguf', got an empty string")
+        for name, path in self.files.items():
+            if not str(name).strip() or not str(path).strip():
+                raise ValueError(f"files: entry {name!r}: {path!r} needs a name and a path")
+
+
+def build_catalogue(config: CatalogueConfig) -> Catalogue:
+    """The catalogue a policy file describes; ``ConfigError`` naming a missing directory, an
+    unreadable file or a name given twice."""
+    from edge.catalogue import Catalogue
+
+    entries = list(Catalogue.scan(config.directory, config.pattern).values()) \
+        if config.directory else []
+    entries += Catalogue.from_files(config.files).values()
+    return Catalogue(entries)
 
 
 @dataclass(frozen=True)
@@ -59,6 +104,7 @@ class EdgeConfig:
     description: str = ""
     cache: CacheConfig = field(default_factory=CacheConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
+    catalogue: CatalogueConfig = field(default_factory=CatalogueConfig)
 
     def __post_init__(self) -> None:
         if self.version != 1:

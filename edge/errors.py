@@ -36,6 +36,10 @@ class LoadError(EdgeError):
     """A loader returned something the cache cannot accept (bad size, bad shape)."""
 
 
+class RequestError(EdgeError, ValueError):
+    """A request is malformed (no prompt to route on, an adapter name that is not a string)."""
+
+
 class TraceError(EdgeError, ValueError):
     """A trace file is malformed or truncated; the message names the file and line."""
 

@@ -99,7 +99,7 @@ def test_unknown_key_names_the_key_path(tmp_path):
                                                    r"large"),
     ("cache:\n  policy: mru\n", r"unknown eviction policy 'mru'"),
     ("cache:\n  load_workers: many\n", r"cache.load_workers: expected an integer, got 'many'"),
-    ("cache:\n  load_workers: 0\n", r"load_workers must be at least 1"),
+    ("cache:\n  load_workers: -1\n", r"load_workers must be >= 0"),
     ("cache:\n  policy: lru\n  policy_params: {depth: 3}\n",
      r"policy_params.depth: unknown key"),
     ("version: 2\n", r"version 2 is not supported"),

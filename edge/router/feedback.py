@@ -68,6 +68,10 @@ class PendingTable:
                 f"{self.config.expiry_seconds:g} s or pushed out of the {self.config.max_pending}"
                 "-entry table)") from None
 
+    def discard(self, request_id: Hashable) -> bool:
+        """Forget one pending decision (its request failed); False if there was none."""
+        return self._pending.pop(request_id, None) is not None
+
     def drop_arm(self, arm_id: str) -> int:
         """Forget decisions routed to a deleted adapter; returns how many."""
         stale = [rid for rid, p in self._pending.items() if p.arm_id == arm_id]

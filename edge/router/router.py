@@ -1,10 +1,14 @@
 """``Router``: the request-facing object that ties features, POLAR, feedback and state together.
 
     router = Router(config, {"sql": 48 << 20, "poetry": 32 << 20}, budget_bytes=cache.budget)
-    decision = router.route_with_cache("req-1", prompt, cache)   # decision.arm_id, .explain()
+    decision = router.route("req-1", prompt, cache.resident())   # decision.arm_id, .explain()
+    plan = router.take_plan()       # at an epoch end: apply_resident_set(cache, plan, sizes)
     ...
     router.update("req-1", 0.8)                                 # any time later, any order
     router.close()                                              # saves state if configured
+
+``edge.Runtime.handle`` is the caller that does all of this per request; use it rather than
+wiring a router to a cache by hand.
 """
 
 from __future__ import annotations
@@ -16,13 +20,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edge.device import DeviceProfile
+from edge.paging_cost import PagingCostModel
 from edge.router.config import RouterConfig
 from edge.router.errors import StateCorruptError, StateMismatchError
 from edge.router.features import FeatureExtractor, make_extractor
 from edge.router.feedback import PendingTable, check_reward, make_reward_source
 from edge.router.linucb import Decision, LinUCB
-from edge.router.polar import PolarRouter, apply_resident_set
+from edge.router.polar import PolarRouter
 from edge.router.state import read_state, write_state
 from edge.schema import to_mapping
 
@@ -31,7 +35,7 @@ _LINUCB_ARRAYS = ("A", "A_inv", "b", "theta", "counts", "since_refactor")
 
 class Router:
     def __init__(self, config: RouterConfig, catalogue: Optional[Mapping[str, int]] = None, *,
-                 device: Optional[DeviceProfile] = None, budget_bytes: Optional[int] = None,
+                 paging_cost: Optional[PagingCostModel] = None, budget_bytes: Optional[int] = None,
                  rng: Optional[np.random.Generator] = None,
                  extractor: Optional[FeatureExtractor] = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -39,7 +43,7 @@ class Router:
         self.extractor = extractor if extractor is not None else make_extractor(config.features)
         self.rng = rng if rng is not None else np.random.default_rng(config.seed)
         self.linucb = LinUCB(self.extractor.dim, config.linucb, self.rng)
-        self.polar = PolarRouter(self.linucb, config.polar, device or DeviceProfile(),
+        self.polar = PolarRouter(self.linucb, config.polar, paging_cost or PagingCostModel(),
                                  budget_bytes)
         self.pending = PendingTable(config.feedback, clock)
         self.reward_source = make_reward_source(config.feedback.reward_source)
@@ -101,16 +105,6 @@ class Router:
         """The resident set planned when the last epoch closed (once), or None."""
         return self.polar.take_plan()
 
-    def route_with_cache(self, request_id: Hashable, prompt: str | np.ndarray,
-                         cache: Any) -> Decision:
-        """``route`` with residency read from a ``PagedCache``; at an epoch end the new plan is
-        handed to the cache (``apply_resident_set``)."""
-        decision = self.route(request_id, prompt, cache.resident())
-        plan = self.take_plan()
-        if plan is not None:
-            apply_resident_set(cache, plan, self.polar.sizes())
-        return decision
-
     # ---- feedback ------------------------------------------------------------------------------
 
     def update(self, request_id: Hashable, reward: float) -> bool:
@@ -127,6 +121,10 @@ class Router:
         self.updates += 1
         self.maybe_save()
         return True
+
+    def cancel(self, request_id: Hashable) -> bool:
+        """Forget a routed request that failed before it was served: no reward will come."""
+        return self.pending.discard(request_id)
 
     def on_response(self, request_id: Hashable, prompt: Optional[str], response: Any
                     ) -> Optional[bool]:

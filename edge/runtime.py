@@ -1,0 +1,296 @@
+"""``Runtime``: the composition root and the one path every request takes.
+
+A policy file (or mapping, or ``EdgeConfig``) becomes a ``PagedCache`` (cache section), a
+``Router`` (router section), a ``Catalogue`` of pageable objects (catalogue section, or given)
+and a ``Backend`` (given). ``handle`` is the request path the daemon serves and the simulator
+replays; only the backend and its clock differ between them.
+
+    with Runtime.from_config("policies/polar.yaml", backend=backend) as runtime:
+        outcome = runtime.handle(InferenceRequest(prompt="SELECT ...", request_id="r1"))
+        outcome.adapter, outcome.hit, outcome.timings, outcome.explain(top=3)
+        runtime.feedback("r1", 0.9)          # any time later, in any order
+        runtime.stats()
+
+Per request: features -> route (unless the request names its adapter) -> acquire (hit: pin;
+miss: make room for the declared size, load through the backend, pin) -> serve -> release ->
+the reward source (or a later ``feedback``). When an epoch of the router closes, its resident
+set is handed to the cache after the request is served, so the plan's prefetches never delay
+the request that closed the epoch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from edge.backends.base import Backend
+from edge.cache.paged import PagedCache
+from edge.catalogue import Catalogue, CatalogueEntry
+from edge.config import EdgeConfig, build_catalogue, load_config
+from edge.errors import BudgetError, CacheClosedError, ConfigError, EdgeError, RequestError
+from edge.paging_cost import PagingCostModel
+from edge.router.linucb import Decision
+from edge.router.polar import apply_resident_set
+from edge.router.router import Router
+from edge.schema import from_mapping
+
+# The adapter name that asks the router to choose (OpenAI's ``model: auto`` convention).
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    """One request. ``prompt``: the text (or a context vector when the router's features are
+    vectors); ``adapter``: a catalogue name, or ``None``/``"auto"`` to let the router choose;
+    ``request_id``: the key a later reward refers to (one is made up when omitted);
+    ``params``: passed to the backend untouched (max_tokens, temperature, ...)."""
+
+    prompt: Any = None
+    adapter: Optional[str] = None
+    request_id: Optional[Hashable] = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.adapter is not None and (not isinstance(self.adapter, str) or not self.adapter):
+            raise RequestError(f"adapter must be a catalogue name, \"{AUTO}\" or None, got "
+                               f"{self.adapter!r}")
+        if self.routed and self.prompt is None:
+            raise RequestError("a request without an adapter is routed, and routing needs its "
+                               "prompt (or context vector); give one, or name the adapter")
+        try:
+            hash(self.request_id)
+        except TypeError:
+            raise RequestError(f"request_id must be hashable (a string or a number), got "
+                               f"{type(self.request_id).__name__}") from None
+
+    @property
+    def routed(self) -> bool:
+        return self.adapter is None or self.adapter == AUTO
+
+
+@dataclass
+class Outcome:
+    """What happened to one request.
+
+    ``timings`` are seconds on the runtime's clock (modelled time under the simulator):
+    ``route`` (features and the decision), ``acquire`` (for a miss, the page-in, including any
+    wait for room), ``serve`` and ``total``."""
+
+    request_id: Hashable
+    adapter: str
+    decision: Optional[Decision]  # None when the request named its adapter
+    hit: bool  # the adapter was resident (or being loaded by another request) when acquired
+    output: Any
+    timings: dict[str, float]
+
+    @property
+    def routed(self) -> bool:
+        return self.decision is not None
+
+    def explain(self, top: Optional[int] = None) -> list[dict]:
+        """The router's per-adapter scores, best first ([] for a named adapter)."""
+        return self.decision.explain(top) if self.decision is not None else []
+
+
+class Runtime:
+    """Cache, router, catalogue and backend, composed; thread-safe ``handle``."""
+
+    def __init__(self, config: EdgeConfig, backend: Backend, catalogue: Catalogue, *,
+                 paging_cost: Optional[PagingCostModel] = None,
+                 clock: Optional[Callable[[], float]] = None) -> None:
+        if not len(catalogue):
+            raise ConfigError("the catalogue is empty: a runtime needs at least one adapter "
+                              "(set catalogue.directory or catalogue.files in the policy file)")
+        budget = config.cache.budget_bytes
+        too_large = [e for e in catalogue.values() if e.size > budget]
+        if too_large:
+            e = too_large[0]
+            raise BudgetError(f"catalogue entry {e.name!r} is {e.size} bytes, more than the "
+                              f"whole cache budget of {budget} bytes ({len(too_large)} such "
+                              "entries): it could never be loaded")
+        self.config = config
+        self.backend = backend
+        self.catalogue = catalogue
+        self.clock = clock or getattr(backend, "clock", None) or time.monotonic
+        self.cache = PagedCache.from_config(
+            config.cache, loader=self._load, unloader=self._unload,
+            sizer=self._declared_size, clock=self.clock)
+        try:
+            self.router = Router(config.router, catalogue.sizes(), paging_cost=paging_cost,
+                                 budget_bytes=budget, clock=self.clock)
+        except BaseException:
+            self.cache.close()
+            raise
+        # The router's arrays are not thread-safe; routing and rewards take this lock, the
+        # cache has its own, and serving holds neither.
+        self._router_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self._sizes = catalogue.sizes()
+        self._ids = itertools.count()
+        self._closed = False
+        self._counts = {"requests": 0, "routed": 0, "named": 0, "hits": 0, "misses": 0,
+                        "failed": 0, "plans_applied": 0, "feedback": 0}
+        self._seconds = {"route": 0.0, "acquire": 0.0, "serve": 0.0}
+
+    @classmethod
+    def from_config(cls, config: EdgeConfig | Mapping[str, Any] | str | os.PathLike[str], *,
+                    backend: Backend, catalogue: Optional[Catalogue] = None,
+                    paging_cost: Optional[PagingCostModel] = None,
+                    clock: Optional[Callable[[], float]] = None) -> Runtime:
+        """A runtime from a policy file path, a mapping of its contents, or an ``EdgeConfig``.
+
+        ``catalogue`` overrides the file's catalogue section (the simulator passes the
+        trace's adapters); ``clock`` defaults to the backend's ``clock`` attribute if it has
+        one, else ``time.monotonic``."""
+        if isinstance(config, (str, os.PathLike)):
+            config = load_config(config)
+        elif isinstance(config, Mapping):
+            config = from_mapping(EdgeConfig, config, "config")
+        elif not isinstance(config, EdgeConfig):
+            raise TypeError(f"config must be a policy file path, a mapping or an EdgeConfig, "
+                            f"not {type(config).__name__}")
+        if catalogue is None:
+            catalogue = build_catalogue(config.catalogue)
+        return cls(config, backend, catalogue, paging_cost=paging_cost, clock=clock)
+
+    # ---- the cache's side of the backend ---------------------------------------------------
+
+    def _declared_size(self, name: str) -> int:
+        return self.catalogue[name].size
+
+    def _load(self, name: str):
+        return self.backend.load(self.catalogue[name])
+
+    def _unload(self, name: str, value: Any) -> None:
+        self.backend.unload(self.catalogue[name], value)
+
+    # ---- the request path --------------------------------------------------------------------
+
+    def handle(self, request: InferenceRequest) -> Outcome:
+        """Route (or take the named adapter), acquire, serve, release; see the module doc."""
+        if self._closed:
+            raise CacheClosedError("the runtime is closed")
+        clock = self.clock
+        request_id = request.request_id if request.request_id is not None \
+            else f"req-{next(self._ids)}"
+        started = clock()
+        decision, plan = None, None
+        if request.routed:
+            with self._router_lock:
+                x = self.router.features(request.prompt)
+                decision = self.router.route(request_id, x, self.cache.resident())
+                plan = self.router.take_plan()
+            name = decision.arm_id
+        else:
+            name = request.adapter
+        routed_at = clock()
+        try:
+            entry = self.catalogue[name]  # UnknownObjectError for a name it does not hold
+            acquisition = self.cache.acquire(name)
+            with acquisition as value:
+                acquired_at = clock()
+                output = self.backend.serve(request, [(entry, value)])
+            served_at = clock()
+        except BaseException:
+            with self._stats_lock:
+                self._counts["failed"] += 1
+            if decision is not None:
+                with self._router_lock:
+                    self.router.cancel(request_id)  # no reward can refer to a failed request
+            raise
+        finally:
+            if plan is not None:
+                self._apply_plan(plan)
+        timings = {"route": routed_at - started, "acquire": acquired_at - routed_at,
+                   "serve": served_at - acquired_at, "total": served_at - started}
+        self._count(decision is not None, acquisition.hit, timings)
+        if decision is not None and self.config.router.feedback.reward_source != "explicit":
+            with self._router_lock:
+                self.router.on_response(request_id, request.prompt, output)
+        return Outcome(request_id, name, decision, acquisition.hit, output, timings)
+
+    def _apply_plan(self, plan: list[str]) -> None:
+        try:
+            apply_resident_set(self.cache, plan, self._sizes)
+            with self._stats_lock:
+                self._counts["plans_applied"] += 1
+        except EdgeError:
+            pass  # a plan is advice: the cache closing or filling up must not fail a request
+
+    def _count(self, routed: bool, hit: bool, timings: dict[str, float]) -> None:
+        with self._stats_lock:
+            counts = self._counts
+            counts["requests"] += 1
+            counts["routed" if routed else "named"] += 1
+            counts["hits" if hit else "misses"] += 1
+            for step in self._seconds:
+                self._seconds[step] += timings[step]
+
+    def feedback(self, request_id: Hashable, reward: float) -> bool:
+        """The reward of a routed request; False if its adapter left the catalogue meanwhile.
+        ``UnknownRequestError`` for an id with no pending decision, ``RewardError`` for a
+        reward outside the configured range."""
+        with self._router_lock:
+            applied = self.router.update(request_id, reward)
+        with self._stats_lock:
+            self._counts["feedback"] += 1
+        return applied
+
+    def resident(self) -> dict[str, int]:
+        """Resident adapters (name -> bytes), least recently used first."""
+        return self.cache.resident()
+
+    def resident_mask(self) -> np.ndarray:
+        """Residency as a bool array indexed like ``self.router.arm_ids``."""
+        return self.router.polar.resident_mask(self.cache.resident())
+
+    def stats(self) -> dict[str, Any]:
+        with self._router_lock:
+            pending = self.router.pending
+            router = {"arms": len(self.router.arm_ids), "updates": self.router.updates,
+                      "pending": len(pending), "expired": pending.expired,
+                      "overflowed": pending.overflowed,
+                      "stale_feedback": self.router.stale_feedback}
+        cache = self.cache.stats()
+        with self._stats_lock:
+            requests, seconds = dict(self._counts), dict(self._seconds)
+        return {"requests": requests, "seconds": seconds,
+                "cache": {**asdict(cache), "hit_ratio": cache.hit_ratio}, "router": router,
+                "catalogue": {"objects": len(self.catalogue),
+                              "bytes": sum(self._sizes.values())}}
+
+    # ---- lifetime ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Unload everything, save the router's state (if configured), close the backend."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.cache.close()
+        finally:
+            try:
+                with self._router_lock:
+                    self.router.close()
+            finally:
+                self.backend.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["AUTO", "CatalogueEntry", "InferenceRequest", "Outcome", "Runtime"]
