@@ -14,7 +14,7 @@ import click
 import numpy as np
 
 from edge.cache import policy_names
-from edge.device import DeviceProfile
+from edge.paging_cost import PagingCostModel
 from edge.schema import approx_bytes
 from edge.sim.generate import LognormalSize, scan_bursts
 from edge.sim.oracle import pfoo_l_hits
@@ -40,7 +40,7 @@ def demo(n_requests: int, seed: int) -> None:
     catalogue = first[trace.keys[first] < ADAPTERS]  # scans read fresh keys >= ADAPTERS
     catalogue_bytes = int(trace.sizes[catalogue].sum())
     scanned = len(first) - len(catalogue)
-    profile = DeviceProfile()
+    profile = PagingCostModel()
     click.echo(f"workload: {len(trace):,} requests; {len(catalogue):,} adapters "
                f"({approx_bytes(catalogue_bytes)}) with Zipf 0.9 popularity, and every "
                f"10,000 requests a burst of 1,500 one-off adapters ({scanned:,} in all) "

@@ -1,6 +1,6 @@
 """The paging cost model: how long this device takes to bring N bytes from storage into memory.
 
-One frozen ``DeviceProfile`` is shared by the simulator (modelled paging time) and the router
+One frozen ``PagingCostModel`` is shared by the simulator (modelled paging time) and the router
 (the penalty POLAR charges for a non-resident adapter). ``edge calibrate`` measures one and
 writes it as YAML; the defaults describe a modest NVMe laptop so nothing needs calibrating to run.
 """
@@ -17,7 +17,7 @@ from edge.schema import load_yaml, to_mapping
 
 
 @dataclass(frozen=True)
-class DeviceProfile:
+class PagingCostModel:
     name: str = "default"
     # Reads that miss the OS page cache (first load of a file).
     cold_latency_s: float = 100e-6
@@ -45,9 +45,9 @@ class DeviceProfile:
         return latency + nbytes / bandwidth + self.load_seconds_per_mib * nbytes / 2**20
 
 
-def load_profile(path: str | Path) -> DeviceProfile:
-    return load_yaml(DeviceProfile, path, "device profile")
+def load_paging_cost(path: str | Path) -> PagingCostModel:
+    return load_yaml(PagingCostModel, path, "paging-cost profile")
 
 
-def save_profile(profile: DeviceProfile, path: str | Path) -> None:
+def save_paging_cost(profile: PagingCostModel, path: str | Path) -> None:
     write_atomic(path, yaml.safe_dump(to_mapping(profile), sort_keys=False).encode())

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Routing benchmark: POLAR / POLAR+ against cache-unaware LinUCB + LRU, baselines and peers.
 
-Part 1 (quality): for N in --arms, a seeded synthetic problem (edge.router.synthetic) is replayed
-through every strategy and a real PagedCache (edge.router.replay): cumulative reward-only regret,
+Part 1 (quality): for N in --arms, a seeded synthetic problem (edge.sim.synthetic) is replayed
+through every strategy's Runtime.handle over the simulated backend (edge.sim.routing): the real
+PagedCache and Router, modelled paging time; cumulative reward-only regret,
 hit ratio, paging time (blocking, prefetch, total) and the reward-latency objective.
 Part 2 (speed): microseconds per decision+update of edge's LinUCB (cache-aware scoring, d=32)
 beside MABWiser LinUCB and Vowpal Wabbit cb_explore_adf on the same contexts and noise, with the
@@ -24,13 +25,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import machine  # noqa: E402
 
-from edge.device import DeviceProfile  # noqa: E402
-from edge.router.config import LinUCBConfig, PolarConfig  # noqa: E402
+from edge.config import EdgeConfig  # noqa: E402
+from edge.paging_cost import PagingCostModel  # noqa: E402
+from edge.router.config import LinUCBConfig, PolarConfig, RouterConfig  # noqa: E402
 from edge.router.linucb import LinUCB  # noqa: E402
 from edge.router.polar import PolarRouter  # noqa: E402
-from edge.router.replay import replay  # noqa: E402
-from edge.router.strategies import STRATEGY_NAMES, make_strategy  # noqa: E402
-from edge.router.synthetic import make_problem  # noqa: E402
+from edge.sim.routing import replay_routing  # noqa: E402
+from edge.sim.strategies import STRATEGY_NAMES  # noqa: E402
+from edge.sim.synthetic import make_problem  # noqa: E402
 
 
 def quality(n_arms, args, device, lin_cfg, polar_cfg):
@@ -43,16 +45,12 @@ def quality(n_arms, args, device, lin_cfg, polar_cfg):
                                np.random.default_rng(args.seed + n_arms + 7919 * rep))
         budget = int(problem.sizes.sum() * args.budget_fraction)
         runs = {}
+        config = EdgeConfig(router=RouterConfig(linucb=lin_cfg, polar=polar_cfg, seed=1000 + rep))
         for name in STRATEGY_NAMES:
-            strategy = make_strategy(name, arm_ids=problem.arm_ids, sizes=problem.sizes,
-                                     dim=args.dim, budget_bytes=budget, device=device,
-                                     linucb=lin_cfg, polar=polar_cfg,
-                                     rng=np.random.default_rng(1000 + rep))
-            runs[name] = replay(strategy, problem.contexts, problem.utilities, problem.sizes,
-                                budget_bytes=budget, device=device,
-                                paging_weight=polar_cfg.paging_weight,
-                                rng=np.random.default_rng(2000 + rep), arm_ids=problem.arm_ids,
-                                reward_noise=args.noise)
+            runs[name] = replay_routing(name, problem.contexts, problem.utilities, problem.sizes,
+                                        config=config, budget_bytes=budget, paging_cost=device,
+                                        rng=np.random.default_rng(2000 + rep),
+                                        arm_ids=problem.arm_ids, reward_noise=args.noise)
             r = runs[name]
             print(f"  N={n_arms} rep {rep} {name:15s} regret {r['regret']:9.1f} objective "
                   f"{r['objective']:9.1f} hit {r['hit_ratio']:.3f} paging "
@@ -212,7 +210,7 @@ def main(argv=None) -> int:
         args.arms = [16, 64]
         args.horizon, args.speed_steps, args.repeats, args.peer_steps = 2000, 1000, 3, 200
         args.quality_repeats = min(args.quality_repeats, 2)
-    device = DeviceProfile()
+    device = PagingCostModel()
     lin_cfg, polar_cfg = LinUCBConfig(), PolarConfig()
     result = {
         "benchmark": "router",

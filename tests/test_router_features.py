@@ -57,8 +57,10 @@ def test_shape_block_reflects_length_and_digits():
 
 
 def test_bad_feature_settings_name_the_key():
-    with pytest.raises(ConfigError, match=r"router.features: dim must be between 8"):
-        from_mapping(RouterConfig, {"features": {"dim": 4}}, "router")
+    with pytest.raises(ConfigError, match=r"router.features: dim must be between 1"):
+        from_mapping(RouterConfig, {"features": {"dim": 0}}, "router")
+    with pytest.raises(ConfigError, match="the hashing extractor needs more than 7 dimensions"):
+        make_extractor(FeatureConfig(dim=4))
     with pytest.raises(ConfigError, match=r"router.features.word_ngrams\[0\]"):
         from_mapping(RouterConfig, {"features": {"word_ngrams": ["x"]}}, "router")
     with pytest.raises(ConfigError, match="unknown extractor 'bert'"):
@@ -91,3 +93,10 @@ def test_router_config_loads_from_yaml_and_rejects_bad_values():
     for data, message in bad:
         with pytest.raises(ConfigError, match=message):
             from_mapping(RouterConfig, data, "router")
+
+
+def test_vector_features_take_the_requests_vector_and_refuse_text():
+    ex = make_extractor(FeatureConfig(extractor="vector", dim=3))
+    assert ex.dim == 3 and ex.fingerprint == FeatureConfig(extractor="vector", dim=3).fingerprint()
+    with pytest.raises(ValueError, match="3-number context vectors .* the request gave text"):
+        ex.extract("hello")

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.cache.paged import PagedCache
-from edge.device import DeviceProfile
+from edge.paging_cost import PagingCostModel
 from edge.router.config import LinUCBConfig, PolarConfig
 from edge.router.errors import RouterError
 from edge.router.linucb import LinUCB
@@ -20,7 +20,7 @@ MiB = 2**20
 
 def _router(mode="polar+", dim=6, budget=100 * MiB, seed=0, **polar):
     lin = LinUCB(dim, LinUCBConfig(), np.random.default_rng(seed))
-    return PolarRouter(lin, PolarConfig(mode=mode, **polar), DeviceProfile(), budget)
+    return PolarRouter(lin, PolarConfig(mode=mode, **polar), PagingCostModel(), budget)
 
 
 def _context(rng, d):
@@ -29,7 +29,7 @@ def _context(rng, d):
 
 
 def test_penalty_is_lambda_times_paging_time_and_only_for_non_resident_arms():
-    device = DeviceProfile()
+    device = PagingCostModel()
     router = _router(mode="polar", paging_weight=2.0)
     router.add_arm("small", 10 * MiB)
     router.add_arm("big", 90 * MiB)
@@ -160,7 +160,7 @@ def test_polar_plus_forced_exploration_keeps_every_arm_receiving_feedback():
     lin = LinUCB(6, LinUCBConfig(alpha=0.01, prior_reward=0.0), np.random.default_rng(2))
     router = PolarRouter(lin, PolarConfig(mode="polar+", epoch_length=32,
                                           forced_exploration_scale=2.0),
-                         DeviceProfile(), 200 * MiB)
+                         PagingCostModel(), 200 * MiB)
     for i in range(12):
         router.add_arm(f"a{i}", 20 * MiB)
     reasons = []
@@ -195,7 +195,7 @@ def test_controller_plan_reaches_the_cache_and_tracks_context_drift():
     d = 4
     lin = LinUCB(d, LinUCBConfig(alpha=0.1), np.random.default_rng(0))
     router = PolarRouter(lin, PolarConfig(mode="polar", epoch_length=50, context_window=50),
-                         DeviceProfile(), 30 * MiB)
+                         PagingCostModel(), 30 * MiB)
     for name in ("A", "B", "C"):
         router.add_arm(name, 20 * MiB)
     xa, xb = np.array([1.0, 0, 0, 0]), np.array([0, 1.0, 0, 0])
@@ -224,7 +224,7 @@ def test_forced_rounds_skip_arms_whose_optimistic_score_cannot_win():
     router = PolarRouter(lin, PolarConfig(mode="polar+", epoch_length=16,
                                           forced_exploration_scale=4.0,
                                           forced_min_decisions=2),
-                         DeviceProfile(), 400 * MiB)
+                         PagingCostModel(), 400 * MiB)
     for name in ("good", "bad", "far"):
         router.add_arm(name, 128 * MiB)
     x = np.array([1.0, 0, 0, 0])
@@ -278,3 +278,22 @@ def test_paging_charge_is_amortised_over_measured_residency_and_shares():
     plain.add_arm("a0", 64 * MiB)
     for _ in range(300):
         assert plain.decide(_context(rng, 4), set()).penalty[0] == full[0]
+
+
+def test_epsilon_routes_a_uniform_share_at_random_and_says_so():
+    def decisions(epsilon):
+        lin = LinUCB(4, LinUCBConfig(epsilon=epsilon), np.random.default_rng(0))
+        router = PolarRouter(lin, PolarConfig(mode="off"), PagingCostModel())
+        for arm in ("a", "b", "c", "d"):
+            router.add_arm(arm, 100)
+        for arm in ("a", "b", "c", "d"):  # "a" is clearly best once each arm was tried
+            lin.update(arm, np.ones(4) / 2, 1.0 if arm == "a" else 0.0)
+        return [router.decide(np.ones(4) / 2, ()) for _ in range(2000)]
+
+    assert {d.arm_id for d in decisions(0.0)} == {"a"}
+    mixed = decisions(0.2)
+    random_share = sum(d.reason == "epsilon" for d in mixed) / len(mixed)
+    assert 0.17 < random_share < 0.23  # 0.2 +- 4.5 standard deviations of a binomial share
+    off_best = [d.arm_id for d in mixed if d.arm_id != "a"]
+    assert all(d.reason == "epsilon" for d in mixed if d.arm_id != "a")
+    assert len(off_best) / len(mixed) == pytest.approx(0.2 * 3 / 4, abs=0.03)

@@ -1,4 +1,4 @@
-"""Device calibration: real timed reads of real files, turned into a usable DeviceProfile."""
+"""Device calibration: real timed reads of real files, turned into a usable PagingCostModel."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from edge.device import load_profile, save_profile
 from edge.errors import ConfigError
+from edge.paging_cost import load_paging_cost, save_paging_cost
 from edge.sim import calibrate as calibrate_module
 from edge.sim.calibrate import calibrate, time_read
 
@@ -33,8 +33,8 @@ def test_profile_from_real_reads_round_trips_through_yaml(files, tmp_path):
     assert profile.load_seconds_per_mib == 0.0
     # the model is usable: more bytes cost more time
     assert profile.paging_seconds(2**20) > profile.paging_seconds(2**10) > 0
-    save_profile(profile, tmp_path / "device.yaml")
-    assert load_profile(tmp_path / "device.yaml") == profile
+    save_paging_cost(profile, tmp_path / "device.yaml")
+    assert load_paging_cost(tmp_path / "device.yaml") == profile
 
 
 def test_cold_reads_drop_the_page_cache_first(files, monkeypatch):

@@ -16,10 +16,11 @@ import pytest
 from click.testing import CliRunner
 
 from edge.cli import main
-from edge.device import load_profile
+from edge.config import CacheConfig
+from edge.paging_cost import load_paging_cost
 from edge.sim.generate import zipf_probabilities
 from edge.sim.oracle import belady_hits, gap_closed, pfoo_l_hits
-from edge.sim.replay import PolicySpec, replay_arrays
+from edge.sim.replay import replay_arrays
 from edge.sim.specs import parse_budget_list, parse_policy_list, working_set_bytes
 from edge.sim.trace import read_trace
 
@@ -206,9 +207,11 @@ def test_plot_without_matplotlib_says_how_to_install(scan_trace, tmp_path, monke
 def test_policy_and_budget_languages():
     specs = parse_policy_list("lru, s3fifo:small_fraction=0.2,move_to_main_threshold=2,"
                               "gdsf:cost=size,arc")
-    assert specs == [PolicySpec("lru"),
-                     PolicySpec("s3fifo", {"small_fraction": 0.2, "move_to_main_threshold": 2}),
-                     PolicySpec("gdsf", {"cost": "size"}), PolicySpec("arc")]
+    assert specs == [CacheConfig(policy="lru"),
+                     CacheConfig(policy="s3fifo", policy_params={"small_fraction": 0.2,
+                                                                 "move_to_main_threshold": 2}),
+                     CacheConfig(policy="gdsf", policy_params={"cost": "size"}),
+                     CacheConfig(policy="arc")]
     with pytest.raises(ValueError, match="given twice"):
         parse_policy_list("s3fifo:small_fraction=0.2,small_fraction=0.3")
     budgets = parse_budget_list("1MiB,50%,1048576", 10_000_000)
@@ -323,7 +326,7 @@ def test_calibrate_writes_a_loadable_profile(tmp_path):
         (data / f"a{i}.bin").write_bytes(np.random.default_rng(i).bytes(256 * 1024))
     out = tmp_path / "device.yaml"
     result = ok("calibrate", "--dir", str(data), "--out", str(out), "--repeats", "1")
-    profile = load_profile(out)
+    profile = load_paging_cost(out)
     assert profile.name == "calibrated" and profile.cold_bandwidth_bytes_per_s > 0
     assert "GB/s" in result.output
     empty = tmp_path / "empty"

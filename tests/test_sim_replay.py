@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from edge.cache import policy_names
-from edge.device import DeviceProfile
-from edge.sim.replay import PolicySpec, replay_arrays, replay_grid
+from edge.config import CacheConfig
+from edge.paging_cost import PagingCostModel
+from edge.sim.replay import replay_arrays, replay_grid
 
 
 def zipf_trace(n=20000, n_keys=800, seed=3):
@@ -32,7 +33,7 @@ def test_native_engine_equals_pagedcache_engine(policy):
 
 def test_metrics_are_consistent():
     keys, sizes, times = zipf_trace(5000)
-    profile = DeviceProfile(cold_latency_s=0.001, cold_bandwidth_bytes_per_s=1e6)
+    profile = PagingCostModel(cold_latency_s=0.001, cold_bandwidth_bytes_per_s=1e6)
     result = replay_arrays(keys, sizes, "lru", int(sizes.sum() // 20), profile=profile)
     misses = result.requests - result.hits
     assert 0 < result.hits < result.requests
@@ -67,4 +68,4 @@ def test_bad_input():
     with pytest.raises(ValueError, match="size 0"):
         replay_arrays(np.arange(3), np.array([1, 0, 1]), "lru", 10)
     with pytest.raises(ValueError, match="no native replay engine"):
-        replay_arrays(np.arange(3), np.ones(3), PolicySpec("lru", {"x": 1}), 10, engine="native")
+        replay_arrays(np.arange(3), np.ones(3), CacheConfig(policy="arc"), 10, engine="native")

@@ -1,31 +1,34 @@
+"""Offline routing evaluation through Runtime.handle (edge.sim.routing) and `edge route-bench`."""
+
 import json
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edge.device import DeviceProfile
-from edge.router.commands import route_bench
-from edge.router.config import LinUCBConfig, PolarConfig
-from edge.router.replay import replay
-from edge.router.strategies import make_strategy
-from edge.router.synthetic import make_problem
+from edge.config import CacheConfig, EdgeConfig
+from edge.paging_cost import PagingCostModel
+from edge.router.config import PolarConfig, RouterConfig
+from edge.sim.routing import replay_routing
+from edge.sim.routing_commands import route_bench
+from edge.sim.synthetic import make_problem
+
+CONFIG = EdgeConfig(router=RouterConfig(polar=PolarConfig(epoch_length=128), seed=1))
 
 
 @pytest.fixture(scope="module")
-def runs():
-    problem = make_problem(16, 12, 3000, np.random.default_rng(0))
+def problem():
+    return make_problem(16, 12, 3000, np.random.default_rng(0))
+
+
+@pytest.fixture(scope="module")
+def runs(problem):
     budget = int(problem.sizes.sum() * 0.25)
-    device = DeviceProfile()
-    out = {}
-    for name in ("random", "linucb+lru", "polar+", "oracle"):
-        strategy = make_strategy(name, arm_ids=problem.arm_ids, sizes=problem.sizes, dim=12,
-                                 budget_bytes=budget, device=device, linucb=LinUCBConfig(),
-                                 polar=PolarConfig(epoch_length=128), rng=np.random.default_rng(1))
-        out[name] = replay(strategy, problem.contexts, problem.utilities, problem.sizes,
-                           budget_bytes=budget, device=device, paging_weight=1.0,
-                           rng=np.random.default_rng(2), arm_ids=problem.arm_ids)
-    return out
+    return {name: replay_routing(name, problem.contexts, problem.utilities, problem.sizes,
+                                 config=CONFIG, budget_bytes=budget,
+                                 paging_cost=PagingCostModel(), rng=np.random.default_rng(2),
+                                 arm_ids=problem.arm_ids)
+            for name in ("random", "linucb+lru", "polar+", "oracle")}
 
 
 def test_metrics_are_consistent(runs):
@@ -35,7 +38,25 @@ def test_metrics_are_consistent(runs):
         assert r["objective"] == pytest.approx(r["reward"] - 1.0 * r["blocking_paging_s"])
         curve = r["regret_curve"]["regret"]
         assert curve == sorted(curve) and curve[-1] == pytest.approx(r["regret"])
+    # Only a router with a controller prefetches; the references and LinUCB + LRU page on demand.
     assert runs["random"]["prefetch_paging_s"] == 0.0
+    assert runs["linucb+lru"]["prefetch_paging_s"] == 0.0
+    assert runs["polar+"]["prefetch_paging_s"] > 0.0
+
+
+def test_blocking_paging_is_the_cost_model_of_each_miss(problem):
+    # Hand derivation: with a budget of one adapter every request to another adapter than the
+    # previous one misses, and each miss blocks for paging_seconds(size) of that adapter.
+    cost = PagingCostModel()
+    sizes = np.array([100, 300])
+    utilities = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    r = replay_routing("oracle", np.ones((4, 3)), utilities, sizes, config=EdgeConfig(),
+                       budget_bytes=300, paging_cost=cost, rng=np.random.default_rng(0))
+    # The oracle's penalty (lambda = 1, microseconds) never outweighs a utility of 1.
+    assert r["hit_ratio"] == 0.25 and r["regret"] == 0.0
+    expected = cost.paging_seconds(100) * 2 + cost.paging_seconds(300)
+    assert r["blocking_paging_s"] == pytest.approx(expected)
+    assert r["total_paging_s"] == pytest.approx(expected)
 
 
 def test_learning_and_cache_awareness_show_in_the_metrics(runs):
@@ -45,16 +66,29 @@ def test_learning_and_cache_awareness_show_in_the_metrics(runs):
     assert runs["polar+"]["arms_tried"] == 16
 
 
+def test_the_cache_section_of_the_config_is_used(problem):
+    # The replay no longer hard-codes LRU: a policy file's cache policy changes the outcome.
+    budget = int(problem.sizes.sum() * 0.25)
+    hits = {}
+    for policy in ("lru", "fifo"):
+        config = EdgeConfig(cache=CacheConfig(policy=policy), router=CONFIG.router)
+        hits[policy] = replay_routing("linucb+lru", problem.contexts[:1500],
+                                      problem.utilities[:1500], problem.sizes, config=config,
+                                      budget_bytes=budget, rng=np.random.default_rng(2))
+    assert hits["lru"]["hit_ratio"] != hits["fifo"]["hit_ratio"]
+    assert hits["lru"]["regret"] == hits["fifo"]["regret"]  # routing ignores residency
+
+
 def test_replay_refuses_mismatched_inputs():
-    strategy = make_strategy("random", arm_ids=("a", "b"), sizes=np.array([1, 1]), dim=3,
-                             budget_bytes=10, device=DeviceProfile(), linucb=LinUCBConfig(),
-                             polar=PolarConfig(), rng=np.random.default_rng(0))
+    kwargs = dict(config=EdgeConfig(), budget_bytes=10, rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="disagree"):
-        replay(strategy, np.zeros((3, 3)), np.zeros((4, 2)), np.array([1, 1]), budget_bytes=10,
-               device=DeviceProfile(), paging_weight=1.0, rng=np.random.default_rng(0))
+        replay_routing("random", np.zeros((3, 3)), np.zeros((4, 2)), np.array([1, 1]), **kwargs)
     with pytest.raises(ValueError, match=r"sizes must have shape \(2,\)"):
-        replay(strategy, np.zeros((3, 3)), np.zeros((3, 2)), np.array([1]), budget_bytes=10,
-               device=DeviceProfile(), paging_weight=1.0, rng=np.random.default_rng(0))
+        replay_routing("random", np.zeros((3, 3)), np.zeros((3, 2)), np.array([1]), **kwargs)
+    with pytest.raises(ValueError, match="cannot hold the largest adapter"):
+        replay_routing("random", np.zeros((3, 3)), np.zeros((3, 2)), np.array([1, 11]), **kwargs)
+    with pytest.raises(ValueError, match="unknown strategy 'best'"):
+        replay_routing("best", np.zeros((3, 3)), np.zeros((3, 2)), np.array([1, 1]), **kwargs)
 
 
 def test_route_bench_command_prints_json():

@@ -15,7 +15,7 @@ from edge.cli import main
 from edge.config import EdgeConfig, from_mapping, load_config
 from edge.errors import ConfigError
 from edge.sim.generate import scan_bursts
-from edge.sim.replay import PolicySpec, replay_arrays
+from edge.sim.replay import replay_arrays
 from edge.sim.trace import read_trace
 from edge.sim.tune import build_candidates, evaluate, parse_space, rank
 
@@ -61,9 +61,8 @@ def test_tune_writes_a_config_that_replays_to_the_reported_hit_ratio(tmp_path):
     assert best.cache.policy == top["config"]["cache"]["policy"]
     assert dict(best.cache.policy_params) == top["config"]["cache"]["policy_params"]
     trace = read_trace(trace_path)
-    replayed = replay_arrays(trace.keys, trace.sizes,
-                             PolicySpec(best.cache.policy, dict(best.cache.policy_params)),
-                             best.cache.budget_bytes, times=trace.times)
+    replayed = replay_arrays(trace.keys, trace.sizes, best.cache, best.cache.budget_bytes,
+                             times=trace.times)
     assert replayed.hit_ratio == top["hit_ratio"] == top["objective"]
     assert replayed.hits == top["per_budget"][0]["hits"]
     row = re.search(r"^\s+1\s+(\S+)\s+(\S+)\s+(\S+)\s+(.*)$", result.output, re.M)

@@ -38,8 +38,8 @@ class FeatureConfig:
     def __post_init__(self) -> None:
         if not self.extractor:
             raise ValueError("extractor must name a feature extractor, got an empty string")
-        if not 8 <= self.dim <= 65536:
-            raise ValueError(f"dim must be between 8 and 65536, got {self.dim}")
+        if not 1 <= self.dim <= 65536:
+            raise ValueError(f"dim must be between 1 and 65536, got {self.dim}")
         for name in ("word_ngrams", "char_ngrams"):
             sizes = getattr(self, name)
             bad = [n for n in sizes if not 1 <= n <= 16]
@@ -74,10 +74,15 @@ class LinUCBConfig:
     discount: float = 1.0
     # Exact re-inversion of A every this many updates of an arm, bounding Sherman-Morrison drift.
     refactor_every: int = 512
+    # Share of requests routed to a uniformly random arm instead (epsilon-greedy on top of the
+    # scores; 0 leaves exploration to the confidence bonus and the optimistic prior).
+    epsilon: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("alpha", "ridge_lambda", "prior_reward", "discount"):
+        for name in ("alpha", "ridge_lambda", "prior_reward", "discount", "epsilon"):
             _check_finite(name, getattr(self, name))
+        if not 0 <= self.epsilon <= 1:
+            raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
         if self.alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {self.alpha}")
         if self.ridge_lambda <= 0:

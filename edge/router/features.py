@@ -116,6 +116,23 @@ class HashingExtractor:
         return out
 
 
+@register_extractor("vector")
+class VectorExtractor:
+    """For requests that carry their context as a vector of ``dim`` numbers already (a trace's
+    context column, an upstream embedding): there is no text to extract from."""
+
+    def __init__(self, config: FeatureConfig) -> None:
+        self.dim = config.dim
+        self.fingerprint = config.fingerprint()
+
+    def extract(self, text: str) -> np.ndarray:
+        raise ValueError(f"this router's features are {self.dim}-number context vectors "
+                         "(features.extractor: vector); the request gave text")
+
+    def extract_batch(self, texts: Sequence[str]) -> np.ndarray:
+        return self.extract("")
+
+
 def _shape(text: str) -> np.ndarray:
     n = len(text)
     if n == 0:

@@ -44,7 +44,8 @@ class Decision:
     bonus: np.ndarray
     penalty: np.ndarray
     score: np.ndarray
-    # Why this arm: "ucb" (highest score) or "forced" (POLAR+ forced exploration).
+    # Why this arm: "ucb" (highest score), "forced" (POLAR+ forced exploration) or "epsilon"
+    # (a uniformly random arm, LinUCBConfig.epsilon).
     reason: str = "ucb"
 
     def explain(self, top: Optional[int] = None) -> list[dict]:
@@ -242,11 +243,11 @@ class LinUCB:
         return mean, self.config.alpha * np.sqrt(quad)
 
     def decide(self, x: np.ndarray, penalty: Optional[np.ndarray] = None,
-               forced_index: Optional[int] = None) -> Decision:
+               forced_index: Optional[int] = None, reason: str = "forced") -> Decision:
         """The arm with the highest mean + bonus - penalty (ties broken by the injected RNG).
 
-        ``forced_index`` overrides the choice (forced exploration) but the scores are still
-        computed so the decision can be explained."""
+        ``forced_index`` overrides the choice (forced or epsilon exploration, named by
+        ``reason``) but the scores are still computed so the decision can be explained."""
         if self._n == 0:
             raise UnknownArmError("cannot route: the catalogue has no arms")
         x = self._check_context(x)
@@ -259,7 +260,7 @@ class LinUCB:
         ids = self._ids_tuple
         if forced_index is not None:
             return Decision(ids[forced_index], forced_index, ids, mean, bonus, penalty, score,
-                            "forced")
+                            reason)
         i = int(score.argmax())
         # Exact ties come from arms that still share the prior (no feedback yet); between
         # trained arms a tie has probability zero with continuous contexts, so only an untried

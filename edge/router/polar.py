@@ -24,8 +24,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edge.device import DeviceProfile
 from edge.errors import EdgeError
+from edge.paging_cost import PagingCostModel
 from edge.router.config import PolarConfig
 from edge.router.errors import RouterError
 from edge.router.linucb import Decision, LinUCB
@@ -39,11 +39,11 @@ _RESIDENCY_MEMORY = 64
 class PolarRouter:
     """Cache-aware routing over a ``LinUCB``; owns arm sizes, paging costs and the epochs."""
 
-    def __init__(self, linucb: LinUCB, config: PolarConfig, device: DeviceProfile,
+    def __init__(self, linucb: LinUCB, config: PolarConfig, paging_cost: PagingCostModel,
                  budget_bytes: Optional[int] = None) -> None:
         self.linucb = linucb
         self.config = config
-        self.device = device
+        self.paging_cost = paging_cost
         self.budget_bytes = budget_bytes
         self.schedule = EpochSchedule(config)
         self._sizes = np.zeros(0, dtype=np.int64)
@@ -97,7 +97,7 @@ class PolarRouter:
             raise RouterError(f"arm {arm_id!r} is {size_bytes} bytes, more than the whole cache "
                               f"budget of {self.budget_bytes} bytes: it could never be loaded")
         self.linucb.add_arm(arm_id)
-        cost = self.device.paging_seconds(int(size_bytes))
+        cost = self.paging_cost.paging_seconds(int(size_bytes))
         self._sizes = np.append(self._sizes, int(size_bytes))
         self._penalty = np.append(self._penalty, self.config.paging_weight * cost)
         self._chosen = np.append(self._chosen, 0)
@@ -110,7 +110,8 @@ class PolarRouter:
             raise ValueError(f"size of arm {arm_id!r} must be positive and within the budget, "
                              f"got {size_bytes!r}")
         self._sizes[i] = size_bytes
-        self._penalty[i] = self.config.paging_weight * self.device.paging_seconds(int(size_bytes))
+        seconds = self.paging_cost.paging_seconds(int(size_bytes))
+        self._penalty[i] = self.config.paging_weight * seconds
 
     def remove_arm(self, arm_id: str) -> None:
         i = self.linucb.index_of(arm_id)
@@ -145,8 +146,12 @@ class PolarRouter:
             penalty = np.where(mask, 0.0, self._penalty)
         if self._demand:
             self._track_residency(mask)
+        epsilon = self.linucb.config.epsilon
         if self.schedule.is_forced():
             decision = self._forced_decision(x, penalty)
+        elif epsilon and self.linucb.rng.random() < epsilon:
+            arm = int(self.linucb.rng.integers(self.linucb.n_arms))
+            decision = self.linucb.decide(x, penalty, forced_index=arm, reason="epsilon")
         else:
             decision = self.linucb.decide(x, penalty)
         if self._amortising and not mask[decision.arm_index]:
@@ -238,8 +243,8 @@ class PolarRouter:
             raise ValueError(f"saved context window has shape {arrays['window'].shape}, "
                              f"this router uses {self._window.shape}")
         self._sizes = arrays["sizes"].astype(np.int64).copy()
-        self._penalty = np.array([self.config.paging_weight * self.device.paging_seconds(int(s))
-                                  for s in self._sizes])
+        cost = self.paging_cost.paging_seconds
+        self._penalty = np.array([self.config.paging_weight * cost(int(s)) for s in self._sizes])
         self._chosen = arrays["chosen"].astype(np.int64).copy()
         # Files written before amortisation have no shares: start unamortised until the next
         # epoch end measures them.

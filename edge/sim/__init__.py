@@ -5,7 +5,10 @@ workloads), ``oracle`` (Belady/MIN and size-aware bounds), ``reuse`` (next-acces
 ``calibrate`` (the device's paging cost model), ``replay`` (policies x budgets through the
 pager), ``specs`` (the CLI's policy and budget lists), ``sweep`` (one ``edge sim`` run against
 LRU and the offline reference), ``table`` and ``plot`` (its table, JSON and PNG), ``tune``
-(config search); the click commands live in ``commands`` and ``trace_commands``.
+(config search); offline routing through ``edge.Runtime``: ``backend`` (the simulated
+backend and virtual clock), ``strategies``, ``synthetic`` (seeded problems), ``routing`` (the
+replay and its metrics); the click commands live in ``commands``, ``trace_commands`` and
+``routing_commands``.
 """
 
 from edge.sim.oracle import belady_hits, belady_size_hits, gap_closed, pfoo_l_hits

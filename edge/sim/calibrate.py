@@ -1,8 +1,8 @@
 """Measure this device's read latency and bandwidth on real files: the paging cost model.
 
 ``calibrate(directory)`` reads the files in ``directory`` (ideally the adapters or expert files
-that will be paged) and returns a ``DeviceProfile``; ``edge.device.save_profile`` writes it as
-YAML for the simulator and the router.
+that will be paged) and returns a ``PagingCostModel``; ``edge.paging_cost.save_paging_cost``
+writes it as YAML for the simulator and the router.
 
 Each read is timed in two parts: from ``open`` to the first ``probe_bytes`` (latency: what a
 small object costs) and the rest of the file (bandwidth: what each further byte costs), so that
@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.device import DeviceProfile
 from edge.errors import ConfigError
+from edge.paging_cost import PagingCostModel
 
 _READ_CHUNK = 1 << 20
 
@@ -110,7 +110,7 @@ def _latency_and_bandwidth(timings: list[ReadTiming], probe_bytes: int) -> tuple
 
 def calibrate(directory: str | os.PathLike[str], *, name: str = "calibrated", repeats: int = 3,
               probe_bytes: int = 4096, max_files: int = 64,
-              max_total_bytes: int = 1 << 30) -> DeviceProfile:
+              max_total_bytes: int = 1 << 30) -> PagingCostModel:
     """Measure cold and warm reads of the files in ``directory`` and return the profile.
 
     Reads up to ``max_files`` files (in name order, at most ``max_total_bytes`` together)
@@ -137,6 +137,6 @@ def calibrate(directory: str | os.PathLike[str], *, name: str = "calibrated", re
         raise ConfigError(f"{exc.filename}: cannot read for calibration: {exc.strerror}") from None
     cold_latency, cold_bandwidth = _latency_and_bandwidth(cold, probe_bytes)
     warm_latency, warm_bandwidth = _latency_and_bandwidth(warm, probe_bytes)
-    return DeviceProfile(name=name, cold_latency_s=cold_latency,
+    return PagingCostModel(name=name, cold_latency_s=cold_latency,
                          cold_bandwidth_bytes_per_s=cold_bandwidth,
                          warm_latency_s=warm_latency, warm_bandwidth_bytes_per_s=warm_bandwidth)

@@ -13,9 +13,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from edge.config import load_config, save_config
-from edge.device import DeviceProfile, load_profile, save_profile
+from edge.config import CacheConfig, load_config, save_config
 from edge.errors import ConfigError
+from edge.paging_cost import PagingCostModel, load_paging_cost, save_paging_cost
 from edge.sim import tune as tuning
 from edge.sim.calibrate import calibrate as measure_device
 from edge.sim.cliutil import (
@@ -25,7 +25,6 @@ from edge.sim.cliutil import (
     progress_option,
     trace_options,
 )
-from edge.sim.replay import PolicySpec
 from edge.sim.specs import parse_budget_list, parse_policy_list, working_set_bytes
 from edge.sim.sweep import run_sweep, uniform_size, with_lru
 from edge.sim.table import TraceSummary, format_table, sweep_json
@@ -35,8 +34,8 @@ DEFAULT_POLICIES = "lru,arc,s3fifo,gdsf"
 DEFAULT_BUDGETS = "1%,5%,10%"
 
 
-def _profile(path: Path | None) -> DeviceProfile:
-    return load_profile(path) if path else DeviceProfile()
+def _profile(path: Path | None) -> PagingCostModel:
+    return load_paging_cost(path) if path else PagingCostModel()
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -95,9 +94,9 @@ def sim(trace_path, fmt, columns, no_header, skip_bad, limit, policy_texts, budg
     trace = load_trace(trace_path, fmt, columns, no_header, skip_bad, limit)
     working_set = working_set_bytes(trace.keys, trace.sizes)
 
-    policies: list[PolicySpec] = []
+    policies: list[CacheConfig] = []
     if config is not None:
-        policies.append(PolicySpec(config.cache.policy, dict(config.cache.policy_params)))
+        policies.append(config.cache)
     if policy_texts or config is None:
         for text in policy_texts or (DEFAULT_POLICIES,):
             try:
@@ -105,9 +104,9 @@ def sim(trace_path, fmt, columns, no_header, skip_bad, limit, policy_texts, budg
             except ValueError as exc:
                 raise click.BadParameter(str(exc), param_hint="--policy") from None
     # A policy given twice is replayed once; LRU is added because every gap is measured from it.
-    unique: dict[str, PolicySpec] = {}
-    for spec in policies:
-        unique.setdefault(spec.label, spec)
+    unique: dict[str, CacheConfig] = {}
+    for cache in policies:
+        unique.setdefault(cache.policy_label, cache)
     policies = with_lru(list(unique.values()))
 
     if budget_texts:
@@ -167,9 +166,7 @@ def _route(trace_path, fmt, columns, no_header, skip_bad, limit, budget_texts, c
     report = []
     for budget in budgets:
         try:
-            results = run_routing(events, strategies, budget.nbytes, profile,
-                                  linucb=config.router.linucb, polar=config.router.polar,
-                                  seed=config.router.seed)
+            results = run_routing(events, strategies, budget.nbytes, profile, config=config)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--strategy/--budget") from None
         click.echo(format_routing_table(results, budget.nbytes) + "\n")
@@ -253,7 +250,7 @@ def tune(trace_path, fmt, columns, no_header, skip_bad, limit, config_path, spac
 def calibrate(directory, out_path, name, repeats, max_files):
     """Measure this device's cold and warm read latency and bandwidth; write a profile."""
     profile = measure_device(directory, name=name, repeats=repeats, max_files=max_files)
-    save_profile(profile, out_path)
+    save_paging_cost(profile, out_path)
     click.echo(f"cold: {profile.cold_latency_s * 1e6:.0f} us latency, "
                f"{profile.cold_bandwidth_bytes_per_s / 1e9:.2f} GB/s")
     click.echo(f"warm: {profile.warm_latency_s * 1e6:.0f} us latency, "

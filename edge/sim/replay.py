@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -19,29 +19,15 @@ import numpy as np
 
 from edge._native import NativeIndex
 from edge._native.index import REPLAY_POLICIES
-from edge.cache import PagedCache
-from edge.device import DeviceProfile
+from edge.cache.paged import PagedCache
+from edge.config import CacheConfig
 from edge.errors import ObjectTooLargeError
+from edge.paging_cost import PagingCostModel
 from edge.sim.trace import Trace, check_byte_total
 
 # Progress callback: (requests done, requests total) -> None.
 Progress = Callable[[int, int], None]
 _PROGRESS_EVERY = 65536
-
-
-@dataclass(frozen=True)
-class PolicySpec:
-    """A policy name and its settings, as in a policy file's ``cache`` section."""
-
-    name: str
-    params: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        if not self.params:
-            return self.name
-        inner = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
-        return f"{self.name}({inner})"
 
 
 @dataclass(frozen=True)
@@ -79,28 +65,31 @@ class ReplayResult:
                 "requests_per_second": self.requests_per_second, "engine": self.engine}
 
 
-def as_spec(policy: str | PolicySpec) -> PolicySpec:
-    return policy if isinstance(policy, PolicySpec) else PolicySpec(policy)
+def as_cache_config(policy: str | CacheConfig) -> CacheConfig:
+    """A policy name stands for a cache section with that policy and no settings."""
+    return policy if isinstance(policy, CacheConfig) else CacheConfig(policy=policy)
 
 
 def replay_arrays(
     keys: np.ndarray,
     sizes: np.ndarray,
-    policy: str | PolicySpec,
+    policy: str | CacheConfig,
     budget: int,
     *,
     times: np.ndarray | None = None,
     load_costs: np.ndarray | None = None,
-    profile: DeviceProfile | None = None,
+    profile: PagingCostModel | None = None,
     engine: str = "auto",
     progress: Progress | None = None,
 ) -> ReplayResult:
     """Replay one (policy, budget) over a trace given as arrays.
 
+    ``policy`` is a policy file's cache section (or just a policy name); the cache is built
+    from it as the runtime builds it, at ``budget`` bytes instead of the section's own budget.
     ``engine``: "auto" uses the C loop where it exists (LRU, FIFO without params), "native"
     insists on it, "pagedcache" forces the daemon's Python path (for cross-checks).
     """
-    spec = as_spec(policy)
+    spec = as_cache_config(policy)
     keys = np.ascontiguousarray(keys, dtype=np.uint64)
     sizes = np.ascontiguousarray(sizes, dtype=np.uint64)
     if len(keys) != len(sizes):
@@ -108,10 +97,10 @@ def replay_arrays(
     bytes_requested = check_byte_total(sizes)  # the uint64 counters below cannot wrap
     if len(sizes) and int(sizes.min()) == 0:
         raise ValueError(f"request {int(np.argmin(sizes))} has size 0; sizes must be positive")
-    profile = profile or DeviceProfile()
-    native_ok = spec.name in REPLAY_POLICIES and not spec.params
+    profile = profile or PagingCostModel()
+    native_ok = spec.policy in REPLAY_POLICIES and not spec.policy_params
     if engine == "native" and not native_ok:
-        raise ValueError(f"policy {spec.label!r} has no native replay engine (only "
+        raise ValueError(f"policy {spec.policy_label!r} has no native replay engine (only "
                          f"{sorted(REPLAY_POLICIES)} without params)")
     if engine not in ("auto", "native", "pagedcache"):
         raise ValueError(f"engine must be auto, native or pagedcache, not {engine!r}")
@@ -124,7 +113,7 @@ def replay_arrays(
     loaded_sizes = sizes[loaded_mask].astype(np.float64)
     paging = float(np.sum(profile.paging_seconds(loaded_sizes))) if len(loaded_sizes) else 0.0
     return ReplayResult(
-        policy=spec.label, budget=int(budget), requests=len(keys), hits=hits,
+        policy=spec.policy_label, budget=int(budget), requests=len(keys), hits=hits,
         bytes_requested=bytes_requested, bytes_hit=bytes_hit,
         bytes_loaded=int(sizes[loaded_mask].sum(dtype=np.uint64)), evictions=evictions,
         paging_seconds=paging,
@@ -134,7 +123,7 @@ def replay_arrays(
 def _replay_native(keys, sizes, spec, budget, times, load_costs, profile, progress):
     index = NativeIndex(initial_capacity=min(len(keys), 1 << 20))
     hit_flags = np.zeros(len(keys), dtype=np.uint8)
-    result = index.replay(spec.name, keys, sizes, budget, times=times, hits_out=hit_flags)
+    result = index.replay(spec.policy, keys, sizes, budget, times=times, hits_out=hit_flags)
     if progress:
         progress(len(keys), len(keys))
     loaded = (hit_flags == 0) & (sizes <= budget)
@@ -147,8 +136,8 @@ def _replay_pagedcache(keys, sizes, spec, budget, times, load_costs, profile, pr
     def loader(key):  # never called: every acquire below passes its own sized loader
         raise AssertionError(f"unsized load of {key!r} in the replay")
 
-    cache = PagedCache(budget, spec.name, policy_params=spec.params, loader=loader,
-                       clock=lambda: clock_now, load_workers=0)
+    cache = PagedCache.from_config(replace(spec, budget=int(budget), load_workers=0),
+                                   loader=loader, clock=lambda: clock_now)
     acquire = cache.acquire
     loaded = np.zeros(len(keys), dtype=bool)
     bytes_hit = 0
@@ -189,7 +178,7 @@ def _simulated_load(size: int, cost: float, key) -> tuple[None, int, float]:
     return None, size, cost
 
 
-def replay_trace(trace: Trace, policies: Sequence[str | PolicySpec], budgets: Sequence[int],
+def replay_trace(trace: Trace, policies: Sequence[str | CacheConfig], budgets: Sequence[int],
                  **kwargs: Any) -> list[ReplayResult]:
     """``replay_grid`` over a ``Trace``, with its times and load costs."""
     return replay_grid(trace.keys, trace.sizes, policies, budgets, times=trace.times,
@@ -199,7 +188,7 @@ def replay_trace(trace: Trace, policies: Sequence[str | PolicySpec], budgets: Se
 def replay_grid(
     keys: np.ndarray,
     sizes: np.ndarray,
-    policies: Sequence[str | PolicySpec],
+    policies: Sequence[str | CacheConfig],
     budgets: Sequence[int],
     **kwargs: Any,
 ) -> list[ReplayResult]:

@@ -1,27 +1,43 @@
-"""``edge sim --router``: replay a trace with request contexts through routing strategies.
+"""Offline routing: (context, true per-adapter utility) events through ``Runtime.handle``.
 
-A trace says, per request, its context (a feature vector, or text that the router's feature
-extractor turns into one) and the adapter it was labelled with (``key``). Offline there is no
-user to ask whether another adapter would have served better, so the label is the ground truth:
-an adapter earns utility 1 on a request if it is the labelled one and 0 otherwise (the standard
-conversion of a labelled log into a contextual-bandit problem). Regret then counts misrouted
-requests. Every strategy runs against a real ``PagedCache`` through ``edge.router.replay``, with
-the device profile's paging cost, exactly as ``scripts/bench_router.py`` does on synthetic
-problems.
+Every strategy (``edge.sim.strategies``) runs through the one request path: a ``Runtime`` built
+from the policy file's cache and router sections over the simulated backend (modelled paging
+time on a virtual clock). Per event the request is routed (or, for the ``random`` and ``oracle``
+references, names its adapter), acquired from the real ``PagedCache`` (a miss pages it in), and
+served; the observed reward (the true utility plus Gaussian noise, clipped to [0, 1]) goes back
+through ``Runtime.feedback``, so the router's pending table, reward checks and epochs work
+exactly as online. Epoch plans reach the cache as prefetches: paging time off the request path,
+IO all the same, so it counts in ``total_paging_s``.
+
+Metrics (``lambda`` = the router's ``polar.paging_weight``):
+- ``regret``: sum over requests of (max_a u - u_chosen), paging ignored (reward-only regret);
+- ``objective``: sum of u_chosen - lambda * blocking paging seconds (reward-latency objective);
+- ``hit_ratio``: share of requests whose adapter was resident when acquired;
+- ``blocking_paging_s`` / ``prefetch_paging_s`` / ``total_paging_s``.
+
+``edge sim --router`` turns a labelled trace into such events (``routing_events``): an adapter
+earns utility 1 on a request if it is the labelled one and 0 otherwise (the standard conversion
+of a labelled log into a contextual-bandit problem), so regret counts misrouted requests.
+``scripts/bench_router.py`` and ``edge route-bench`` replay seeded synthetic problems
+(``edge.sim.synthetic``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Optional
 
 import numpy as np
 
-from edge.device import DeviceProfile
-from edge.router.config import FeatureConfig, LinUCBConfig, PolarConfig
+from edge.catalogue import Catalogue
+from edge.config import EdgeConfig
+from edge.paging_cost import PagingCostModel
+from edge.router.config import FeatureConfig
 from edge.router.features import make_extractor
-from edge.router.replay import replay
-from edge.router.strategies import STRATEGY_NAMES, make_strategy
+from edge.runtime import InferenceRequest, Runtime
+from edge.sim.backend import SimulatedBackend
+from edge.sim.strategies import check_strategies, make_client, router_config_for
 from edge.sim.trace import Trace
 
 DEFAULT_STRATEGIES = ("random", "linucb+lru", "polar", "polar+", "oracle")
@@ -63,28 +79,101 @@ def routing_events(trace: Trace, features: FeatureConfig | None = None) -> Routi
     return RoutingEvents(contexts, utilities, sizes.astype(np.int64), names)
 
 
+def replay_routing(strategy: str, contexts: np.ndarray, utilities: np.ndarray,
+                   sizes: np.ndarray, *, config: EdgeConfig, budget_bytes: int,
+                   paging_cost: Optional[PagingCostModel] = None,
+                   rng: Optional[np.random.Generator] = None, reward_noise: float = 0.1,
+                   arm_ids: Optional[tuple[str, ...]] = None, checkpoints: int = 20
+                   ) -> dict[str, Any]:
+    """One strategy over one problem through a fresh ``Runtime``; the metrics of the module doc.
+
+    ``config`` supplies the cache policy and the router's settings (its seed seeds the router);
+    the budget and ``load_workers: 0`` (deterministic) are set here. ``rng`` draws the reward
+    noise."""
+    contexts = np.asarray(contexts, dtype=np.float64)
+    utilities = np.asarray(utilities, dtype=np.float64)
+    sizes = np.asarray(sizes, dtype=np.int64)
+    T, N = utilities.shape
+    if contexts.ndim != 2 or contexts.shape[0] != T:
+        raise ValueError(f"contexts {contexts.shape} and utilities {utilities.shape} disagree "
+                         "on the number of events")
+    if sizes.shape != (N,):
+        raise ValueError(f"sizes must have shape ({N},), got {sizes.shape}")
+    if not np.all(np.isfinite(contexts)) or not np.all(np.isfinite(utilities)):
+        raise ValueError("contexts and utilities must be finite")
+    if budget_bytes < int(sizes.max()):
+        raise ValueError(f"budget {budget_bytes} bytes cannot hold the largest adapter "
+                         f"({int(sizes.max())} bytes)")
+    rng = rng if rng is not None else np.random.default_rng(0)
+    paging_cost = paging_cost or PagingCostModel()
+    keys = arm_ids if arm_ids is not None else tuple(f"adapter-{i:03d}" for i in range(N))
+    index = {k: i for i, k in enumerate(keys)}
+    run_config = replace(
+        config, cache=replace(config.cache, budget=int(budget_bytes), load_workers=0),
+        router=router_config_for(strategy, config.router, contexts.shape[1]))
+    lam = run_config.router.polar.paging_weight
+    penalty = np.array([lam * paging_cost.paging_seconds(int(s)) for s in sizes])
+    # The references draw from their own generator, seeded like the router they stand in for.
+    client = make_client(strategy, N, penalty, np.random.default_rng(config.router.seed))
+    backend = SimulatedBackend(paging_cost)
+    catalogue = Catalogue.from_sizes(dict(zip(keys, map(int, sizes), strict=True)))
+    best = utilities.max(axis=1)
+    regret = np.empty(T)
+    blocking = reward_sum = 0.0
+    hits = 0
+    chosen_counts = np.zeros(N, dtype=np.int64)
+    started = time.perf_counter()
+    with Runtime(run_config, backend, catalogue, paging_cost=paging_cost) as runtime:
+        handle, feedback = runtime.handle, runtime.feedback
+        for t in range(T):
+            x, u = contexts[t], utilities[t]
+            if client is None:
+                outcome = handle(InferenceRequest(prompt=x, request_id=t))
+            else:
+                named = keys[client.choose(x, u, runtime.resident_mask())]
+                outcome = handle(InferenceRequest(prompt=x, adapter=named, request_id=t))
+            arm = index[outcome.adapter]
+            if outcome.hit:
+                hits += 1
+            else:
+                blocking += outcome.timings["acquire"]  # the modelled page-in
+            chosen_counts[arm] += 1
+            reward_sum += u[arm]
+            regret[t] = best[t] - u[arm]
+            if outcome.routed:
+                observed = float(np.clip(u[arm] + reward_noise * rng.standard_normal(), 0.0, 1.0))
+                feedback(t, observed)
+    cumulative = np.cumsum(regret)
+    marks = np.unique(np.linspace(1, T, min(checkpoints, T)).astype(int))
+    return {
+        "strategy": strategy,
+        "steps": T,
+        "reward": float(reward_sum),
+        "regret": float(cumulative[-1]),
+        "regret_curve": {"t": marks.tolist(), "regret": cumulative[marks - 1].tolist()},
+        "objective": float(reward_sum - lam * blocking),
+        "hit_ratio": hits / T,
+        "blocking_paging_s": float(blocking),
+        "prefetch_paging_s": float(backend.paging_seconds - blocking),
+        "total_paging_s": float(backend.paging_seconds),
+        "arms_tried": int(np.count_nonzero(chosen_counts)),
+        "wall_s": time.perf_counter() - started,
+    }
+
+
 def run_routing(events: RoutingEvents, strategies: tuple[str, ...], budget: int,
-                profile: DeviceProfile, *, linucb: LinUCBConfig | None = None,
-                polar: PolarConfig | None = None, seed: int = 0) -> list[dict[str, Any]]:
-    """Each strategy replayed once, seeded; the metrics of ``edge.router.replay.replay``."""
-    linucb = linucb or LinUCBConfig()
-    polar = polar or PolarConfig()
-    unknown = [s for s in strategies if s not in STRATEGY_NAMES]
-    if unknown:
-        raise ValueError(f"unknown strategy {unknown[0]!r} (known: {', '.join(STRATEGY_NAMES)})")
-    if budget < int(events.sizes.max()):
-        raise ValueError(f"budget {budget} bytes cannot hold the largest adapter "
-                         f"({int(events.sizes.max())} bytes)")
-    dim = events.contexts.shape[1]
+                paging_cost: PagingCostModel, *, config: Optional[EdgeConfig] = None
+                ) -> list[dict[str, Any]]:
+    """Each strategy replayed once through a Runtime built from ``config`` (default settings
+    when None: LRU cache, the router's defaults); seeded by ``config.router.seed``."""
+    config = config or EdgeConfig()
+    check_strategies(strategies)
     results = []
     for name in strategies:
-        strategy = make_strategy(name, arm_ids=events.arm_ids, sizes=events.sizes, dim=dim,
-                                 budget_bytes=budget, device=profile, linucb=linucb,
-                                 polar=polar, rng=np.random.default_rng(seed))
-        result = replay(strategy, events.contexts, events.utilities, events.sizes,
-                        budget_bytes=budget, device=profile, paging_weight=polar.paging_weight,
-                        rng=np.random.default_rng(seed + 1), reward_noise=0.0,
-                        arm_ids=events.arm_ids)
+        result = replay_routing(name, events.contexts, events.utilities, events.sizes,
+                                config=config, budget_bytes=budget, paging_cost=paging_cost,
+                                rng=np.random.default_rng(config.router.seed + 1),
+                                reward_noise=0.0, arm_ids=events.arm_ids)
         result.pop("regret_curve")
         results.append(result)
     return results

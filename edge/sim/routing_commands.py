@@ -1,6 +1,9 @@
-"""CLI for the router: ``edge route-bench`` replays a seeded synthetic problem through every
-strategy. Register it in ``edge.cli._COMMAND_MODULES`` as ``"edge.router.commands":
-("route_bench",)``; ``edge sim --router`` can call ``edge.router.replay.replay`` directly."""
+"""``edge route-bench``: a seeded synthetic routing problem through every strategy, JSON out.
+
+Each strategy runs through ``Runtime.handle`` over the simulated backend
+(``edge.sim.routing.replay_routing``), as ``scripts/bench_router.py`` does with more repeats
+and its peers.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +12,14 @@ import json
 import click
 import numpy as np
 
-from edge.device import DeviceProfile, load_profile
-from edge.router.config import LinUCBConfig, PolarConfig
-from edge.router.replay import replay
-from edge.router.strategies import STRATEGY_NAMES, make_strategy
-from edge.router.synthetic import make_problem
+from edge.config import EdgeConfig
+from edge.paging_cost import PagingCostModel, load_paging_cost
+from edge.router.config import PolarConfig, RouterConfig
 from edge.schema import from_mapping
 from edge.sim.cliutil import FiniteFloat
+from edge.sim.routing import replay_routing
+from edge.sim.strategies import STRATEGY_NAMES
+from edge.sim.synthetic import make_problem
 
 
 @click.command("route-bench")
@@ -26,27 +30,27 @@ from edge.sim.cliutil import FiniteFloat
               show_default=True, help="cache budget as a share of all adapters' bytes")
 @click.option("--paging-weight", type=FiniteFloat(0), default=None,
               help="lambda (reward per second of paging); default from PolarConfig")
-@click.option("--device", "device_path", type=click.Path(exists=True, dir_okay=False),
-              default=None, help="device profile YAML (edge calibrate)")
+@click.option("--paging-cost", "paging_cost_path",
+              type=click.Path(exists=True, dir_okay=False), default=None,
+              help="paging-cost profile YAML (edge calibrate)")
 @click.option("--strategy", "strategies", type=click.Choice(STRATEGY_NAMES), multiple=True,
               help="repeat to pick several; default all")
 @click.option("--seed", type=int, default=0, show_default=True)
-def route_bench(n_arms, dim, steps, budget_fraction, paging_weight, device_path, strategies,
-                seed):
-    """Replay a synthetic routing problem through routers and a PagedCache; print JSON."""
-    device = load_profile(device_path) if device_path else DeviceProfile()
+def route_bench(n_arms, dim, steps, budget_fraction, paging_weight, paging_cost_path,
+                strategies, seed):
+    """Replay a synthetic routing problem through each strategy's Runtime; print JSON."""
+    paging_cost = load_paging_cost(paging_cost_path) if paging_cost_path else PagingCostModel()
     polar = PolarConfig() if paging_weight is None else from_mapping(
         PolarConfig, {"paging_weight": paging_weight}, "polar")
+    config = EdgeConfig(router=RouterConfig(polar=polar, seed=seed + 1))
     problem = make_problem(n_arms, dim, steps, np.random.default_rng(seed))
     budget = max(int(problem.sizes.max()), int(problem.sizes.sum() * budget_fraction))
     results = {}
     for name in strategies or STRATEGY_NAMES:
-        strategy = make_strategy(name, arm_ids=problem.arm_ids, sizes=problem.sizes, dim=dim,
-                                 budget_bytes=budget, device=device, linucb=LinUCBConfig(),
-                                 polar=polar, rng=np.random.default_rng(seed + 1))
-        result = replay(strategy, problem.contexts, problem.utilities, problem.sizes,
-                        budget_bytes=budget, device=device, paging_weight=polar.paging_weight,
-                        rng=np.random.default_rng(seed + 2), arm_ids=problem.arm_ids)
+        result = replay_routing(name, problem.contexts, problem.utilities, problem.sizes,
+                                config=config, budget_bytes=budget,
+                                paging_cost=paging_cost, rng=np.random.default_rng(seed + 2),
+                                arm_ids=problem.arm_ids)
         result.pop("regret_curve")
         results[name] = result
     click.echo(json.dumps({"arms": n_arms, "dim": dim, "steps": steps, "budget_bytes": budget,

@@ -24,16 +24,15 @@ import numpy as np
 import yaml
 
 from edge.cache.policies import validate_policy
-from edge.config import format_bytes, parse_bytes
+from edge.config import CacheConfig, format_bytes, parse_bytes
 from edge.errors import ConfigError
 from edge.schema import MAX_BYTES
-from edge.sim.replay import PolicySpec
 from edge.sim.trace import total_bytes
 
 
-def parse_policy_list(text: str) -> list[PolicySpec]:
-    """``"lru,s3fifo:small_fraction=0.2"`` -> validated ``PolicySpec``s; ValueError names the bad
-    part."""
+def parse_policy_list(text: str) -> list[CacheConfig]:
+    """``"lru,s3fifo:small_fraction=0.2"`` -> validated cache sections (policy and settings;
+    the budget is the sweep's); ValueError names the bad part."""
     specs: list[tuple[str, dict]] = []
     for token in (t.strip() for t in text.split(",")):
         if not token:
@@ -56,7 +55,7 @@ def parse_policy_list(text: str) -> list[PolicySpec]:
             validate_policy(name, params)
         except ConfigError as exc:
             raise ValueError(f"{_spec_text(name, params)}: {exc}") from None
-        out.append(PolicySpec(name, params))
+        out.append(CacheConfig(policy=name, policy_params=params))
     return out
 
 

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.device import DeviceProfile
+from edge.config import CacheConfig
+from edge.paging_cost import PagingCostModel
 from edge.sim.oracle import belady_hits, gap_closed, pfoo_l_hits
-from edge.sim.replay import PolicySpec, ReplayResult, replay_arrays
+from edge.sim.replay import ReplayResult, replay_arrays
 from edge.sim.specs import Budget
 from edge.sim.trace import Trace, check_byte_total
 
@@ -73,16 +74,16 @@ def optimal_hits(keys: np.ndarray, sizes: np.ndarray, budget: int) -> tuple[str,
     return "pfoo_l", pfoo_l_hits(keys, sizes, budget)
 
 
-def with_lru(policies: Sequence[PolicySpec]) -> list[PolicySpec]:
+def with_lru(policies: Sequence[CacheConfig]) -> list[CacheConfig]:
     """``policies`` with plain LRU put first if it is not among them."""
     policies = list(policies)
-    if not any(p.name == "lru" and not p.params for p in policies):
-        policies.insert(0, PolicySpec("lru"))
+    if not any(p.policy == "lru" and not p.policy_params for p in policies):
+        policies.insert(0, CacheConfig(policy="lru"))
     return policies
 
 
-def run_sweep(trace: Trace, policies: Sequence[PolicySpec], budgets: Sequence[Budget], *,
-              profile: DeviceProfile | None = None, with_optimal: bool = True,
+def run_sweep(trace: Trace, policies: Sequence[CacheConfig], budgets: Sequence[Budget], *,
+              profile: PagingCostModel | None = None, with_optimal: bool = True,
               progress: SweepProgress | None = None) -> Sweep:
     """Replay every policy at every budget (policy-major), plus LRU and the reference."""
     check_byte_total(trace.sizes)
@@ -101,7 +102,7 @@ def run_sweep(trace: Trace, policies: Sequence[PolicySpec], budgets: Sequence[Bu
                                           times=trace.times, load_costs=trace.load_costs,
                                           profile=profile, progress=cell_progress)
             done_before += len(trace)
-    lru_index = next(i for i, p in enumerate(policies) if p.name == "lru" and not p.params)
+    lru_index = next(i for i, p in enumerate(policies) if p.policy == "lru" and not p.policy_params)
     kind = None
     optimal: list[int | None] = [None] * len(budgets)
     if with_optimal:
@@ -109,4 +110,4 @@ def run_sweep(trace: Trace, policies: Sequence[PolicySpec], budgets: Sequence[Bu
             kind, optimal[b] = optimal_hits(trace.keys, trace.sizes, budget.nbytes)
     rows = [SweepRow(results[p, b], budget.label, optimal[b], results[lru_index, b].hits)
             for p in range(len(policies)) for b, budget in enumerate(budgets)]
-    return Sweep(rows, kind, list(budgets), [p.label for p in policies])
+    return Sweep(rows, kind, list(budgets), [p.policy_label for p in policies])

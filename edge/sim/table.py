@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from edge.device import DeviceProfile
+from edge.paging_cost import PagingCostModel
 from edge.schema import approx_bytes
 from edge.sim.sweep import OPTIMAL_KINDS, Sweep
 
@@ -61,7 +61,7 @@ def format_table(sweep: Sweep, trace: TraceSummary) -> str:
     return "\n".join(lines)
 
 
-def sweep_json(sweep: Sweep, trace: TraceSummary, profile: DeviceProfile) -> dict[str, Any]:
+def sweep_json(sweep: Sweep, trace: TraceSummary, profile: PagingCostModel) -> dict[str, Any]:
     """Everything in the table at full precision, plus the inputs needed to reproduce it."""
     rows = []
     for row in sweep.rows:

@@ -47,10 +47,10 @@ import numpy as np
 import yaml
 
 from edge.cache.policies import parse_params
-from edge.config import EdgeConfig, from_mapping, to_mapping
-from edge.device import DeviceProfile
+from edge.config import CacheConfig, EdgeConfig, from_mapping, to_mapping
 from edge.errors import ConfigError
-from edge.sim.replay import PolicySpec, ReplayResult, replay_arrays
+from edge.paging_cost import PagingCostModel
+from edge.sim.replay import ReplayResult, replay_arrays
 from edge.sim.specs import parse_budget, working_set_bytes
 from edge.sim.trace import Trace, check_byte_total
 
@@ -228,9 +228,6 @@ class Candidate:
         short = short or {}
         return " ".join(f"{short.get(p, p)}={_show(v)}" for p, v in self.assignment)
 
-    @property
-    def policy(self) -> PolicySpec:
-        return PolicySpec(self.config.cache.policy, dict(self.config.cache.policy_params))
 
 
 def _show(value: Any) -> str:
@@ -370,24 +367,23 @@ def _init_worker(keys, sizes, times, load_costs, profile) -> None:
     _WORKER.update(keys=keys, sizes=sizes, times=times, load_costs=load_costs, profile=profile)
 
 
-def _run_candidate(task: tuple[str, dict, list[int]]) -> tuple[ReplayResult, ...]:
-    name, params, budgets = task
+def _run_candidate(task: tuple[CacheConfig, list[int]]) -> tuple[ReplayResult, ...]:
+    cache, budgets = task
     w = _WORKER
-    return tuple(replay_arrays(w["keys"], w["sizes"], PolicySpec(name, params), budget,
+    return tuple(replay_arrays(w["keys"], w["sizes"], cache, budget,
                                times=w["times"], load_costs=w["load_costs"],
                                profile=w["profile"])
                  for budget in budgets)
 
 
 def evaluate(trace: Trace, candidates: Sequence[Candidate], space: SearchSpace, *,
-             profile: DeviceProfile | None = None, jobs: int = 1,
+             profile: PagingCostModel | None = None, jobs: int = 1,
              on_result: Callable[[int], None] | None = None) -> list[Evaluation]:
     """Replay every candidate (``jobs`` processes); results in candidate order."""
-    profile = profile or DeviceProfile()
+    profile = profile or PagingCostModel()
     check_byte_total(trace.sizes)
     working_set = working_set_bytes(trace.keys, trace.sizes)
-    tasks = [(c.config.cache.policy, dict(c.config.cache.policy_params),
-              candidate_budgets(c, space, working_set)) for c in candidates]
+    tasks = [(c.config.cache, candidate_budgets(c, space, working_set)) for c in candidates]
     init_args = (trace.keys, trace.sizes, trace.times, trace.load_costs, profile)
     results: list[tuple[ReplayResult, ...]] = []
     if jobs <= 1 or len(tasks) <= 1:
