@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edge.errors import ConfigError, EdgeError
 
@@ -31,6 +32,9 @@ class CatalogueEntry:
     name: str
     size: int  # bytes the object takes once loaded (the cache reserves this much)
     location: str  # where the backend loads it from (a file path, or a label)
+    # What the backend and the daemon may want beyond that: an adapter's default scale,
+    # description and tags (from its sidecar YAML), and so on.
+    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
