@@ -1,0 +1,293 @@
+"""A thin checked layer over llama-cpp-python's low-level LoRA adapter API.
+
+The adapter backend keeps one base model loaded and pages LoRA adapters in and out of memory,
+attaching the set each request wants. llama-cpp-python's high-level ``Llama`` takes one
+``lora_path`` at construction and cannot swap, so this module calls the C API underneath:
+``llama_adapter_lora_init`` (load), ``llama_set_adapters_lora`` (replace the context's set) and
+``llama_adapter_lora_free`` (unload). Those names exist from llama-cpp-python 0.3.17 on (0.3.16
+and earlier had ``llama_set_adapter_lora`` + ``llama_rm_adapter_lora``), which is why importing
+this module checks the installed version and fails with a clear error outside that range.
+
+Ownership and order, the rules of ``llama.h`` (checked here where it costs nothing):
+
+* ``LlamaModel`` owns a ``Llama`` (the model handle and one context on it). ``Llama`` is used to
+  load because it fills the version's parameter structs correctly; its own eval/generate are
+  never called, so its token bookkeeping and prefix reuse (keyed by tokens only, blind to the
+  adapter set) cannot hand back state computed under another adapter.
+* An ``Adapter`` belongs to the model it was loaded for and is valid only while that model lives.
+  Detach it from the context before freeing it (``adapter_free`` refuses while attached); free
+  adapters before the model (``LlamaModel.close`` detaches and frees any left, then frees the
+  context, then the model).
+* ``set_adapters`` replaces the context's whole set; an empty list clears it.
+* KV state computed under one adapter set is wrong under another, so ``evaluate`` clears the
+  context's memory before it decodes.
+
+Not thread-safe: one caller at a time per model.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import re
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from edge.errors import EdgeError
+
+# The range of llama-cpp-python this module supports; pyproject.toml pins the same range.
+SUPPORTED_RANGE = ">=0.3.17,<0.4"
+MIN_VERSION = (0, 3, 17)
+BELOW_VERSION = (0, 4, 0)
+
+REQUIRED_FUNCTIONS = (
+    "llama_adapter_lora_init", "llama_set_adapters_lora", "llama_adapter_lora_free",
+    "llama_get_memory", "llama_memory_clear", "llama_memory_seq_rm", "llama_batch_get_one",
+    "llama_decode", "llama_get_logits_ith", "llama_model_get_vocab", "llama_vocab_n_tokens",
+    "llama_vocab_is_eog",
+)
+
+
+class LlamaApiError(EdgeError):
+    """llama.cpp refused an operation (a NULL handle or a failure return code)."""
+
+
+class UnsupportedLlamaVersion(LlamaApiError, ImportError):
+    """The installed llama-cpp-python lacks the adapter API this module calls."""
+
+
+def parse_version(version: str) -> tuple[int, int, int]:
+    match = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    if not match:
+        raise UnsupportedLlamaVersion(
+            f"cannot read the llama-cpp-python version {version!r}; supported: {SUPPORTED_RANGE}")
+    major, minor, patch = (int(part) for part in match.groups())
+    return major, minor, patch
+
+
+def check_llama_cpp(version: str, module: ModuleType | None = None) -> None:
+    """Raise ``UnsupportedLlamaVersion`` unless ``version`` is in the supported range and
+    ``module`` (the low-level ``llama_cpp`` bindings, when given) has every function we call."""
+    if not MIN_VERSION <= parse_version(version) < BELOW_VERSION:
+        raise UnsupportedLlamaVersion(
+            f"llama-cpp-python {version} is installed; the adapter backend needs "
+            f"llama-cpp-python{SUPPORTED_RANGE} (llama_adapter_lora_init / "
+            f"llama_set_adapters_lora / llama_adapter_lora_free)")
+    if module is not None:
+        missing = [name for name in REQUIRED_FUNCTIONS if not hasattr(module, name)]
+        if missing:
+            raise UnsupportedLlamaVersion(
+                f"llama-cpp-python {version} lacks {', '.join(missing)}; "
+                f"supported: {SUPPORTED_RANGE}")
+
+
+try:
+    import llama_cpp
+except ImportError as exc:  # e.g. the shared library failed to load
+    raise UnsupportedLlamaVersion(
+        f"llama-cpp-python{SUPPORTED_RANGE} is required by the adapter backend: {exc}") from exc
+
+check_llama_cpp(llama_cpp.__version__, llama_cpp)
+
+
+class LlamaModel:
+    """A loaded base model and one context on it; see the module docstring for ownership.
+
+    Made by ``load_model``; wrapping a ``Llama`` built elsewhere also works (the tests wrap one
+    built with ``lora_path`` as a reference), but an adapter it attached itself is not tracked.
+    """
+
+    def __init__(self, llama: llama_cpp.Llama, path: str) -> None:
+        self.llama = llama
+        self.path = path
+        self.model = llama._model.model  # llama_model *
+        self.ctx = llama._ctx.ctx  # llama_context *
+        self.vocab = llama_cpp.llama_model_get_vocab(self.model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.n_batch = llama.n_batch
+        self._live: list[Adapter] = []  # loaded on this model, not yet freed
+        self._attached: list[Adapter] = []  # the context's current set
+
+    @property
+    def closed(self) -> bool:
+        return self.llama is None
+
+    @property
+    def attached(self) -> list[Adapter]:
+        return list(self._attached)
+
+    def tokenize(self, text: str | bytes, add_bos: bool = True) -> list[int]:
+        data = text.encode("utf-8") if isinstance(text, str) else text
+        return self._open().tokenize(data, add_bos=add_bos)
+
+    def detokenize(self, tokens: Sequence[int]) -> bytes:
+        return self._open().detokenize(list(tokens))
+
+    def close(self) -> None:
+        """Detach and free every adapter still loaded, then the context, then the model."""
+        if self.llama is None:
+            return
+        if self._attached:
+            set_adapters(self, [])
+        for adapter in list(self._live):
+            adapter_free(adapter)
+        self.llama.close()  # frees the context before the model
+        self.llama = None
+
+    def __enter__(self) -> LlamaModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _open(self) -> llama_cpp.Llama:
+        if self.llama is None:
+            raise LlamaApiError(f"model {self.path} is closed")
+        return self.llama
+
+
+class Adapter:
+    """A LoRA adapter loaded on one ``LlamaModel``; ``handle`` is None once freed."""
+
+    def __init__(self, model: LlamaModel, path: str, handle: Any) -> None:
+        self.model = model
+        self.path = path
+        self.handle: Any = handle  # a ctypes llama_adapter_lora *
+
+    def __repr__(self) -> str:
+        state = "freed" if self.handle is None else "loaded"
+        return f"Adapter({self.path!r}, {state})"
+
+
+def load_model(path: str | os.PathLike[str], *, n_ctx: int = 512, seed: int = 0,
+               n_threads: int | None = None, verbose: bool = False) -> LlamaModel:
+    """Load a base GGUF with one context of ``n_ctx`` tokens."""
+    path = os.fspath(path)
+    if not verbose:
+        # llama-cpp-python routes llama.cpp's log through this logger; it prints every line
+        # until something sets a level (Llama(verbose=False) does it only during its own init).
+        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    try:
+        llama = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, seed=seed, n_threads=n_threads,
+                                verbose=verbose)
+    except (ValueError, RuntimeError) as exc:
+        raise LlamaApiError(f"cannot load model {path}: {exc}") from exc
+    return LlamaModel(llama, path)
+
+
+def adapter_init(model: LlamaModel, path: str | os.PathLike[str]) -> Adapter:
+    """Load the LoRA adapter GGUF at ``path`` for ``model`` (not yet attached to anything)."""
+    model._open()
+    path = os.fspath(path)
+    handle = llama_cpp.llama_adapter_lora_init(model.model, path.encode("utf-8"))
+    if not handle:
+        raise LlamaApiError(
+            f"llama_adapter_lora_init failed for {path} (missing file, not a LoRA GGUF, or made "
+            f"for another architecture or tensor shapes than {model.path})")
+    adapter = Adapter(model, path, handle)
+    model._live.append(adapter)
+    return adapter
+
+
+def set_adapters(model: LlamaModel, adapters: Sequence[tuple[Adapter, float]]) -> None:
+    """Make ``adapters`` (adapter, scale) the context's whole set; an empty list clears it."""
+    model._open()
+    for adapter, _ in adapters:
+        if adapter.handle is None:
+            raise LlamaApiError(f"{adapter.path} was freed")
+        if adapter.model is not model:
+            raise LlamaApiError(f"{adapter.path} was loaded for {adapter.model.path}, "
+                                f"not {model.path}")
+    n = len(adapters)
+    handles = (llama_cpp.llama_adapter_lora_p_ctypes * n)(*(a.handle for a, _ in adapters))
+    scales = (ctypes.c_float * n)(*(float(s) for _, s in adapters))
+    status = llama_cpp.llama_set_adapters_lora(model.ctx, handles if n else None, n,
+                                               scales if n else None)
+    if status != 0:
+        names = ", ".join(a.path for a, _ in adapters) or "(none)"
+        raise LlamaApiError(f"llama_set_adapters_lora returned {status} for {names}")
+    model._attached = [a for a, _ in adapters]
+
+
+def adapter_free(adapter: Adapter) -> None:
+    """Free a loaded adapter; it must not be attached. Freeing twice is a no-op."""
+    if adapter.handle is None:
+        return
+    if adapter in adapter.model._attached:
+        raise LlamaApiError(f"{adapter.path} is attached to the context of "
+                            f"{adapter.model.path}; detach it (set_adapters) before freeing")
+    llama_cpp.llama_adapter_lora_free(adapter.handle)
+    adapter.handle = None
+    adapter.model._live.remove(adapter)
+
+
+def clear_memory(model: LlamaModel) -> None:
+    """Forget every token the context has seen (the KV cache and its data)."""
+    model._open()
+    memory = llama_cpp.llama_get_memory(model.ctx)
+    if memory:  # a model without a KV cache (none here) has no memory to clear
+        llama_cpp.llama_memory_clear(memory, True)
+
+
+def truncate_memory(model: LlamaModel, n_tokens: int) -> bool:
+    """Keep the first ``n_tokens`` positions of the context's memory and drop the rest; False if
+    this memory cannot drop a tail (then clear it instead)."""
+    model._open()
+    memory = llama_cpp.llama_get_memory(model.ctx)
+    if not memory:
+        return False
+    return bool(llama_cpp.llama_memory_seq_rm(memory, 0, n_tokens, -1))
+
+
+def is_end_of_generation(model: LlamaModel, token: int) -> bool:
+    return bool(llama_cpp.llama_vocab_is_eog(model.vocab, token))
+
+
+def decode(model: LlamaModel, tokens: Sequence[int]) -> None:
+    """Append ``tokens`` to the context, in chunks of at most n_batch; only the last token's
+    logits are computed."""
+    model._open()
+    for start in range(0, len(tokens), model.n_batch):
+        chunk = tokens[start:start + model.n_batch]
+        array = (llama_cpp.llama_token * len(chunk))(*chunk)  # alive until decode returns
+        status = llama_cpp.llama_decode(model.ctx, llama_cpp.llama_batch_get_one(array, len(chunk)))
+        if status != 0:
+            raise LlamaApiError(f"llama_decode returned {status} on {len(chunk)} tokens "
+                                f"at position {start} ({model.path})")
+
+
+def last_logits(model: LlamaModel) -> np.ndarray:
+    """A copy of the last decoded token's logits, shape (n_vocab,)."""
+    model._open()
+    pointer = llama_cpp.llama_get_logits_ith(model.ctx, -1)
+    if not pointer:
+        raise LlamaApiError(f"no logits to read: nothing decoded yet ({model.path})")
+    return np.ctypeslib.as_array(pointer, shape=(model.n_vocab,)).copy()
+
+
+def evaluate(model: LlamaModel, tokens: Sequence[int]) -> np.ndarray:
+    """Logits after ``tokens``, computed from scratch under the context's current adapter set."""
+    if not tokens:
+        raise ValueError("evaluate needs at least one token")
+    clear_memory(model)
+    decode(model, tokens)
+    return last_logits(model)
+
+
+def generate_greedy(model: LlamaModel, tokens: Sequence[int], max_tokens: int) -> list[int]:
+    """Up to ``max_tokens`` new tokens, each the argmax of the logits, stopping at end of
+    generation; starts from scratch like ``evaluate``."""
+    logits = evaluate(model, tokens)
+    out: list[int] = []
+    for _ in range(max_tokens):
+        token = int(np.argmax(logits))
+        if is_end_of_generation(model, token):
+            break
+        out.append(token)
+        decode(model, [token])
+        logits = last_logits(model)
+    return out
