@@ -48,19 +48,31 @@ AUTO = "auto"
 @dataclass(frozen=True)
 class InferenceRequest:
     """One request. ``prompt``: the text (or a context vector when the router's features are
-    vectors); ``adapter``: a catalogue name, or ``None``/``"auto"`` to let the router choose;
-    ``request_id``: the key a later reward refers to (one is made up when omitted);
-    ``params``: passed to the backend untouched (max_tokens, temperature, ...)."""
+    vectors); ``adapter``: a catalogue name, ``None``/``"auto"`` to let the router choose, or a
+    sequence of names to apply together (empty: the base model alone); ``request_id``: the key
+    a later reward refers to (one is made up when omitted); ``params``: passed to the backend
+    untouched (max_tokens, temperature, ...)."""
 
     prompt: Any = None
-    adapter: Optional[str] = None
+    adapter: Optional[str | tuple[str, ...]] = None
     request_id: Optional[Hashable] = None
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.adapter is not None and (not isinstance(self.adapter, str) or not self.adapter):
-            raise RequestError(f"adapter must be a catalogue name, \"{AUTO}\" or None, got "
-                               f"{self.adapter!r}")
+        adapter = self.adapter
+        if adapter is None or isinstance(adapter, str):
+            names = (adapter,) if adapter is not None else ()
+        elif isinstance(adapter, (list, tuple)):
+            names = tuple(adapter)
+        else:
+            names = (None,)  # refused just below
+        if any(not isinstance(n, str) or not n or (n == AUTO and len(names) > 1) for n in names):
+            raise RequestError(f"adapter must be a catalogue name, \"{AUTO}\", None or a list "
+                               f"of names, got {adapter!r}")
+        if len(set(names)) != len(names):
+            raise RequestError(f"adapter lists a name twice: {list(names)}")
+        if isinstance(adapter, list):
+            object.__setattr__(self, "adapter", names)  # frozen and hashable like the rest
         if self.routed and self.prompt is None:
             raise RequestError("a request without an adapter is routed, and routing needs its "
                                "prompt (or context vector); give one, or name the adapter")
@@ -74,6 +86,13 @@ class InferenceRequest:
     def routed(self) -> bool:
         return self.adapter is None or self.adapter == AUTO
 
+    @property
+    def named(self) -> tuple[str, ...]:
+        """The adapters the request names itself (empty when routed, or for the base model)."""
+        if self.routed:
+            return ()
+        return (self.adapter,) if isinstance(self.adapter, str) else self.adapter
+
 
 @dataclass
 class Outcome:
@@ -84,11 +103,16 @@ class Outcome:
     wait for room), ``serve`` and ``total``."""
 
     request_id: Hashable
-    adapter: str
-    decision: Optional[Decision]  # None when the request named its adapter
-    hit: bool  # the adapter was resident (or being loaded by another request) when acquired
+    adapters: tuple[str, ...]  # what served it: the routed adapter, or the ones named (maybe none)
+    decision: Optional[Decision]  # None when the request named its adapters
+    hit: bool  # every adapter was resident (or being loaded by another request) when acquired
     output: Any
     timings: dict[str, float]
+
+    @property
+    def adapter(self) -> Optional[str]:
+        """The one adapter that served the request (None for the base model or a set)."""
+        return self.adapters[0] if len(self.adapters) == 1 else None
 
     @property
     def routed(self) -> bool:
@@ -187,16 +211,26 @@ class Runtime:
                 x = self.router.features(request.prompt)
                 decision = self.router.route(request_id, x, self.cache.resident())
                 plan = self.router.take_plan()
-            name = decision.arm_id
+            names = (decision.arm_id,)
         else:
-            name = request.adapter
+            names = request.named
         routed_at = clock()
         try:
-            entry = self.catalogue[name]  # UnknownObjectError for a name it does not hold
-            acquisition = self.cache.acquire(name)
-            with acquisition as value:
-                acquired_at = clock()
-                output = self.backend.serve(request, [(entry, value)])
+            # UnknownObjectError for a name the catalogue does not hold, before anything moves.
+            entries = [self.catalogue[name] for name in names]
+            if len(names) == 1:  # the common case: one adapter, the cache's fastest path
+                acquisition = self.cache.acquire(names[0])
+                with acquisition as value:
+                    acquired_at = clock()
+                    output = self.backend.serve(request, [(entries[0], value)])
+                hit = acquisition.hit
+            else:
+                # A set is pinned all together or not at all; "hit" is read before acquiring,
+                # so under concurrency it can miss a load another request just started.
+                hit = set(names) <= self.cache.resident().keys()
+                with self.cache.acquire_many(names) as values:
+                    acquired_at = clock()
+                    output = self.backend.serve(request, list(zip(entries, values, strict=True)))
             served_at = clock()
         except BaseException:
             with self._stats_lock:
@@ -210,11 +244,11 @@ class Runtime:
                 self._apply_plan(plan)
         timings = {"route": routed_at - started, "acquire": acquired_at - routed_at,
                    "serve": served_at - acquired_at, "total": served_at - started}
-        self._count(decision is not None, acquisition.hit, timings)
+        self._count(decision is not None, hit, timings)
         if decision is not None and self.config.router.feedback.reward_source != "explicit":
             with self._router_lock:
                 self.router.on_response(request_id, request.prompt, output)
-        return Outcome(request_id, name, decision, acquisition.hit, output, timings)
+        return Outcome(request_id, names, decision, hit, output, timings)
 
     def _apply_plan(self, plan: list[str]) -> None:
         try:

@@ -94,6 +94,25 @@ def test_a_miss_makes_room_first_and_counts_a_page_in():
     assert backend.held_bytes == 0
 
 
+def test_a_set_of_adapters_is_pinned_together_and_none_means_the_base_model():
+    class Recording(SimulatedBackend):
+        def serve(self, request, objects):
+            served.append([entry.name for entry, _ in objects])
+            return super().serve(request, objects)
+
+    served = []
+    backend = Recording()
+    with runtime(backend=backend) as rt:
+        both = rt.handle(InferenceRequest(prompt="x", adapter=["sql", "poetry"]))
+        assert both.adapters == ("sql", "poetry") and both.adapter is None and not both.hit
+        again = rt.handle(InferenceRequest(prompt="x", adapter=("poetry", "sql")))
+        assert again.hit
+        base = rt.handle(InferenceRequest(prompt="x", adapter=[]))
+        assert base.adapters == () and base.hit and not base.routed
+        assert served == [["sql", "poetry"], ["poetry", "sql"], []]
+        assert backend.loads == 2 and rt.cache.stats().pinned_bytes == 0
+
+
 def test_unknown_adapter_is_a_clear_error_and_changes_nothing():
     with runtime() as rt:
         with pytest.raises(UnknownObjectError, match=r"'medical' is not in the catalogue "
@@ -109,6 +128,10 @@ def test_malformed_requests_are_refused_before_anything_happens():
         InferenceRequest(prompt="x", adapter=7)
     with pytest.raises(RequestError, match="request_id must be hashable"):
         InferenceRequest(prompt="x", request_id=["r"])
+    with pytest.raises(RequestError, match="lists a name twice"):
+        InferenceRequest(prompt="x", adapter=["sql", "sql"])
+    with pytest.raises(RequestError, match="adapter must be a catalogue name"):
+        InferenceRequest(prompt="x", adapter=["sql", "auto"])
     with runtime() as rt:
         with pytest.raises(ValueError, match=r"context vector must be finite with shape \(32,\)"):
             rt.handle(InferenceRequest(prompt=np.ones(3)))

@@ -1,0 +1,186 @@
+"""The llama.cpp backend under edge.Runtime, on real llama.cpp with the tiny generated models.
+
+One base model stays loaded; adapters are paged in and out by the cache and attached per request.
+The references are computed independently: a fresh model evaluated from scratch with the
+adapter attached (edge.backends.llama_api), never the backend under test.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from threads import run_threads
+
+from edge.backends import llama_api
+from edge.backends.llama import LlamaBackend
+from edge.catalogue import Catalogue
+from edge.config import CacheConfig, EdgeConfig
+from edge.router.config import FeatureConfig, RouterConfig
+from edge.runtime import InferenceRequest, Runtime
+from edge.sim.backend import SimulatedBackend
+
+N_CTX = 256
+PROMPT = "Once upon a time, the adapter"
+
+
+def catalogue_of(tiny_models) -> Catalogue:
+    return Catalogue.from_files({f"a{i}": p for i, p in enumerate(tiny_models.adapters)})
+
+
+def config(budget, wait_timeout=0.0) -> EdgeConfig:
+    return EdgeConfig(cache=CacheConfig(budget=budget, load_workers=0, wait_timeout=wait_timeout),
+                      router=RouterConfig(features=FeatureConfig(dim=16)))
+
+
+def fresh_greedy(tiny_models, adapter_path, prompt, max_tokens):
+    """Tokens a fresh model generates greedily with ``adapter_path`` attached (or none)."""
+    with llama_api.load_model(tiny_models.base, n_ctx=N_CTX) as model:
+        if adapter_path is not None:
+            llama_api.set_adapters(model, [(llama_api.adapter_init(model, adapter_path), 1.0)])
+        tokens = llama_api.generate_greedy(model, model.tokenize(prompt), max_tokens)
+        return model.detokenize(tokens).decode("utf-8", errors="replace")
+
+
+@pytest.fixture
+def backend(tiny_models):
+    b = LlamaBackend(tiny_models.base, n_ctx=N_CTX)
+    yield b
+    b.close()
+
+
+def test_runtime_serves_real_completions_named_and_routed(tiny_models, backend):
+    catalogue = catalogue_of(tiny_models)
+    with Runtime(config(sum(catalogue.sizes().values())), backend, catalogue) as rt:
+        named = rt.handle(InferenceRequest(prompt=PROMPT, adapter="a1",
+                                           params={"max_tokens": 8}))
+        assert named.output.text == fresh_greedy(tiny_models, tiny_models.adapters[1], PROMPT, 8)
+        assert named.output.completion_tokens == 8 or named.output.finish_reason == "stop"
+        auto = rt.handle(InferenceRequest(prompt=PROMPT, request_id="r1",
+                                          params={"max_tokens": 8}))
+        i = int(auto.adapter[1:])
+        assert auto.output.text == fresh_greedy(tiny_models, tiny_models.adapters[i], PROMPT, 8)
+        assert rt.feedback("r1", 1.0)
+        base = rt.handle(InferenceRequest(prompt=PROMPT, adapter=[], params={"max_tokens": 8}))
+        assert base.output.text == fresh_greedy(tiny_models, None, PROMPT, 8)
+    assert backend.loads == backend.unloads and backend.model.closed
+
+
+def test_an_adapter_changes_the_completion(tiny_models, backend):
+    catalogue = catalogue_of(tiny_models)
+    with Runtime(config(sum(catalogue.sizes().values())), backend, catalogue) as rt:
+        texts = {name: rt.handle(InferenceRequest(prompt=PROMPT, adapter=name,
+                                                  params={"max_tokens": 12})).output.text
+                 for name in ("a0", "a1", "a2")}
+        texts["base"] = rt.handle(InferenceRequest(prompt=PROMPT, adapter=[],
+                                                   params={"max_tokens": 12})).output.text
+    assert len(set(texts.values())) == 4, texts
+
+
+def test_a_shared_prefix_is_reused_only_under_the_same_adapter_set(tiny_models, backend):
+    catalogue = catalogue_of(tiny_models)
+    longer = PROMPT + " went on"
+    with Runtime(config(sum(catalogue.sizes().values())), backend, catalogue) as rt:
+        first = rt.handle(InferenceRequest(prompt=PROMPT, adapter="a0",
+                                           params={"max_tokens": 4})).output
+        # The same adapter, a prompt that extends the last one: its KV is kept.
+        same = rt.handle(InferenceRequest(prompt=longer, adapter="a0",
+                                          params={"max_tokens": 6})).output
+        assert same.reused_tokens > 0
+        assert same.text == fresh_greedy(tiny_models, tiny_models.adapters[0], longer, 6)
+        # Another adapter on a prompt with the same prefix: nothing may be reused.
+        other = rt.handle(InferenceRequest(prompt=longer + " and on", adapter="a1",
+                                           params={"max_tokens": 6})).output
+        assert other.reused_tokens == 0
+        assert other.text == fresh_greedy(tiny_models, tiny_models.adapters[1],
+                                          longer + " and on", 6)
+        # Back to the base model on the first prompt: no reuse of a1's state either.
+        base = rt.handle(InferenceRequest(prompt=PROMPT, adapter=[],
+                                          params={"max_tokens": 4})).output
+        assert base.reused_tokens == 0
+        assert base.text == fresh_greedy(tiny_models, None, PROMPT, 4)
+        assert first.prompt_tokens == len(backend.model.tokenize(PROMPT))
+
+
+def test_evicted_adapters_are_freed_and_a_pinned_one_is_never_evicted(tiny_models, backend):
+    catalogue = catalogue_of(tiny_models)
+    # Room for the largest adapter only: every switch evicts, and a second request for another
+    # adapter must wait until the first releases (wait_timeout), never free what is in use.
+    budget = max(catalogue.sizes().values())
+    rt = Runtime(config(budget, wait_timeout=60.0), backend, catalogue)
+    expected = {name: fresh_greedy(tiny_models, catalogue[name].location, PROMPT, 24)
+                for name in ("a0", "a1", "a2")}
+    results, lock = [], threading.Lock()
+
+    def worker(name):
+        def run():
+            for _ in range(3):
+                out = rt.handle(InferenceRequest(prompt=PROMPT, adapter=name,
+                                                 params={"max_tokens": 24}))
+                with lock:
+                    results.append((name, out.output.text))
+                live = {a.path for a in backend.model._live}
+                assert len(live) <= 1, live  # the budget holds one adapter
+        return run
+
+    run_threads([worker(name) for name in ("a0", "a1", "a2")])
+    assert len(results) == 9
+    assert all(text == expected[name] for name, text in results)
+    evictions = rt.cache.stats().evictions
+    assert evictions >= 2 and backend.unloads == evictions
+    rt.close()
+    assert backend.loads == backend.unloads and backend.model._live == []
+
+
+class Recording:
+    """Wraps a backend and records the order of loads and unloads by adapter name."""
+
+    def __init__(self, inner):
+        self.inner, self.events = inner, []
+        self.clock = getattr(inner, "clock", None)
+
+    def load(self, entry):
+        self.events.append(("load", entry.name))
+        return self.inner.load(entry)
+
+    def unload(self, entry, value):
+        self.events.append(("unload", entry.name))
+        self.inner.unload(entry, value)
+
+    def serve(self, request, objects):
+        return self.inner.serve(request, objects)
+
+    def close(self):
+        self.inner.close()
+
+
+def test_the_simulator_and_the_real_backend_page_alike(tiny_models, backend):
+    catalogue = catalogue_of(tiny_models)
+    sizes = sorted(catalogue.sizes().values())
+    budget = sizes[-1] + sizes[0]  # the largest and the smallest fit together, no more
+    stream = list(np.random.default_rng(7).choice(["a0", "a1", "a2"], size=40))
+    runs = {}
+    for kind, inner in (("real", backend), ("sim", SimulatedBackend())):
+        recording = Recording(inner)
+        with Runtime(config(budget), recording, catalogue) as rt:
+            hits = [rt.handle(InferenceRequest(prompt=PROMPT, adapter=str(name),
+                                               params={"max_tokens": 1})).hit
+                    for name in stream]
+            runs[kind] = (hits, list(recording.events), rt.cache.stats().evictions)
+    assert runs["real"] == runs["sim"]
+    assert 0 < sum(runs["real"][0]) < len(stream)  # both hits and page-ins happened
+
+
+def test_bad_generation_parameters_are_named(tiny_models, backend):
+    from edge.errors import RequestError
+
+    catalogue = catalogue_of(tiny_models)
+    with Runtime(config(sum(catalogue.sizes().values())), backend, catalogue) as rt:
+        with pytest.raises(RequestError, match="max_tokens must be a positive integer"):
+            rt.handle(InferenceRequest(prompt=PROMPT, adapter="a0", params={"max_tokens": 0}))
+        with pytest.raises(RequestError, match=r"unknown generation parameter\(s\) \['top_q'\]"):
+            rt.handle(InferenceRequest(prompt=PROMPT, adapter="a0", params={"top_q": 1}))
+        with pytest.raises(RequestError, match="exceeds the context of 256 tokens"):
+            rt.handle(InferenceRequest(prompt=PROMPT * 40, adapter="a0"))
+        assert rt.cache.stats().pinned_bytes == 0
