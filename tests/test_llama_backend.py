@@ -17,7 +17,7 @@ from edge.backends import llama_api
 from edge.backends.llama import LlamaBackend
 from edge.catalogue import Catalogue
 from edge.config import CacheConfig, EdgeConfig
-from edge.router.config import FeatureConfig, RouterConfig
+from edge.router.config import FeatureConfig, FeedbackConfig, RouterConfig
 from edge.runtime import InferenceRequest, Runtime
 from edge.sim.backend import SimulatedBackend
 
@@ -184,3 +184,30 @@ def test_bad_generation_parameters_are_named(tiny_models, backend):
         with pytest.raises(RequestError, match="exceeds the context of 256 tokens"):
             rt.handle(InferenceRequest(prompt=PROMPT * 40, adapter="a0"))
         assert rt.cache.stats().pinned_bytes == 0
+
+
+def test_the_response_likelihood_reward_is_the_adapters_own_token_probabilities(tiny_models,
+                                                                               backend):
+    catalogue = catalogue_of(tiny_models)
+    cfg = EdgeConfig(cache=CacheConfig(budget=sum(catalogue.sizes().values()), load_workers=0),
+                     router=RouterConfig(features=FeatureConfig(dim=16),
+                                         feedback=FeedbackConfig(reward_source="response-likelihood")))
+    with Runtime(cfg, backend, catalogue) as rt:
+        out = rt.handle(InferenceRequest(prompt=PROMPT, request_id="r", params={"max_tokens": 5}))
+        assert rt.router.updates == 1  # rewarded automatically, no feedback call
+        with pytest.raises(Exception, match="no pending decision"):
+            rt.feedback("r", 0.5)
+        completion = out.output
+    # Independently: each generated token's log-probability under a fresh model with the
+    # chosen adapter, from logits evaluated from scratch on the growing sequence.
+    with llama_api.load_model(tiny_models.base, n_ctx=N_CTX) as model:
+        adapter = llama_api.adapter_init(model, catalogue[out.adapter].location)
+        llama_api.set_adapters(model, [(adapter, 1.0)])
+        tokens = model.tokenize(PROMPT)
+        generated = llama_api.generate_greedy(model, tokens, 5)
+        logprobs = []
+        for k, token in enumerate(generated):
+            logits = llama_api.evaluate(model, tokens + generated[:k]).astype(np.float64)
+            logprobs.append(logits[token] - np.logaddexp.reduce(logits))
+    assert completion.completion_tokens == len(generated)
+    assert completion.mean_logprob == pytest.approx(np.mean(logprobs), abs=1e-4)

@@ -116,3 +116,14 @@ def test_reward_source_interface_scores_responses_automatically():
     explicit = _router()
     explicit.route("r", "p")
     assert explicit.on_response("r", "p", "resp") is None and "r" in explicit.pending
+
+
+def test_response_likelihood_rewards_the_geometric_mean_token_probability():
+    from types import SimpleNamespace
+
+    source = REWARD_SOURCES["response-likelihood"]()
+    # Three tokens with probabilities 0.5, 0.25, 0.125: geometric mean 0.25.
+    mean = float(np.mean(np.log([0.5, 0.25, 0.125])))
+    assert source.reward_for("r", "p", SimpleNamespace(mean_logprob=mean)) == pytest.approx(0.25)
+    assert source.reward_for("r", "p", SimpleNamespace(mean_logprob=float("nan"))) is None
+    assert source.reward_for("r", "p", "a plain string response") is None

@@ -45,6 +45,9 @@ class Completion:
     completion_tokens: int
     finish_reason: str  # "stop" (end of generation) or "length" (max_tokens reached)
     reused_tokens: int  # prompt tokens whose KV was kept from the previous request
+    # Mean log-probability of the generated tokens under the adapter set that generated them
+    # (NaN without tokens); the "response-likelihood" reward source turns it into a reward.
+    mean_logprob: float
 
 
 class LlamaBackend:
@@ -108,10 +111,11 @@ class LlamaBackend:
                                    f"exceeds the context of {self.n_ctx} tokens")
             self._attach(adapters)
             reused = self._prefill(tokens)
-            out, finish = self._generate(max_tokens, temperature, seed)
+            out, finish, logprob = self._generate(max_tokens, temperature, seed)
             self.served += 1
         text = self.model.detokenize(out).decode("utf-8", errors="replace")
-        return Completion(text, len(tokens), len(out), finish, reused)
+        mean = logprob / len(out) if out else float("nan")
+        return Completion(text, len(tokens), len(out), finish, reused, mean)
 
     def _attach(self, adapters: list[tuple[Adapter, float]]) -> None:
         key = tuple((id(a), s) for a, s in adapters)
@@ -144,19 +148,22 @@ class LlamaBackend:
         return keep
 
     def _generate(self, max_tokens: int, temperature: float, seed: Optional[int]
-                  ) -> tuple[list[int], str]:
+                  ) -> tuple[list[int], str, float]:
+        """Tokens, why generation stopped, and the sum of their log-probabilities."""
         rng = np.random.default_rng(seed)
         out: list[int] = []
+        logprob = 0.0
         logits = llama_api.last_logits(self.model)
         for _ in range(max_tokens):
             token = _sample(logits, temperature, rng)
             if llama_api.is_end_of_generation(self.model, token):
-                return out, "stop"
+                return out, "stop", logprob
             out.append(token)
+            logprob += _log_softmax_at(logits, token)
             llama_api.decode(self.model, [token])
             self._kv_tokens.append(token)
             logits = llama_api.last_logits(self.model)
-        return out, "length"
+        return out, "length", logprob
 
     # ---- lifetime ----------------------------------------------------------------------------
 
@@ -173,6 +180,11 @@ def _sample(logits: np.ndarray, temperature: float, rng: np.random.Generator) ->
     p = np.exp(z)
     p /= p.sum()
     return int(rng.choice(len(p), p=p))
+
+
+def _log_softmax_at(logits: np.ndarray, token: int) -> float:
+    top = float(logits.max())
+    return float(logits[token]) - top - float(np.log(np.exp(logits - top, dtype=np.float64).sum()))
 
 
 def _positive_int(value: Any, name: str) -> int:

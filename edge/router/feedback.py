@@ -119,7 +119,27 @@ class ExplicitFeedback:
         return None
 
 
-REWARD_SOURCES: dict[str, Callable[[], RewardSource]] = {"explicit": ExplicitFeedback}
+class ResponseLikelihood:
+    """The reward is the response's normalised likelihood under the adapter that produced it:
+    exp(mean log-probability of its tokens) = exp(-NLL / n), in (0, 1]. A backend reports the
+    mean in ``response.mean_logprob`` (the llama.cpp backend computes it from the logits it
+    generates with, so it costs nothing extra). A response without it, or without tokens, gets
+    no automatic reward (None: explicit feedback can still come). It measures how sure the
+    adapter is of its own answer, not whether the answer is right: a proxy for when no user
+    rates the answers."""
+
+    name = "response-likelihood"
+
+    def reward_for(self, request_id: Hashable, prompt: Optional[str], response: Any
+                   ) -> Optional[float]:
+        mean = getattr(response, "mean_logprob", None)
+        if mean is None or not math.isfinite(mean):
+            return None
+        return math.exp(min(0.0, float(mean)))
+
+
+REWARD_SOURCES: dict[str, Callable[[], RewardSource]] = {
+    "explicit": ExplicitFeedback, "response-likelihood": ResponseLikelihood}
 
 
 def make_reward_source(name: str) -> RewardSource:
