@@ -133,12 +133,7 @@ class Runtime:
             raise ConfigError("the catalogue is empty: a runtime needs at least one adapter "
                               "(set catalogue.directory or catalogue.files in the policy file)")
         budget = config.cache.budget_bytes
-        too_large = [e for e in catalogue.values() if e.size > budget]
-        if too_large:
-            e = too_large[0]
-            raise BudgetError(f"catalogue entry {e.name!r} is {e.size} bytes, more than the "
-                              f"whole cache budget of {budget} bytes ({len(too_large)} such "
-                              "entries): it could never be loaded")
+        _check_fits(catalogue, budget)
         self.config = config
         self.backend = backend
         self.catalogue = catalogue
@@ -156,6 +151,7 @@ class Runtime:
         # cache has its own, and serving holds neither.
         self._router_lock = threading.Lock()
         self._stats_lock = threading.Lock()
+        self._loaded_from: dict[str, CatalogueEntry] = {}
         self._sizes = catalogue.sizes()
         self._ids = itertools.count()
         self._closed = False
@@ -190,10 +186,35 @@ class Runtime:
         return self.catalogue[name].size
 
     def _load(self, name: str):
-        return self.backend.load(self.catalogue[name])
+        entry = self.catalogue[name]
+        result = self.backend.load(entry)
+        # The entry it was loaded from, for its unload: the catalogue may change meanwhile.
+        self._loaded_from[name] = entry
+        return result
 
     def _unload(self, name: str, value: Any) -> None:
-        self.backend.unload(self.catalogue[name], value)
+        entry = self._loaded_from.pop(name, None) or self.catalogue[name]
+        self.backend.unload(entry, value)
+
+    def update_catalogue(self, catalogue: Catalogue) -> dict[str, list[str]]:
+        """Serve ``catalogue`` from now on (a rescan of the adapter directory): the router keeps
+        what it learned of adapters still there, removed and changed ones are dropped from the
+        cache unless in use (then they go when evicted; a changed one is reloaded after).
+        Returns the names added, removed and changed."""
+        _check_fits(catalogue, self.cache.budget)
+        old = self.catalogue
+        report = {"added": [n for n in catalogue if n not in old],
+                  "removed": [n for n in old if n not in catalogue],
+                  "changed": [n for n in catalogue if n in old and catalogue[n] != old[n]]}
+        with self._router_lock:
+            self.router.sync_catalogue(catalogue.sizes())
+        self.catalogue, self._sizes = catalogue, catalogue.sizes()
+        for name in report["removed"] + report["changed"]:
+            try:
+                self.cache.discard(name)
+            except EdgeError:
+                pass  # pinned by a request in flight; unloaded with its old entry later
+        return report
 
     # ---- the request path --------------------------------------------------------------------
 
@@ -325,6 +346,15 @@ class Runtime:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_fits(catalogue: Catalogue, budget: int) -> None:
+    too_large = [e for e in catalogue.values() if e.size > budget]
+    if too_large:
+        e = too_large[0]
+        raise BudgetError(f"catalogue entry {e.name!r} is {e.size} bytes, more than the whole "
+                          f"cache budget of {budget} bytes ({len(too_large)} such entries): it "
+                          "could never be loaded")
 
 
 __all__ = ["AUTO", "CatalogueEntry", "InferenceRequest", "Outcome", "Runtime"]

@@ -258,3 +258,29 @@ def test_concurrent_requests_keep_the_budget_and_every_count():
     assert stats["requests"]["hits"] + stats["requests"]["misses"] == 400
     rt.close()
     assert backend.loads == backend.unloads and backend.held_bytes == 0
+
+
+def test_a_new_catalogue_keeps_what_was_learned_and_drops_what_left():
+    backend = SimulatedBackend()
+    with runtime(backend=backend) as rt:
+        for i in range(3):
+            rt.handle(InferenceRequest(prompt=f"q{i}", adapter="sql"))
+        rt.handle(InferenceRequest(prompt="q", request_id="r", adapter="auto"))
+        rt.feedback("r", 1.0)
+        rt.handle(InferenceRequest(prompt="q", adapter="poetry"))
+        learned = rt.router.linucb.state_arrays()["counts"].sum()
+        grown = dict(SIZES, poetry=35 * MiB, medical=20 * MiB)
+        del grown["legal"]
+        report = rt.update_catalogue(Catalogue.from_sizes(grown))
+        assert report == {"added": ["medical"], "removed": ["legal"], "changed": ["poetry"]}
+        assert set(rt.router.arm_ids) == {"sql", "poetry", "medical"}
+        assert rt.router.linucb.state_arrays()["counts"].sum() <= learned
+        assert "poetry" not in rt.resident()  # changed on disk: dropped, reloaded when asked
+        out = rt.handle(InferenceRequest(prompt="q", adapter="poetry"))
+        assert not out.hit and rt.resident()["poetry"] == 35 * MiB
+        with pytest.raises(UnknownObjectError):
+            rt.handle(InferenceRequest(prompt="q", adapter="legal"))
+        with pytest.raises(BudgetError, match="'huge' is"):
+            rt.update_catalogue(Catalogue.from_sizes({"huge": 10**12}))
+        assert set(rt.catalogue) == {"sql", "poetry", "medical"}  # unchanged by the refusal
+    assert backend.held_bytes == 0 and backend.loads == backend.unloads
