@@ -141,11 +141,18 @@ class Runtime:
         self.cache = PagedCache.from_config(
             config.cache, loader=self._load, unloader=self._unload,
             sizer=self._declared_size, clock=self.clock)
+        # A backend may compute the router's features itself (the llama backend: the base
+        # model's own embedding, features.extractor: llama-embedding); None: the router's own.
+        extractor_for = getattr(backend, "feature_extractor", None)
+        self._extractor = None
         try:
+            if extractor_for is not None:
+                self._extractor = extractor_for(config.router.features)
             self.router = Router(config.router, catalogue.sizes(), paging_cost=paging_cost,
-                                 budget_bytes=budget, clock=self.clock)
+                                 budget_bytes=budget, clock=self.clock, extractor=self._extractor)
         except BaseException:
             self.cache.close()
+            self._close_extractor()
             raise
         # The router's arrays are not thread-safe; routing and rewards take this lock, the
         # cache has its own, and serving holds neither.
@@ -324,7 +331,8 @@ class Runtime:
     # ---- lifetime ----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Unload everything, save the router's state (if configured), close the backend."""
+        """Unload everything, save the router's state (if configured), then close what the
+        backend made for the router before the backend itself (its model outlives them)."""
         if self._closed:
             return
         self._closed = True
@@ -335,7 +343,15 @@ class Runtime:
                 with self._router_lock:
                     self.router.close()
             finally:
-                self.backend.close()
+                try:
+                    self._close_extractor()
+                finally:
+                    self.backend.close()
+
+    def _close_extractor(self) -> None:
+        close = getattr(self._extractor, "close", None)
+        if close is not None:
+            close()
 
     @property
     def closed(self) -> bool:

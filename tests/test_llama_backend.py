@@ -211,3 +211,18 @@ def test_the_response_likelihood_reward_is_the_adapters_own_token_probabilities(
             logprobs.append(logits[token] - np.logaddexp.reduce(logits))
     assert completion.completion_tokens == len(generated)
     assert completion.mean_logprob == pytest.approx(np.mean(logprobs), abs=1e-4)
+
+
+def test_the_router_can_route_on_the_base_models_own_embedding(tiny_models, backend):
+    catalogue = catalogue_of(tiny_models)
+    cfg = EdgeConfig(cache=CacheConfig(budget=sum(catalogue.sizes().values()), load_workers=0),
+                     router=RouterConfig(features=FeatureConfig(extractor="llama-embedding",
+                                                                dim=16)))
+    rt = Runtime(cfg, backend, catalogue)
+    extractor = rt.router.extractor
+    assert type(extractor).__name__ == "LlamaEmbeddingExtractor"
+    out = rt.handle(InferenceRequest(prompt=PROMPT, request_id="r", params={"max_tokens": 2}))
+    assert out.routed and rt.feedback("r", 0.5)
+    np.testing.assert_array_equal(rt.router.features(PROMPT), extractor.extract(PROMPT))
+    rt.close()  # the extractor's context is freed before the model
+    assert extractor.closed and backend.model.closed

@@ -165,6 +165,17 @@ class LlamaBackend:
             logits = llama_api.last_logits(self.model)
         return out, "length", logprob
 
+    # ---- router hooks ------------------------------------------------------------------------
+
+    def feature_extractor(self, config: Any) -> Any:
+        """The router's features from this model's own embedding when the policy file asks for
+        them (``features.extractor: llama-embedding``); None leaves the router's own."""
+        from edge.backends.llama_features import EXTRACTOR_NAME, embedding_extractor_for
+
+        if config.extractor != EXTRACTOR_NAME:
+            return None
+        return embedding_extractor_for(self, config)
+
     # ---- lifetime ----------------------------------------------------------------------------
 
     def close(self) -> None:
