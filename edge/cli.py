@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edge import __version__
+from edge.backends.commands import adapters
 from edge.demo import demo
 from edge.sim.commands import calibrate, sim, tune
 from edge.sim.routing_commands import route_bench
@@ -17,7 +18,7 @@ def main() -> None:
     """edge: page LoRA adapters and MoE experts under a byte budget on one device."""
 
 
-for _command in (demo, sim, tune, calibrate, trace, route_bench):
+for _command in (demo, sim, tune, calibrate, trace, route_bench, adapters):
     main.add_command(_command)
 
 
