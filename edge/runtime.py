@@ -184,8 +184,13 @@ class Runtime:
             raise TypeError(f"config must be a policy file path, a mapping or an EdgeConfig, "
                             f"not {type(config).__name__}")
         if catalogue is None:
-            catalogue = build_catalogue(config.catalogue)
+            catalogue = _catalogue_for(backend, config)
         return cls(config, backend, catalogue, paging_cost=paging_cost, clock=clock)
+
+    def rescan(self) -> dict[str, list[str]]:
+        """Read the catalogue section again (the adapter directory may have changed) and serve
+        what it holds now; see ``update_catalogue``."""
+        return self.update_catalogue(_catalogue_for(self.backend, self.config))
 
     # ---- the cache's side of the backend ---------------------------------------------------
 
@@ -362,6 +367,13 @@ class Runtime:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _catalogue_for(backend: Backend, config: EdgeConfig) -> Catalogue:
+    """The backend's own catalogue of the section if it validates its objects (the llama
+    backend checks every adapter file against its base model), else the files as they are."""
+    build = getattr(backend, "build_catalogue", None)
+    return build(config.catalogue) if build is not None else build_catalogue(config.catalogue)
 
 
 def _check_fits(catalogue: Catalogue, budget: int) -> None:

@@ -226,3 +226,36 @@ def test_the_router_can_route_on_the_base_models_own_embedding(tiny_models, back
     np.testing.assert_array_equal(rt.router.features(PROMPT), extractor.extract(PROMPT))
     rt.close()  # the extractor's context is freed before the model
     assert extractor.closed and backend.model.closed
+
+
+def test_a_policy_file_runtime_serves_the_valid_adapters_of_a_directory(tiny_models, backend,
+                                                                      tmp_path):
+    import shutil
+
+    from edge.backends.catalog import BaseModelInfo, validate_adapter
+    from edge.catalogue import UnknownObjectError
+
+    adapters = tmp_path / "adapters"
+    adapters.mkdir()
+    for i, path in enumerate(tiny_models.adapters[:2]):
+        shutil.copy(path, adapters / f"a{i}.gguf")
+    (adapters / "broken.gguf").write_bytes(tiny_models.adapters[2].read_bytes()[:300])
+    mapping = {"cache": {"budget": "1MB", "load_workers": 0},
+               "router": {"features": {"dim": 16}},
+               "catalogue": {"directory": str(adapters)}}
+    with Runtime.from_config(mapping, backend=backend) as rt:
+        assert set(rt.catalogue) == {"a0", "a1"}  # the truncated file is skipped, with a reason
+        assert "broken.gguf" in " ".join(str(p) for p in backend.adapters.rejected)
+        base = BaseModelInfo.from_gguf(tiny_models.base)
+        # Declared sizes are the adapters' tensor bytes, not their file sizes.
+        assert rt.catalogue["a0"].size == validate_adapter(adapters / "a0.gguf", base).nbytes
+        assert rt.catalogue["a0"].size < (adapters / "a0.gguf").stat().st_size
+        out = rt.handle(InferenceRequest(prompt=PROMPT, adapter="a1", params={"max_tokens": 6}))
+        assert out.output.text == fresh_greedy(tiny_models, tiny_models.adapters[1], PROMPT, 6)
+        with pytest.raises(UnknownObjectError):
+            rt.handle(InferenceRequest(prompt=PROMPT, adapter="broken"))
+        # A new adapter dropped into the directory is served after a rescan.
+        shutil.copy(tiny_models.adapters[2], adapters / "a2.gguf")
+        assert rt.rescan() == {"added": ["a2"], "removed": [], "changed": []}
+        out = rt.handle(InferenceRequest(prompt=PROMPT, adapter="a2", params={"max_tokens": 6}))
+        assert out.output.text == fresh_greedy(tiny_models, tiny_models.adapters[2], PROMPT, 6)

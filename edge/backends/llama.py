@@ -30,8 +30,8 @@ import numpy as np
 
 from edge.backends import llama_api
 from edge.backends.llama_api import Adapter, LlamaModel
-from edge.catalogue import CatalogueEntry
-from edge.errors import RequestError
+from edge.catalogue import Catalogue, CatalogueEntry
+from edge.errors import ConfigError, RequestError
 
 DEFAULT_MAX_TOKENS = 16
 
@@ -66,12 +66,38 @@ class LlamaBackend:
         self._kv_key: Optional[tuple] = None
         self._kv_tokens: list[int] = []
         self.loads = self.unloads = self.served = 0
+        self.adapters = None  # the AdapterCatalog, once build_catalogue made one
+
+    # ---- the catalogue -----------------------------------------------------------------------
+
+    def build_catalogue(self, config: Any) -> Catalogue:
+        """Every adapter in ``config.directory`` that passes validation against this base model
+        (edge.backends.catalog: type, architecture, tensor names and shapes, bounds), sized by
+        its tensors' bytes; a bad file is logged with its reason and skipped. Called again, it
+        rescans (only changed files are read again)."""
+        from edge.backends.catalog import AdapterCatalog
+
+        if config.files:
+            raise ConfigError("catalogue.files: the llama backend serves the adapters of one "
+                              "directory (catalogue.directory), each validated against the base "
+                              "model; put the files there")
+        if config.directory is None:
+            raise ConfigError("catalogue.directory: the llama backend needs the directory of "
+                              "its LoRA adapters")
+        if self.adapters is None or str(self.adapters.directory) != str(config.directory):
+            self.adapters = AdapterCatalog(config.directory, self.model.path, config.pattern)
+        self.adapters.scan()
+        return self.adapters.catalogue
 
     # ---- paging (called by the cache) -----------------------------------------------------
 
     def load(self, entry: CatalogueEntry) -> tuple[Adapter, int]:
+        # A validated adapter is opened only if it is still the file that was validated
+        # (inside the directory, same inode, size and mtime): llama.cpp never sees another.
+        path = self.adapters.resolve(entry.name) if self.adapters is not None \
+            and entry.name in self.adapters else entry.location
         with self._lock:
-            adapter = llama_api.adapter_init(self.model, entry.location)
+            adapter = llama_api.adapter_init(self.model, path)
             self.loads += 1
         # The declared size (from the adapter's GGUF header) is what the cache reserved; llama.cpp
         # allocates the same tensors, so report it back unchanged.
