@@ -8,6 +8,12 @@ projections of every block; ranks differ from adapter to adapter, so do file siz
 
     python scripts/make_tiny_models.py OUTDIR [--adapters N] [--seed S]
 
+Benchmarks want adapters of realistic size (tens of MB), so the shape, the ranks and the LoRA
+targets can be given; the defaults write exactly the tiny files above, byte for byte:
+
+    python scripts/make_tiny_models.py OUTDIR --n-embd 1024 --n-layer 8 --n-ff 2816 \
+        --n-head 16 --n-head-kv 4 --ranks 16,32,64 --targets all
+
 or, from a test:
 
     sys.path.insert(0, "scripts"); from make_tiny_models import make_tiny_models
@@ -22,7 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gguf
@@ -39,6 +45,8 @@ HEAD_DIM = N_EMBD // N_HEAD
 
 # LoRA targets and ranks. Ranks cycle so adapters differ in size, the way a real library does.
 ADAPTER_TARGETS = ("attn_q", "attn_v", "ffn_up")
+# Every projection of a block: what PEFT's target_modules="all-linear" adapts.
+ALL_TARGETS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 ADAPTER_RANKS = (4, 16, 8, 2, 32)
 # Spread of B's entries. With alpha = rank (applied scale 1) this moves each targeted projection
 # by about half its own size: enough that attaching an adapter changes the logits clearly.
@@ -49,9 +57,38 @@ SPACE = "\u2581"  # SentencePiece's visible space
 
 
 @dataclass(frozen=True)
+class Shape:
+    """The base model's dimensions; the defaults are the tiny test model's."""
+
+    n_embd: int = N_EMBD
+    n_layer: int = N_LAYER
+    n_head: int = N_HEAD
+    n_head_kv: int = N_HEAD_KV
+    n_ff: int = N_FF
+    n_ctx_train: int = N_CTX_TRAIN  # metadata only; llama.cpp warns when a context exceeds it
+
+    def __post_init__(self) -> None:
+        for name in ("n_embd", "n_layer", "n_head", "n_head_kv", "n_ff", "n_ctx_train"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head or self.n_head % self.n_head_kv:
+            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head "
+                             f"({self.n_head}), and n_head of n_head_kv ({self.n_head_kv})")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+
+DEFAULT_SHAPE = Shape()
+
+
+@dataclass(frozen=True)
 class TinyModels:
     base: Path
     adapters: list[Path]
+    shape: Shape = field(default=DEFAULT_SHAPE, compare=False)
 
 
 def tokenizer_vocab() -> tuple[list[str], list[float], list[int]]:
@@ -77,24 +114,27 @@ def tokenizer_vocab() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, [int(t) for t in types]
 
 
-def base_tensor_shapes(n_vocab: int) -> dict[str, tuple[int, ...]]:
+def base_tensor_shapes(n_vocab: int, shape: Shape = DEFAULT_SHAPE
+                       ) -> dict[str, tuple[int, ...]]:
     """Every tensor of the base in numpy (row-major) terms: a projection is (n_out, n_in)."""
+    d, ff, q, kv = shape.n_embd, shape.n_ff, shape.n_head * shape.head_dim, \
+        shape.n_head_kv * shape.head_dim
     shapes: dict[str, tuple[int, ...]] = {
-        "token_embd.weight": (n_vocab, N_EMBD),
-        "output_norm.weight": (N_EMBD,),
-        "output.weight": (n_vocab, N_EMBD),
+        "token_embd.weight": (n_vocab, d),
+        "output_norm.weight": (d,),
+        "output.weight": (n_vocab, d),
     }
-    for i in range(N_LAYER):
+    for i in range(shape.n_layer):
         shapes.update({
-            f"blk.{i}.attn_norm.weight": (N_EMBD,),
-            f"blk.{i}.attn_q.weight": (N_HEAD * HEAD_DIM, N_EMBD),
-            f"blk.{i}.attn_k.weight": (N_HEAD_KV * HEAD_DIM, N_EMBD),
-            f"blk.{i}.attn_v.weight": (N_HEAD_KV * HEAD_DIM, N_EMBD),
-            f"blk.{i}.attn_output.weight": (N_EMBD, N_HEAD * HEAD_DIM),
-            f"blk.{i}.ffn_norm.weight": (N_EMBD,),
-            f"blk.{i}.ffn_gate.weight": (N_FF, N_EMBD),
-            f"blk.{i}.ffn_up.weight": (N_FF, N_EMBD),
-            f"blk.{i}.ffn_down.weight": (N_EMBD, N_FF),
+            f"blk.{i}.attn_norm.weight": (d,),
+            f"blk.{i}.attn_q.weight": (q, d),
+            f"blk.{i}.attn_k.weight": (kv, d),
+            f"blk.{i}.attn_v.weight": (kv, d),
+            f"blk.{i}.attn_output.weight": (d, q),
+            f"blk.{i}.ffn_norm.weight": (d,),
+            f"blk.{i}.ffn_gate.weight": (ff, d),
+            f"blk.{i}.ffn_up.weight": (ff, d),
+            f"blk.{i}.ffn_down.weight": (d, ff),
         })
     return shapes
 
@@ -109,20 +149,20 @@ def _write(writer: gguf.GGUFWriter, tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_base(path: Path, seed: int) -> None:
+def write_base(path: Path, seed: int, shape: Shape = DEFAULT_SHAPE) -> None:
     rng = np.random.default_rng([seed, 0])
     tokens, scores, types = tokenizer_vocab()
     tmp = path.with_name(path.name + ".tmp")
     w = gguf.GGUFWriter(str(tmp), ARCH)
     w.add_name("edge-tiny-llama")
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
-    w.add_context_length(N_CTX_TRAIN)
-    w.add_embedding_length(N_EMBD)
-    w.add_block_count(N_LAYER)
-    w.add_feed_forward_length(N_FF)
-    w.add_head_count(N_HEAD)
-    w.add_head_count_kv(N_HEAD_KV)
-    w.add_rope_dimension_count(HEAD_DIM)
+    w.add_context_length(shape.n_ctx_train)
+    w.add_embedding_length(shape.n_embd)
+    w.add_block_count(shape.n_layer)
+    w.add_feed_forward_length(shape.n_ff)
+    w.add_head_count(shape.n_head)
+    w.add_head_count_kv(shape.n_head_kv)
+    w.add_rope_dimension_count(shape.head_dim)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_vocab_size(len(tokens))
     w.add_tokenizer_model("llama")  # llama.cpp's name for SentencePiece (SPM)
@@ -133,29 +173,34 @@ def write_base(path: Path, seed: int) -> None:
     w.add_bos_token_id(BOS)
     w.add_eos_token_id(EOS)
     w.add_add_bos_token(True)
-    for name, shape in base_tensor_shapes(len(tokens)).items():
-        if len(shape) == 1:  # RMS norm gains
-            data = np.ones(shape, dtype=np.float32)
+    for name, dims in base_tensor_shapes(len(tokens), shape).items():
+        if len(dims) == 1:  # RMS norm gains
+            data = np.ones(dims, dtype=np.float32)
         else:  # 1/sqrt(n_in) keeps activations near unit scale through the blocks
-            data = rng.normal(0.0, 1.0 / np.sqrt(shape[1]), size=shape).astype(np.float32)
+            data = rng.normal(0.0, 1.0 / np.sqrt(dims[1]), size=dims).astype(np.float32)
         w.add_tensor(name, data)
     _write(w, tmp, path)
 
 
-def write_adapter(path: Path, seed: int, index: int, rank: int) -> None:
+def write_adapter(path: Path, seed: int, index: int, rank: int, shape: Shape = DEFAULT_SHAPE,
+                  targets: tuple[str, ...] = ADAPTER_TARGETS) -> None:
     """One LoRA adapter: ``<base>.lora_a`` is (rank, n_in) and ``<base>.lora_b`` (n_out, rank)
     in numpy terms; alpha = rank, so llama.cpp's applied scale (user scale * alpha / rank) is the
     user scale."""
+    unknown = sorted(set(targets) - set(ALL_TARGETS))
+    if unknown or not targets:
+        raise ValueError(f"LoRA targets must be a non-empty subset of {ALL_TARGETS}, "
+                         f"got {tuple(targets)}")
     rng = np.random.default_rng([seed, index + 1])
-    shapes = base_tensor_shapes(len(tokenizer_vocab()[0]))
+    shapes = base_tensor_shapes(len(tokenizer_vocab()[0]), shape)
     tmp = path.with_name(path.name + ".tmp")
     w = gguf.GGUFWriter(str(tmp), ARCH)
     w.add_type(gguf.GGUFType.ADAPTER)
     w.add_name(f"edge-tiny-lora-{index}")
     w.add_string(gguf.Keys.Adapter.TYPE, "lora")
     w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(rank))
-    for i in range(N_LAYER):
-        for target in ADAPTER_TARGETS:
+    for i in range(shape.n_layer):
+        for target in targets:
             name = f"blk.{i}.{target}.weight"
             n_out, n_in = shapes[name]
             a = rng.normal(0.0, 1.0 / np.sqrt(n_in), size=(rank, n_in)).astype(np.float32)
@@ -165,22 +210,34 @@ def write_adapter(path: Path, seed: int, index: int, rank: int) -> None:
     _write(w, tmp, path)
 
 
-def make_tiny_models(outdir: str | os.PathLike[str], n_adapters: int = 3,
-                     seed: int = 0) -> TinyModels:
-    """Write ``base.gguf`` and ``lora-<i>-r<rank>.gguf`` (i < n_adapters) into ``outdir``."""
+def make_tiny_models(outdir: str | os.PathLike[str], n_adapters: int = 3, seed: int = 0, *,
+                     shape: Shape = DEFAULT_SHAPE, ranks: tuple[int, ...] = ADAPTER_RANKS,
+                     targets: tuple[str, ...] = ADAPTER_TARGETS) -> TinyModels:
+    """Write ``base.gguf`` and ``lora-<i>-r<rank>.gguf`` (i < n_adapters) into ``outdir``;
+    adapter i has rank ``ranks[i % len(ranks)]``."""
     if n_adapters < 0:
         raise ValueError(f"n_adapters must be >= 0, got {n_adapters}")
+    if not ranks or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in ranks):
+        raise ValueError(f"ranks must be positive integers, got {ranks!r}")
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     base = out / "base.gguf"
-    write_base(base, seed)
+    write_base(base, seed, shape)
     adapters = []
     for i in range(n_adapters):
-        rank = ADAPTER_RANKS[i % len(ADAPTER_RANKS)]
+        rank = ranks[i % len(ranks)]
         path = out / f"lora-{i}-r{rank}.gguf"
-        write_adapter(path, seed, i, rank)
+        write_adapter(path, seed, i, rank, shape, tuple(targets))
         adapters.append(path)
-    return TinyModels(base=base, adapters=adapters)
+    return TinyModels(base=base, adapters=adapters, shape=shape)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(","))
+
+
+def _targets(text: str) -> tuple[str, ...]:
+    return ALL_TARGETS if text == "all" else tuple(text.split(","))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,8 +245,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("outdir", type=Path)
     parser.add_argument("--adapters", type=int, default=3, help="number of LoRA adapters")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-embd", type=int, default=N_EMBD)
+    parser.add_argument("--n-layer", type=int, default=N_LAYER)
+    parser.add_argument("--n-head", type=int, default=N_HEAD)
+    parser.add_argument("--n-head-kv", type=int, default=N_HEAD_KV)
+    parser.add_argument("--n-ff", type=int, default=N_FF)
+    parser.add_argument("--n-ctx-train", type=int, default=N_CTX_TRAIN)
+    parser.add_argument("--ranks", type=_int_list, default=ADAPTER_RANKS,
+                        help="comma-separated LoRA ranks, cycled over the adapters")
+    parser.add_argument("--targets", type=_targets, default=ADAPTER_TARGETS,
+                        help=f"comma-separated projections to adapt, or 'all' "
+                             f"({','.join(ALL_TARGETS)}); default {','.join(ADAPTER_TARGETS)}")
     args = parser.parse_args(argv)
-    models = make_tiny_models(args.outdir, n_adapters=args.adapters, seed=args.seed)
+    try:
+        shape = Shape(args.n_embd, args.n_layer, args.n_head, args.n_head_kv, args.n_ff,
+                      args.n_ctx_train)
+        models = make_tiny_models(args.outdir, n_adapters=args.adapters, seed=args.seed,
+                                  shape=shape, ranks=args.ranks, targets=args.targets)
+    except ValueError as exc:
+        parser.error(str(exc))
     for path in [models.base, *models.adapters]:
         print(f"{path}\t{path.stat().st_size} bytes")
     return 0

@@ -259,3 +259,19 @@ def test_a_policy_file_runtime_serves_the_valid_adapters_of_a_directory(tiny_mod
         assert rt.rescan() == {"added": ["a2"], "removed": [], "changed": []}
         out = rt.handle(InferenceRequest(prompt=PROMPT, adapter="a2", params={"max_tokens": 6}))
         assert out.output.text == fresh_greedy(tiny_models, tiny_models.adapters[2], PROMPT, 6)
+
+
+def test_llama_cpp_never_sees_a_file_that_was_not_validated(tiny_models, backend, tmp_path):
+    from edge.backends.catalog import AdapterError
+
+    bad = tmp_path / "bad.gguf"
+    raw = bytearray(tiny_models.adapters[0].read_bytes())
+    raw[8:16] = (2**60).to_bytes(8, "little")  # an absurd tensor count in the header
+    bad.write_bytes(bytes(raw))
+    catalogue = Catalogue.from_files({"good": tiny_models.adapters[0], "bad": bad})
+    with Runtime(config(1 << 20), backend, catalogue) as rt:
+        with pytest.raises(AdapterError, match="bad.gguf"):
+            rt.handle(InferenceRequest(prompt=PROMPT, adapter="bad"))
+        assert backend.loads == 0 and rt.cache.stats().reserved_bytes == 0
+        assert rt.handle(InferenceRequest(prompt=PROMPT, adapter="good",
+                                          params={"max_tokens": 2})).output.completion_tokens

@@ -67,6 +67,7 @@ class LlamaBackend:
         self._kv_tokens: list[int] = []
         self.loads = self.unloads = self.served = 0
         self.adapters = None  # the AdapterCatalog, once build_catalogue made one
+        self._base_info = None  # the base's tensor names and shapes, to check other files
 
     # ---- the catalogue -----------------------------------------------------------------------
 
@@ -92,10 +93,13 @@ class LlamaBackend:
     # ---- paging (called by the cache) -----------------------------------------------------
 
     def load(self, entry: CatalogueEntry) -> tuple[Adapter, int]:
-        # A validated adapter is opened only if it is still the file that was validated
-        # (inside the directory, same inode, size and mtime): llama.cpp never sees another.
-        path = self.adapters.resolve(entry.name) if self.adapters is not None \
-            and entry.name in self.adapters else entry.location
+        # llama.cpp never sees a file that was not validated against this base model: one from
+        # the adapter directory is opened only if it is still the file that was validated
+        # (inside the directory, same inode, size and mtime); any other is validated now.
+        if self.adapters is not None and entry.name in self.adapters:
+            path = self.adapters.resolve(entry.name)
+        else:
+            path = self._validated(entry.location)
         with self._lock:
             adapter = llama_api.adapter_init(self.model, path)
             self.loads += 1
@@ -103,11 +107,19 @@ class LlamaBackend:
         # allocates the same tensors, so report it back unchanged.
         return adapter, entry.size
 
+    def _validated(self, location: str) -> str:
+        from edge.backends.catalog import BaseModelInfo, validate_adapter
+
+        if self._base_info is None:
+            self._base_info = BaseModelInfo.from_gguf(self.model.path)
+        validate_adapter(location, self._base_info)  # AdapterError naming the file and why
+        return location
+
     def unload(self, entry: CatalogueEntry, adapter: Adapter) -> None:
         with self._lock:
             if adapter in self.model.attached:
                 llama_api.set_adapters(self.model, [])
-                self._forget_kv()
+                self._kv_key = None  # the next request's _attach resets the memory
             llama_api.adapter_free(adapter)
             self.unloads += 1
 

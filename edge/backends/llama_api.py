@@ -225,12 +225,15 @@ def adapter_free(adapter: Adapter) -> None:
     adapter.model._live.remove(adapter)
 
 
-def clear_memory(model: LlamaModel) -> None:
-    """Forget every token the context has seen (the KV cache and its data)."""
+def clear_memory(model: LlamaModel, data: bool = False) -> None:
+    """Forget every token the context has seen. The cells are marked free; ``data=True`` also
+    zeroes the buffers, which costs a memset of the whole KV cache (about 1 ms for 21 MB here,
+    hundreds of MB for a 7B model's context) and changes nothing: decoding overwrites every
+    cell it uses before reading it (the logits tests hold either way)."""
     model._open()
     memory = llama_cpp.llama_get_memory(model.ctx)
     if memory:  # a model without a KV cache (none here) has no memory to clear
-        llama_cpp.llama_memory_clear(memory, True)
+        llama_cpp.llama_memory_clear(memory, data)
 
 
 def truncate_memory(model: LlamaModel, n_tokens: int) -> bool:
