@@ -74,8 +74,14 @@ class CatalogueConfig:
     directory: Optional[str] = None
     pattern: str = "*.gguf"
     files: dict[str, str] = field(default_factory=dict)
+    # Read the catalogue again this often (seconds), so adapters added to or removed from the
+    # directory are picked up while serving; None: only on Runtime.rescan().
+    rescan_seconds: Optional[float] = None
 
     def __post_init__(self) -> None:
+        if self.rescan_seconds is not None and not 0 < self.rescan_seconds < float("inf"):
+            raise ValueError(f"rescan_seconds must be a positive number of seconds or null, "
+                             f"got {self.rescan_seconds}")
         if self.directory is not None and not self.directory.strip():
             raise ValueError("directory must be a path or null, got an empty string")
         if not self.pattern.strip():

@@ -21,6 +21,7 @@ the request that closed the epoch.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import threading
 import time
@@ -159,6 +160,8 @@ class Runtime:
         self._router_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._loaded_from: dict[str, CatalogueEntry] = {}
+        self._rescan_lock = threading.Lock()
+        self._last_scan = self.clock()
         self._sizes = catalogue.sizes()
         self._ids = itertools.count()
         self._closed = False
@@ -186,6 +189,18 @@ class Runtime:
         if catalogue is None:
             catalogue = _catalogue_for(backend, config)
         return cls(config, backend, catalogue, paging_cost=paging_cost, clock=clock)
+
+    def _rescan_in_passing(self, now: float) -> None:
+        # One request rescans; the others go on with the catalogue they have.
+        if not self._rescan_lock.acquire(blocking=False):
+            return
+        try:
+            self._last_scan = now
+            self.rescan()
+        except EdgeError as exc:  # a directory gone for a moment must not fail the request
+            logging.getLogger("edge.runtime").warning("catalogue rescan failed: %s", exc)
+        finally:
+            self._rescan_lock.release()
 
     def rescan(self) -> dict[str, list[str]]:
         """Read the catalogue section again (the adapter directory may have changed) and serve
@@ -238,6 +253,9 @@ class Runtime:
         request_id = request.request_id if request.request_id is not None \
             else f"req-{next(self._ids)}"
         started = clock()
+        interval = self.config.catalogue.rescan_seconds
+        if interval is not None and started - self._last_scan >= interval:
+            self._rescan_in_passing(started)
         decision, plan = None, None
         if request.routed:
             with self._router_lock:

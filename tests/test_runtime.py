@@ -284,3 +284,23 @@ def test_a_new_catalogue_keeps_what_was_learned_and_drops_what_left():
             rt.update_catalogue(Catalogue.from_sizes({"huge": 10**12}))
         assert set(rt.catalogue) == {"sql", "poetry", "medical"}  # unchanged by the refusal
     assert backend.held_bytes == 0 and backend.loads == backend.unloads
+
+
+def test_the_catalogue_is_rescanned_every_rescan_seconds(tmp_path):
+    from edge.sim.backend import VirtualClock
+
+    (tmp_path / "a.gguf").write_bytes(b"x" * 100)
+    clock = VirtualClock()
+    cfg = EdgeConfig(cache=CacheConfig(budget=1000, load_workers=0),
+                     router=RouterConfig(features=FeatureConfig(dim=8)),
+                     catalogue=CatalogueConfig(directory=str(tmp_path), rescan_seconds=60))
+    with Runtime.from_config(cfg, backend=SimulatedBackend(clock=clock)) as rt:
+        (tmp_path / "b.gguf").write_bytes(b"x" * 200)
+        clock.advance(59)
+        with pytest.raises(UnknownObjectError):
+            rt.handle(InferenceRequest(adapter="b"))  # not due yet
+        clock.advance(1)
+        assert rt.handle(InferenceRequest(adapter="b")).adapter == "b"
+        assert set(rt.router.arm_ids) == {"a", "b"}
+    with pytest.raises(ValueError, match="rescan_seconds must be a positive number"):
+        CatalogueConfig(rescan_seconds=0)
