@@ -20,12 +20,13 @@ the request that closed the epoch.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Generator, Hashable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
@@ -122,6 +123,60 @@ class Outcome:
     def explain(self, top: Optional[int] = None) -> list[dict]:
         """The router's per-adapter scores, best first ([] for a named adapter)."""
         return self.decision.explain(top) if self.decision is not None else []
+
+
+@dataclass(frozen=True)
+class Started:
+    """A request whose adapters are pinned, before its output: what a stream knows first."""
+
+    request_id: Hashable
+    adapters: tuple[str, ...]
+    decision: Optional[Decision]
+    hit: bool
+
+
+class Stream(Iterator[str]):
+    """The text of one request as it is generated (``Runtime.stream``). ``request_id``,
+    ``adapters``, ``decision`` and ``hit`` are known from the start; ``outcome`` once the last
+    piece was read. Close it (or use ``with``) if you stop early: that releases the adapters."""
+
+    def __init__(self, run: Generator[Started | str, None, Outcome]) -> None:
+        self._run = run
+        self.outcome: Optional[Outcome] = None
+        head = next(run)  # routes and acquires now, raising what they raise
+        self.request_id, self.adapters = head.request_id, head.adapters
+        self.decision, self.hit = head.decision, head.hit
+
+    def __next__(self) -> str:
+        try:
+            return next(self._run)
+        except StopIteration as done:
+            if self.outcome is None:
+                self.outcome = done.value
+            raise StopIteration from None
+
+    def close(self) -> None:
+        self._run.close()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def render_chat_plainly(messages: Sequence[Mapping[str, str]]) -> str:
+    """``role: content`` per line, then ``assistant:`` (for a base without a chat template)."""
+    lines = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str) \
+                or not isinstance(message.get("content"), str):
+            raise RequestError(f"message {i} must have a string role and content, "
+                               f"got {message!r}")
+        lines.append(f"{message['role']}: {message['content']}")
+    if not lines:
+        raise RequestError("a chat needs at least one message")
+    return "\n".join(lines) + "\nassistant:"
 
 
 class Runtime:
@@ -247,6 +302,23 @@ class Runtime:
 
     def handle(self, request: InferenceRequest) -> Outcome:
         """Route (or take the named adapter), acquire, serve, release; see the module doc."""
+        run = self._run(request, streaming=False)
+        while True:
+            try:
+                next(run)
+            except StopIteration as done:
+                return done.value
+
+    def stream(self, request: InferenceRequest) -> Stream:
+        """``handle`` that yields the output's text as the backend generates it. Routing and
+        acquiring happen now (their errors are raised here); the adapters stay pinned until
+        the stream is exhausted or closed (``with runtime.stream(req) as s: for piece in s``)."""
+        return Stream(self._run(request, streaming=True))
+
+    def _run(self, request: InferenceRequest, streaming: bool
+             ) -> Generator[Started | str, None, Outcome]:
+        """The request path, as a generator: first a ``Started`` once the adapters are pinned,
+        then (streaming) the text pieces; returns the ``Outcome``."""
         if self._closed:
             raise CacheClosedError("the runtime is closed")
         clock = self.clock
@@ -269,21 +341,28 @@ class Runtime:
         try:
             # UnknownObjectError for a name the catalogue does not hold, before anything moves.
             entries = [self.catalogue[name] for name in names]
-            if len(names) == 1:  # the common case: one adapter, the cache's fastest path
-                acquisition = self.cache.acquire(names[0])
-                with acquisition as value:
-                    acquired_at = clock()
-                    output = self.backend.serve(request, [(entries[0], value)])
-                hit = acquisition.hit
-            else:
-                # A set is pinned all together or not at all; "hit" is read before acquiring,
-                # so under concurrency it can miss a load another request just started.
-                hit = set(names) <= self.cache.resident().keys()
-                with self.cache.acquire_many(names) as values:
-                    acquired_at = clock()
-                    output = self.backend.serve(request, list(zip(entries, values, strict=True)))
+            with contextlib.ExitStack() as pins:
+                if len(names) == 1:  # the common case: one adapter, the cache's fastest path
+                    acquisition = self.cache.acquire(names[0])
+                    values = [pins.enter_context(acquisition)]
+                    hit = acquisition.hit
+                else:
+                    # A set is pinned all together or not at all; "hit" is read before
+                    # acquiring, so under concurrency it can miss a load another one started.
+                    hit = set(names) <= self.cache.resident().keys()
+                    values = pins.enter_context(self.cache.acquire_many(names))
+                acquired_at = clock()
+                yield Started(request_id, names, decision, hit)
+                objects = list(zip(entries, values, strict=True))
+                serve_stream = getattr(self.backend, "serve_stream", None)
+                if streaming and serve_stream is not None:
+                    output = yield from serve_stream(request, objects)
+                else:
+                    output = self.backend.serve(request, objects)
+                    if streaming and output is not None:
+                        yield str(getattr(output, "text", output))
             served_at = clock()
-        except BaseException:
+        except BaseException:  # GeneratorExit too: a stream closed early served nobody
             with self._stats_lock:
                 self._counts["failed"] += 1
             if decision is not None:
@@ -300,6 +379,33 @@ class Runtime:
             with self._router_lock:
                 self.router.on_response(request_id, request.prompt, output)
         return Outcome(request_id, names, decision, hit, output, timings)
+
+    # ---- conveniences for embedding ------------------------------------------------------------
+
+    def complete(self, prompt: Any, *, adapter: Optional[str | Sequence[str]] = AUTO,
+                 request_id: Optional[Hashable] = None, **params: Any) -> Outcome:
+        """``handle`` of one prompt: ``runtime.complete("...", max_tokens=32).output.text``."""
+        return self.handle(InferenceRequest(prompt, adapter, request_id, params))
+
+    def chat(self, messages: Sequence[Mapping[str, str]], *,
+             adapter: Optional[str | Sequence[str]] = AUTO,
+             request_id: Optional[Hashable] = None, **params: Any) -> Outcome:
+        """``complete`` of a conversation, rendered by the backend's chat template if it has
+        one (``format_chat``), else as ``role: content`` lines ending with ``assistant:``."""
+        return self.complete(self.render_chat(messages), adapter=adapter,
+                             request_id=request_id, **params)
+
+    def render_chat(self, messages: Sequence[Mapping[str, str]]) -> str:
+        template = getattr(self.backend, "format_chat", None)
+        if template is not None:
+            return template(messages)
+        return render_chat_plainly(messages)
+
+    def route(self, prompt: Any) -> Decision:
+        """The adapter the router would choose for ``prompt`` now, with its explanation, without
+        serving, learning or moving an epoch (nothing waits for a reward)."""
+        with self._router_lock:
+            return self.router.preview(prompt, self.cache.resident())
 
     def _apply_plan(self, plan: list[str]) -> None:
         try:
@@ -403,4 +509,5 @@ def _check_fits(catalogue: Catalogue, budget: int) -> None:
                           "could never be loaded")
 
 
-__all__ = ["AUTO", "CatalogueEntry", "InferenceRequest", "Outcome", "Runtime"]
+__all__ = ["AUTO", "CatalogueEntry", "InferenceRequest", "Outcome", "Runtime", "Started",
+           "Stream", "render_chat_plainly"]

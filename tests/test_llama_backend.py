@@ -275,3 +275,23 @@ def test_llama_cpp_never_sees_a_file_that_was_not_validated(tiny_models, backend
         assert backend.loads == 0 and rt.cache.stats().reserved_bytes == 0
         assert rt.handle(InferenceRequest(prompt=PROMPT, adapter="good",
                                           params={"max_tokens": 2})).output.completion_tokens
+
+
+def test_streaming_yields_the_completion_piece_by_piece(tiny_models, backend):
+    catalogue = catalogue_of(tiny_models)
+    with Runtime(config(sum(catalogue.sizes().values())), backend, catalogue) as rt:
+        with rt.stream(InferenceRequest(prompt=PROMPT, adapter="a2",
+                                        params={"max_tokens": 12})) as stream:
+            pieces = list(stream)
+        assert len(pieces) > 1 and "".join(pieces) == stream.outcome.output.text
+        assert stream.outcome.output.text == fresh_greedy(tiny_models, tiny_models.adapters[2],
+                                                          PROMPT, 12)
+        # Abandoned after one piece: the context is freed for the next request.
+        early = rt.stream(InferenceRequest(prompt=PROMPT, adapter="a0",
+                                           params={"max_tokens": 12}))
+        next(early)
+        early.close()
+        again = rt.complete(PROMPT, adapter="a0", max_tokens=12)
+        assert again.output.text == fresh_greedy(tiny_models, tiny_models.adapters[0], PROMPT, 12)
+        chat = rt.chat([{"role": "user", "content": "hello"}], adapter="a1", max_tokens=3)
+        assert chat.output.prompt_tokens == len(backend.model.tokenize("user: hello\nassistant:"))

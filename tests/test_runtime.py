@@ -304,3 +304,34 @@ def test_the_catalogue_is_rescanned_every_rescan_seconds(tmp_path):
         assert set(rt.router.arm_ids) == {"a", "b"}
     with pytest.raises(ValueError, match="rescan_seconds must be a positive number"):
         CatalogueConfig(rescan_seconds=0)
+
+
+def test_complete_chat_route_and_stream_are_the_same_path():
+    backend = SimulatedBackend()
+    with runtime(backend=backend) as rt:
+        preview = rt.route("SELECT 1")
+        assert preview.arm_id in SIZES and preview.reason == "preview"
+        assert rt.stats()["router"]["pending"] == 0  # a preview waits for no reward
+        # Nothing moved: the same preview again, and routing now picks the previewed adapter.
+        assert rt.route("SELECT 1").arm_id == preview.arm_id
+        out = rt.complete("SELECT 1", request_id="c1")
+        assert out.adapter == preview.arm_id and out.routed
+        assert rt.feedback("c1", 1.0)
+        named = rt.complete("x", adapter="legal")
+        assert named.adapter == "legal" and not named.routed
+        chat = rt.chat([{"role": "user", "content": "hi"}], adapter="sql")
+        assert chat.adapter == "sql"
+        with pytest.raises(RequestError, match="message 0 must have a string role"):
+            rt.chat([{"role": "user"}])
+        with rt.stream(InferenceRequest(prompt="s", adapter="poetry", request_id="s1")) as s:
+            assert s.adapters == ("poetry",) and s.request_id == "s1"
+            assert rt.cache.stats().pinned_bytes == SIZES["poetry"]  # pinned while streaming
+            assert list(s) == []  # the simulated backend produces no text
+        assert s.outcome.adapter == "poetry" and rt.cache.stats().pinned_bytes == 0
+        # A stream closed before its end releases its adapter and forgets its decision.
+        early = rt.stream(InferenceRequest(prompt="s", request_id="s2"))
+        assert rt.cache.stats().pinned_bytes > 0
+        early.close()
+        assert rt.cache.stats().pinned_bytes == 0 and early.outcome is None
+        with pytest.raises(UnknownRequestError):
+            rt.feedback("s2", 1.0)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -127,6 +127,19 @@ class LlamaBackend:
 
     def serve(self, request: Any, objects: Sequence[tuple[CatalogueEntry, Adapter]]
               ) -> Completion:
+        stream = self.serve_stream(request, objects)
+        while True:
+            try:
+                next(stream)
+            except StopIteration as done:
+                return done.value
+
+    def serve_stream(self, request: Any, objects: Sequence[tuple[CatalogueEntry, Adapter]]
+                     ) -> Iterator[str]:
+        """Yield the completion's text as it is generated (whole UTF-8 characters); the
+        generator's return value is the ``Completion``. The context is held until the generator
+        finishes or is closed, so a consumer must close one it abandons (``Runtime.stream``
+        does)."""
         prompt = request.prompt
         if not isinstance(prompt, str):
             raise RequestError(f"the llama.cpp backend needs a text prompt, got "
@@ -142,6 +155,10 @@ class LlamaBackend:
         adapters = [(adapter, _finite(scales.get(entry.name, entry.metadata.get("scale", 1.0)),
                                       f"scale of {entry.name}"))
                     for entry, adapter in objects]
+        return self._stream(prompt, adapters, max_tokens, temperature, seed)
+
+    def _stream(self, prompt: str, adapters: list[tuple[Adapter, float]], max_tokens: int,
+                temperature: float, seed: Optional[int]) -> Generator[str, None, Completion]:
         with self._lock:
             tokens = self.model.tokenize(prompt)
             if len(tokens) + max_tokens > self.n_ctx:
@@ -149,8 +166,29 @@ class LlamaBackend:
                                    f"exceeds the context of {self.n_ctx} tokens")
             self._attach(adapters)
             reused = self._prefill(tokens)
-            out, finish, logprob = self._generate(max_tokens, temperature, seed)
+            rng = np.random.default_rng(seed)
+            out: list[int] = []
+            logprob = 0.0
+            finish = "length"
+            pending = b""  # bytes of a character split across tokens
+            logits = llama_api.last_logits(self.model)
+            for _ in range(max_tokens):
+                token = _sample(logits, temperature, rng)
+                if llama_api.is_end_of_generation(self.model, token):
+                    finish = "stop"
+                    break
+                out.append(token)
+                logprob += _log_softmax_at(logits, token)
+                pending += self.model.detokenize([token])
+                text, pending = _whole_characters(pending)
+                llama_api.decode(self.model, [token])
+                self._kv_tokens.append(token)
+                if text:
+                    yield text
+                logits = llama_api.last_logits(self.model)
             self.served += 1
+        if pending:
+            yield pending.decode("utf-8", errors="replace")
         text = self.model.detokenize(out).decode("utf-8", errors="replace")
         mean = logprob / len(out) if out else float("nan")
         return Completion(text, len(tokens), len(out), finish, reused, mean)
@@ -185,24 +223,6 @@ class LlamaBackend:
         llama_api.decode(self.model, tokens[keep:])
         return keep
 
-    def _generate(self, max_tokens: int, temperature: float, seed: Optional[int]
-                  ) -> tuple[list[int], str, float]:
-        """Tokens, why generation stopped, and the sum of their log-probabilities."""
-        rng = np.random.default_rng(seed)
-        out: list[int] = []
-        logprob = 0.0
-        logits = llama_api.last_logits(self.model)
-        for _ in range(max_tokens):
-            token = _sample(logits, temperature, rng)
-            if llama_api.is_end_of_generation(self.model, token):
-                return out, "stop", logprob
-            out.append(token)
-            logprob += _log_softmax_at(logits, token)
-            llama_api.decode(self.model, [token])
-            self._kv_tokens.append(token)
-            logits = llama_api.last_logits(self.model)
-        return out, "length", logprob
-
     # ---- router hooks ------------------------------------------------------------------------
 
     def feature_extractor(self, config: Any) -> Any:
@@ -229,6 +249,16 @@ def _sample(logits: np.ndarray, temperature: float, rng: np.random.Generator) ->
     p = np.exp(z)
     p /= p.sum()
     return int(rng.choice(len(p), p=p))
+
+
+def _whole_characters(data: bytes) -> tuple[str, bytes]:
+    """The text of ``data`` up to its last complete UTF-8 character, and the rest."""
+    for cut in range(len(data), max(len(data) - 4, -1), -1):
+        try:
+            return data[:cut].decode("utf-8"), data[cut:]
+        except UnicodeDecodeError:
+            continue
+    return data.decode("utf-8", errors="replace"), b""
 
 
 def _log_softmax_at(logits: np.ndarray, token: int) -> float:

@@ -134,16 +134,8 @@ class PolarRouter:
     def decide(self, x: np.ndarray, resident: np.ndarray | Container[str]) -> Decision:
         """Route one context. ``resident``: a bool mask indexed like ``arm_ids`` or a container
         of resident arm ids. Closing an epoch leaves a plan for ``take_plan``."""
-        mask = resident if isinstance(resident, np.ndarray) else self.resident_mask(resident)
-        if mask.shape != (self.linucb.n_arms,) or mask.dtype != bool:
-            raise ValueError(f"resident mask must be bool of shape ({self.linucb.n_arms},), "
-                             f"got {mask.dtype} {mask.shape}")
-        if self.config.mode == "off":
-            penalty = np.zeros(self.linucb.n_arms)
-        elif self._amortising and self._residency > 0.0:
-            penalty = np.where(mask, 0.0, self.amortised_penalty())
-        else:
-            penalty = np.where(mask, 0.0, self._penalty)
+        mask = self._mask(resident)
+        penalty = self._charge(mask)
         if self._demand:
             self._track_residency(mask)
         epsilon = self.linucb.config.epsilon
@@ -162,6 +154,33 @@ class PolarRouter:
         if self.config.mode != "off" and self.schedule.advance():
             self._plan = self.plan()
         return decision
+
+    def preview(self, x: np.ndarray, resident: np.ndarray | Container[str]) -> Decision:
+        """The arm ``decide`` would pick on an ordinary round (not a forced or epsilon one),
+        with the same scores, changing nothing: no epoch step, no counts, no RNG draw (an exact
+        tie goes to the first arm)."""
+        mask = self._mask(resident)
+        penalty = self._charge(mask)
+        mean, bonus = self.linucb.mean_and_bonus(self.linucb._check_context(x))
+        score = mean + bonus - penalty
+        i = int(score.argmax())
+        ids = self.linucb.arm_ids
+        return Decision(ids[i], i, ids, mean, bonus, penalty, score, "preview")
+
+    def _mask(self, resident: np.ndarray | Container[str]) -> np.ndarray:
+        mask = resident if isinstance(resident, np.ndarray) else self.resident_mask(resident)
+        if mask.shape != (self.linucb.n_arms,) or mask.dtype != bool:
+            raise ValueError(f"resident mask must be bool of shape ({self.linucb.n_arms},), "
+                             f"got {mask.dtype} {mask.shape}")
+        return mask
+
+    def _charge(self, mask: np.ndarray) -> np.ndarray:
+        """The paging penalty of each arm this round (0 for resident ones)."""
+        if self.config.mode == "off":
+            return np.zeros(self.linucb.n_arms)
+        if self._amortising and self._residency > 0.0:
+            return np.where(mask, 0.0, self.amortised_penalty())
+        return np.where(mask, 0.0, self._penalty)
 
     def _track_residency(self, mask: np.ndarray) -> None:
         for i, start in list(self._demand.items()):

@@ -22,7 +22,7 @@ import numpy as np
 
 from edge.paging_cost import PagingCostModel
 from edge.router.config import RouterConfig
-from edge.router.errors import StateCorruptError, StateMismatchError
+from edge.router.errors import StateCorruptError, StateMismatchError, UnknownArmError
 from edge.router.features import FeatureExtractor, make_extractor
 from edge.router.feedback import PendingTable, check_reward, make_reward_source
 from edge.router.linucb import Decision, LinUCB
@@ -100,6 +100,13 @@ class Router:
         decision = self.polar.decide(x, resident)
         self.pending.add(request_id, decision.arm_id, x)
         return decision
+
+    def preview(self, prompt: str | np.ndarray, resident: Container[str] | np.ndarray = ()
+                ) -> Decision:
+        """The decision ``route`` would make now (an ordinary round), changing nothing."""
+        if self.linucb.n_arms == 0:
+            raise UnknownArmError("cannot route: the catalogue has no arms")
+        return self.polar.preview(self.features(prompt), resident)
 
     def take_plan(self) -> Optional[list[str]]:
         """The resident set planned when the last epoch closed (once), or None."""
