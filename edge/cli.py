@@ -6,6 +6,7 @@ import click
 
 from edge import __version__
 from edge.backends.commands import adapters
+from edge.daemon.commands import serve
 from edge.demo import demo
 from edge.sim.commands import calibrate, sim, tune
 from edge.sim.routing_commands import route_bench
@@ -18,7 +19,7 @@ def main() -> None:
     """edge: page LoRA adapters and MoE experts under a byte budget on one device."""
 
 
-for _command in (demo, sim, tune, calibrate, trace, route_bench, adapters):
+for _command in (demo, sim, tune, calibrate, trace, route_bench, adapters, serve):
     main.add_command(_command)
 
 

@@ -1,0 +1,147 @@
+"""The request bodies the daemon accepts, as pydantic models (FastAPI validates them and publishes
+them in the OpenAPI schema).
+
+Types are strict (no "5" for 5, no 5.0 for an integer, no NaN or infinity). Fields OpenAI defines
+but this daemon does not implement are declared, so a client sending their neutral value
+(``n: 1``, ``stream: false``, ``top_p: 1``...) is served, and any other value is refused with a
+400 that names the field (``unsupported``); fields OpenAI does not define are refused too, by
+name, rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# The chat template until the backend applies a model's own: one line per message, then the
+# assistant's turn (the tiny test models, like most base models, have no template of their own).
+CHAT_LINE = "{role}: {content}\n"
+CHAT_TURN = "assistant:"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False)
+
+    def unknown_fields(self) -> list[str]:
+        return sorted(self.model_extra or {})
+
+
+class _Generation(_Body):
+    """What completions and chat completions share."""
+
+    model: str = Field(min_length=1, description='An adapter name, the base model id, or "auto" '
+                       "(the router chooses the adapter).")
+    max_tokens: Optional[int] = Field(None, ge=1, description="Tokens to generate at most "
+                                      "(default 16).")
+    temperature: Optional[float] = Field(None, ge=0, description="0 (the default): greedy; "
+                                         "above 0: sampling at this temperature.")
+    seed: Optional[int] = Field(None, ge=0, description="Seed of the sampler (temperature > 0).")
+    user: Optional[str] = Field(None, description="The end user's id; accepted, not used yet.")
+    # Declared so that their neutral values pass; see UNSUPPORTED.
+    n: Optional[int] = None
+    stream: Optional[bool] = None
+    stream_options: Optional[dict[str, Any]] = None
+    stop: Optional[Union[str, list[str]]] = None
+    top_p: Optional[float] = None
+    presence_penalty: Optional[float] = None
+    frequency_penalty: Optional[float] = None
+    logit_bias: Optional[dict[str, float]] = None
+
+
+class CompletionRequest(_Generation):
+    """``POST /v1/completions``."""
+
+    prompt: Union[str, list[str]] = Field(description="The prompt (a list of exactly one "
+                                          "string is accepted too).")
+    logprobs: Optional[int] = None
+    echo: Optional[bool] = None
+    best_of: Optional[int] = None
+    suffix: Optional[str] = None
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Union[str, list[TextPart], None] = None
+    name: Optional[str] = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class ChatCompletionRequest(_Generation):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: Optional[int] = Field(None, ge=1, description="Newer clients' name "
+                                                 "for max_tokens; wins when both are given.")
+    logprobs: Optional[bool] = None
+    top_logprobs: Optional[int] = None
+    response_format: Optional[dict[str, Any]] = None
+    tools: Optional[list[Any]] = None
+    tool_choice: Optional[Any] = None
+    parallel_tool_calls: Optional[bool] = None
+
+    def prompt(self) -> str:
+        """The messages under the chat template: ``"<role>: <content>\\n"`` each, then
+        ``"assistant:"``."""
+        return "".join(CHAT_LINE.format(role=m.role, content=m.text())
+                       for m in self.messages) + CHAT_TURN
+
+
+class FeedbackRequest(_Body):
+    """``POST /v1/feedback``: the reward of a request the router routed (``model: "auto"``)."""
+
+    id: Union[str, int] = Field(description="The id of the completion response.")
+    reward: float
+
+
+def _neutral(*values: Any) -> Callable[[Any], bool]:
+    return lambda value: value is None or value in values
+
+
+# field -> (is the value one this daemon serves, why any other is refused)
+UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "n": (_neutral(1), "this daemon returns one choice per request; send n requests instead"),
+    "best_of": (_neutral(1), "this daemon returns one choice per request"),
+    "stream": (_neutral(False), "streaming is not supported yet; send stream: false"),
+    "stream_options": (_neutral(), "streaming is not supported yet"),
+    "logprobs": (_neutral(False), "log-probabilities are not returned yet"),
+    "top_logprobs": (_neutral(0), "log-probabilities are not returned yet"),
+    "echo": (_neutral(False), "echo is not supported"),
+    "suffix": (_neutral(""), "suffix (insertion) is not supported"),
+    "stop": (lambda v: not v, "stop sequences are not supported yet"),
+    "top_p": (_neutral(1, 1.0), "only top_p 1 (no nucleus truncation) is supported"),
+    "presence_penalty": (_neutral(0, 0.0), "penalties are not supported"),
+    "frequency_penalty": (_neutral(0, 0.0), "penalties are not supported"),
+    "logit_bias": (lambda v: not v, "logit_bias is not supported"),
+    "response_format": (lambda v: v is None or v == {"type": "text"},
+                        "only the text response format is supported"),
+    "tools": (lambda v: not v, "tools are not supported"),
+    "tool_choice": (_neutral("none"), "tools are not supported"),
+    "parallel_tool_calls": (_neutral(), "tools are not supported"),
+}
+
+
+def unsupported(body: BaseModel) -> Optional[str]:
+    """Why the request cannot be served as asked, naming the field; None if it can."""
+    for name, (served, why) in UNSUPPORTED.items():
+        if name in type(body).model_fields:
+            value = getattr(body, name)
+            if not served(value):
+                return f"{name}={value!r} is not supported: {why}"
+    return None
