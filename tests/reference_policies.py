@@ -19,6 +19,8 @@ from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
+import libcachesim as lcs
+
 Requests = Sequence[tuple[Hashable, int]]
 
 
@@ -306,3 +308,16 @@ def libcachesim_lfuda_hits(requests: Requests, budget: int) -> tuple[int, int]:
         size_of[key] = size
         used += size
     return hits, highest
+
+
+def libcachesim_hits(name: str, requests, budget: int, **params) -> int:
+    """libCacheSim's own policy ``name`` over (key, size) requests: a fresh
+    ``lcs.<name>(cache_size=budget, hashpower=12, **params)``, ``cache.get(req)`` per request,
+    the True answers counted."""
+    cache = getattr(lcs, name)(cache_size=budget, hashpower=12, **params)
+    req = lcs.Request()
+    hits = 0
+    for key, size in requests:
+        req.obj_id, req.obj_size = key, size
+        hits += bool(cache.get(req))
+    return hits

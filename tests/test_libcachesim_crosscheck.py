@@ -23,7 +23,6 @@ import dataclasses
 import subprocess
 import sys
 
-import libcachesim as lcs
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -37,6 +36,7 @@ from reference_policies import (
     LibCacheSimWouldCrash,
     S3FIFORules,
     arc_hits,
+    libcachesim_hits,
     libcachesim_lfuda_hits,
     s3fifo_hits,
 )
@@ -59,16 +59,6 @@ def hits_pagedcache(policy, requests, budget, params=None) -> int:
     return cache.stats().hits
 
 
-def hits_libcachesim(name, requests, budget, **params) -> int:
-    cache = getattr(lcs, name)(cache_size=budget, hashpower=12, **params)
-    req = lcs.Request()
-    hits = 0
-    for key, size in requests:
-        req.obj_id, req.obj_size = key, size
-        hits += bool(cache.get(req))
-    return hits
-
-
 @pytest.fixture(scope="module")
 def golden_trace():
     return load_trace()
@@ -84,7 +74,7 @@ def test_hit_counts_equal_libcachesim(ours, params, theirs, golden_trace):
     for fraction in (0.02, 0.05, 0.1, 0.25, 0.5):
         budget = int(total * fraction)
         results.append((budget, hits_pagedcache(ours, golden_trace, budget, params),
-                        hits_libcachesim(theirs, golden_trace, budget)))
+                        libcachesim_hits(theirs, golden_trace, budget)))
     assert all(mine == other for _, mine, other in results), results
     hit_counts = [mine for _, mine, _ in results]
     assert 0 < hit_counts[0] < hit_counts[-1]  # the budgets span a real range of hit ratios
@@ -101,10 +91,10 @@ def zipf_unit_trace(n_requests=20_000, n_keys=1_000, alpha=0.8, seed=42) -> list
 def test_arc_equals_libcachesim_on_unit_sizes(capacity):
     requests = zipf_unit_trace()
     ours = hits_pagedcache("arc", requests, capacity)
-    assert ours == hits_libcachesim("ARC", requests, capacity)
+    assert ours == libcachesim_hits("ARC", requests, capacity)
     assert ours > hits_pagedcache("lru", requests, capacity) + 100  # ARC is not LRU here
     # The paper's tie rule (test_arc_tie_rule_by_hand: 1 hit; 2 without the rule).
-    assert hits_libcachesim("ARC", [(ord(k), 1) for k in "abacdbcad"], 3) == 1
+    assert libcachesim_hits("ARC", [(ord(k), 1) for k in "abacdbcad"], 3) == 1
 
 
 def test_arc_equals_libcachesim_on_random_unit_traces():
@@ -116,7 +106,7 @@ def test_arc_equals_libcachesim_on_random_unit_traces():
         keys = rng.integers(0, 10, size=int(rng.integers(10, 60))).tolist()
         requests = [(key, 1) for key in keys]
         assert hits_pagedcache("arc", requests, capacity) == \
-            hits_libcachesim("ARC", requests, capacity), (keys, capacity)
+            libcachesim_hits("ARC", requests, capacity), (keys, capacity)
 
 
 # ---- ARC with byte sizes: two choices -----------------------------------------------------------
@@ -158,7 +148,7 @@ def test_arc_model_reproduces_both_on_random_sized_traces(trace):
     keys, sizes, budget = trace
     requests = [(key, sizes[key]) for key in keys]
     assert arc_hits(requests, budget, OURS_ARC) == hits_pagedcache("arc", requests, budget)
-    assert arc_hits(requests, budget, LIBCACHESIM_ARC) == hits_libcachesim("ARC", requests,
+    assert arc_hits(requests, budget, LIBCACHESIM_ARC) == libcachesim_hits("ARC", requests,
                                                                            budget)
 
 
@@ -204,7 +194,7 @@ def test_s3fifo_model_reproduces_both_on_unit_sizes(capacity):
     for threshold in (1, 2):
         ours = hits_pagedcache("s3fifo", requests, capacity,
                                {"move_to_main_threshold": threshold})
-        theirs = hits_libcachesim("S3FIFO", requests, capacity,
+        theirs = libcachesim_hits("S3FIFO", requests, capacity,
                                   move_to_main_threshold=threshold)
         assert s3fifo_hits(requests, capacity, threshold, PAPER_S3FIFO) == ours
         assert s3fifo_hits(requests, capacity, threshold, LIBCACHESIM_S3FIFO) == theirs
@@ -217,7 +207,7 @@ def test_s3fifo_model_reproduces_both_on_random_traces(trace, threshold, unit_si
     requests = [(key, 1 if unit_sizes else sizes[key]) for key in keys]
     assert s3fifo_hits(requests, budget, threshold, PAPER_S3FIFO) == hits_pagedcache(
         "s3fifo", requests, budget, {"move_to_main_threshold": threshold})
-    assert s3fifo_hits(requests, budget, threshold, LIBCACHESIM_S3FIFO) == hits_libcachesim(
+    assert s3fifo_hits(requests, budget, threshold, LIBCACHESIM_S3FIFO) == libcachesim_hits(
         "S3FIFO", requests, budget, move_to_main_threshold=threshold)
 
 
@@ -249,7 +239,7 @@ def test_libcachesim_lfuda_ignores_hits_before_the_first_eviction():
     requests = unit("aabca")
     hits, evicted, _ = replay("lfu", requests, 2)
     assert (hits, evicted) == (2, ["b"])
-    assert hits_libcachesim("LFUDA", [(ord(k), s) for k, s in requests], 2) == 1
+    assert libcachesim_hits("LFUDA", [(ord(k), s) for k, s in requests], 2) == 1
     assert libcachesim_lfuda_hits(requests, 2)[0] == 1
 
 
@@ -263,7 +253,7 @@ def test_libcachesim_lfuda_ages_to_the_lowest_resident_priority():
     requests = unit("abccabc")
     hits, evicted, _ = replay("lfu", requests, 2)
     assert (hits, evicted) == (2, ["a", "b", "a"])
-    assert hits_libcachesim("LFUDA", [(ord(k), s) for k, s in requests], 2) == 1
+    assert libcachesim_hits("LFUDA", [(ord(k), s) for k, s in requests], 2) == 1
     assert libcachesim_lfuda_hits(requests, 2)[0] == 1
 
 
@@ -283,7 +273,7 @@ def test_libcachesim_lfuda_model_reproduces_it_on_random_unit_traces(trace):
     except LibCacheSimWouldCrash:
         assume(False)  # libCacheSim would take the process down with it
     assume(highest < 100_000)  # libCacheSim's search would be slow
-    assert hits == hits_libcachesim("LFUDA", requests, capacity)
+    assert hits == libcachesim_hits("LFUDA", requests, capacity)
 
 
 def test_libcachesim_lfuda_crashes_where_the_model_says(golden_trace):

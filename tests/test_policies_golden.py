@@ -17,10 +17,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import libcachesim as lcs
 import numpy as np
 import pytest
-from reference_policies import arc_hits, s3fifo_hits
+from reference_policies import arc_hits, libcachesim_hits, s3fifo_hits
 
 from edge._native import NativeIndex
 from edge.cache import PagedCache
@@ -283,16 +282,6 @@ LIBCACHESIM_HITS = {
 }
 
 
-def libcachesim_hits(name, params, requests, budget) -> int:
-    cache = getattr(lcs, name)(cache_size=budget, hashpower=12, **dict(params or ()))
-    req = lcs.Request()
-    hits = 0
-    for key, size in requests:
-        req.obj_id, req.obj_size = key, size
-        hits += bool(cache.get(req))
-    return hits
-
-
 def reference_greedy_dual(requests, budget, weight, aging=True):
     """LFU-DA / GDSF the slow, obvious way: a scan for the minimum (priority, last use).
     K = L + F * weight, recomputed with the current L on every reference; L = K of the victim."""
@@ -321,7 +310,8 @@ def _per_budget(hits_at):
 
 
 def _libcachesim(name, params=None):
-    return _per_budget(lambda requests, budget: libcachesim_hits(name, params, requests, budget))
+    return _per_budget(lambda requests, budget: libcachesim_hits(name, requests, budget,
+                                                                     **dict(params or ())))
 
 
 SOURCES = {  # config -> (what the golden numbers are checked against, how to compute it)
@@ -382,7 +372,7 @@ def test_golden_hits_equal_their_source(config, golden_trace):
 @pytest.mark.parametrize("config", list(LIBCACHESIM_HITS), ids=config_id)
 def test_libcachesim_golden_numbers_are_pinned(config, golden_trace):
     name, params = config
-    hits = tuple(libcachesim_hits(name, params, golden_trace, b) for b in BUDGETS)
+    hits = tuple(libcachesim_hits(name, golden_trace, b, **dict(params or ())) for b in BUDGETS)
     assert hits == LIBCACHESIM_HITS[config]
 
 

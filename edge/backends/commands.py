@@ -8,31 +8,13 @@ imported inside the commands so that ``edge --help`` stays light.
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from edge.errors import EdgeError
-
-
-def _one_line_errors(fn: Callable) -> Callable:
-    """edge's own errors and file-system errors become one-line click errors."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except EdgeError as exc:
-            raise click.ClickException(str(exc)) from None
-        except OSError as exc:
-            raise click.ClickException(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
-                                       ) from None
-
-    return wrapper
+from edge.cli_errors import friendly_errors
 
 
 def adapter_name(peft_dir: Path, name: str | None) -> str:
@@ -77,7 +59,7 @@ def adapters() -> None:
 @click.option("--name", default=None,
               help="Adapter name (file stem); default: the PEFT directory's name.")
 @click.option("--force", is_flag=True, help="Replace an existing adapter of that name.")
-@_one_line_errors
+@friendly_errors
 def import_adapter(peft_dir: Path, base_path: Path, adapter_dir: Path, name: str | None,
                    force: bool) -> None:
     """Convert a Hugging Face PEFT LoRA directory (adapter_config.json +
@@ -104,7 +86,7 @@ def import_adapter(peft_dir: Path, base_path: Path, adapter_dir: Path, name: str
               path_type=Path), help="The base model GGUF the adapters are served on.")
 @click.option("--pattern", default="*.gguf", show_default=True,
               help="Which files of ADAPTER_DIR are adapters.")
-@_one_line_errors
+@friendly_errors
 def check_adapters(adapter_dir: Path, base_path: Path, pattern: str) -> None:
     """List the adapters in ADAPTER_DIR that the server would serve on the --base model, with
     their sizes, and every file it would skip, with the reason. Exits 1 if any is skipped."""

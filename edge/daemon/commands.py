@@ -17,6 +17,7 @@ from typing import Optional
 
 import click
 
+from edge.cli_errors import os_error_message
 from edge.daemon.config import DEFAULT_HOST, DEFAULT_PORT, DaemonConfig, Limits
 from edge.errors import EdgeError
 
@@ -135,5 +136,4 @@ def serve(config_path: Path, model_path: Path, adapter_dir: Optional[Path],
     except (EdgeError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
-        raise click.ClickException(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
-                                   ) from None
+        raise click.ClickException(os_error_message(exc)) from None

@@ -8,7 +8,6 @@ never a traceback. The progress bar goes to stderr and only when it is a termina
 
 from __future__ import annotations
 
-import functools
 import math
 import sys
 from collections.abc import Callable, Iterator
@@ -17,21 +16,7 @@ from pathlib import Path
 
 import click
 
-from edge.errors import EdgeError
 from edge.sim.trace import FORMATS, LcsCsvColumns, Trace, read_trace
-
-
-def friendly_errors(fn: Callable) -> Callable:
-    """Run a command body, turning edge's own errors into one-line click errors."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except EdgeError as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper
 
 
 class FiniteFloat(click.FloatRange):

@@ -13,13 +13,13 @@ from pathlib import Path
 import click
 import numpy as np
 
+from edge.cli_errors import friendly_errors
 from edge.config import CacheConfig, load_config, save_config
 from edge.errors import ConfigError
 from edge.paging_cost import PagingCostModel, load_paging_cost, save_paging_cost
 from edge.sim import tune as tuning
 from edge.sim.calibrate import calibrate as measure_device
 from edge.sim.cliutil import (
-    friendly_errors,
     load_trace,
     progress_bar,
     progress_option,

@@ -23,7 +23,6 @@ from edge.router.config import FeatureConfig, RouterConfig, StateConfig
 
 STRATEGY_NAMES = ("random", "greedy", "epsilon-greedy", "linucb+lru", "polar", "polar+",
                   "oracle")
-CLIENT_STRATEGIES = ("random", "oracle")
 EPSILON = 0.05
 
 

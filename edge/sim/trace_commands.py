@@ -13,10 +13,11 @@ from pathlib import Path
 import click
 import numpy as np
 
+from edge.cli_errors import friendly_errors
 from edge.config import parse_bytes
 from edge.schema import approx_bytes
 from edge.sim import generate as gen
-from edge.sim.cliutil import FiniteFloat, friendly_errors, load_trace, trace_options
+from edge.sim.cliutil import FiniteFloat, load_trace, trace_options
 from edge.sim.specs import working_set_bytes
 from edge.sim.sweep import uniform_size
 from edge.sim.trace import Trace, sniff_format, write_trace
