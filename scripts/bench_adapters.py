@@ -175,6 +175,7 @@ class SwitchOnlyBackend(SharedModelBackend):
 
     def _generate(self, max_tokens, temperature, seed):
         return [], "length", 0.0
+        yield  # a generator, like the one it replaces, that produces nothing
 
 
 class ZeroingSwitchOnlyBackend(SwitchOnlyBackend):

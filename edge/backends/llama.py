@@ -166,32 +166,39 @@ class LlamaBackend:
                                    f"exceeds the context of {self.n_ctx} tokens")
             self._attach(adapters)
             reused = self._prefill(tokens)
-            rng = np.random.default_rng(seed)
-            out: list[int] = []
-            logprob = 0.0
-            finish = "length"
-            pending = b""  # bytes of a character split across tokens
-            logits = llama_api.last_logits(self.model)
-            for _ in range(max_tokens):
-                token = _sample(logits, temperature, rng)
-                if llama_api.is_end_of_generation(self.model, token):
-                    finish = "stop"
-                    break
-                out.append(token)
-                logprob += _log_softmax_at(logits, token)
-                pending += self.model.detokenize([token])
-                text, pending = _whole_characters(pending)
-                llama_api.decode(self.model, [token])
-                self._kv_tokens.append(token)
-                if text:
-                    yield text
-                logits = llama_api.last_logits(self.model)
+            out, finish, logprob = yield from self._generate(max_tokens, temperature, seed)
             self.served += 1
-        if pending:
-            yield pending.decode("utf-8", errors="replace")
         text = self.model.detokenize(out).decode("utf-8", errors="replace")
         mean = logprob / len(out) if out else float("nan")
         return Completion(text, len(tokens), len(out), finish, reused, mean)
+
+    def _generate(self, max_tokens: int, temperature: float, seed: Optional[int]
+                  ) -> Generator[str, None, tuple[list[int], str, float]]:
+        """Yield the text of each token as it is sampled (whole UTF-8 characters); return the
+        tokens, why generation stopped, and the sum of their log-probabilities."""
+        rng = np.random.default_rng(seed)
+        out: list[int] = []
+        logprob = 0.0
+        finish = "length"
+        pending = b""  # bytes of a character split across tokens
+        logits = llama_api.last_logits(self.model)
+        for _ in range(max_tokens):
+            token = _sample(logits, temperature, rng)
+            if llama_api.is_end_of_generation(self.model, token):
+                finish = "stop"
+                break
+            out.append(token)
+            logprob += _log_softmax_at(logits, token)
+            pending += self.model.detokenize([token])
+            text, pending = _whole_characters(pending)
+            llama_api.decode(self.model, [token])
+            self._kv_tokens.append(token)
+            if text:
+                yield text
+            logits = llama_api.last_logits(self.model)
+        if pending:
+            yield pending.decode("utf-8", errors="replace")
+        return out, finish, logprob
 
     def _attach(self, adapters: list[tuple[Adapter, float]]) -> None:
         key = tuple((id(a), s) for a, s in adapters)
