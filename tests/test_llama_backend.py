@@ -295,3 +295,26 @@ def test_streaming_yields_the_completion_piece_by_piece(tiny_models, backend):
         assert again.output.text == fresh_greedy(tiny_models, tiny_models.adapters[0], PROMPT, 12)
         chat = rt.chat([{"role": "user", "content": "hello"}], adapter="a1", max_tokens=3)
         assert chat.output.prompt_tokens == len(backend.model.tokenize("user: hello\nassistant:"))
+
+
+def test_a_file_is_validated_again_only_when_it_changed(tiny_models, backend, tmp_path,
+                                                        monkeypatch):
+    import shutil
+
+    from edge.backends import catalog
+
+    path = tmp_path / "a.gguf"
+    shutil.copy(tiny_models.adapters[0], path)
+    calls = []
+    real = catalog.validate_adapter
+    monkeypatch.setattr(catalog, "validate_adapter",
+                        lambda p, base: calls.append(p) or real(p, base))
+    catalogue = Catalogue.from_files({"a": path, "b": tiny_models.adapters[1]})
+    with Runtime(config(max(catalogue.sizes().values())), backend, catalogue) as rt:
+        for name in ("a", "b", "a", "b"):  # one adapter fits: every request pages in
+            rt.handle(InferenceRequest(prompt=PROMPT, adapter=name, params={"max_tokens": 1}))
+        assert backend.loads == 4 and len(calls) == 2  # each file parsed once
+        path.write_bytes(path.read_bytes()[:200])  # replaced by a truncated file
+        with pytest.raises(catalog.AdapterError):
+            rt.handle(InferenceRequest(prompt=PROMPT, adapter="a"))
+        assert len(calls) == 3

@@ -68,6 +68,7 @@ class LlamaBackend:
         self.loads = self.unloads = self.served = 0
         self.adapters = None  # the AdapterCatalog, once build_catalogue made one
         self._base_info = None  # the base's tensor names and shapes, to check other files
+        self._checked: dict[str, tuple] = {}  # path -> the file's identity when it passed
 
     # ---- the catalogue -----------------------------------------------------------------------
 
@@ -108,11 +109,22 @@ class LlamaBackend:
         return adapter, entry.size
 
     def _validated(self, location: str) -> str:
+        """``location`` once it passed validation; a file already validated and unchanged since
+        (same device, inode, size and mtime) is not parsed again on every page-in."""
         from edge.backends.catalog import BaseModelInfo, validate_adapter
 
+        try:
+            st = os.stat(location)
+            identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            identity = None  # validate_adapter names the problem
+        if identity is not None and self._checked.get(location) == identity:
+            return location
         if self._base_info is None:
             self._base_info = BaseModelInfo.from_gguf(self.model.path)
         validate_adapter(location, self._base_info)  # AdapterError naming the file and why
+        if identity is not None:
+            self._checked[location] = identity
         return location
 
     def unload(self, entry: CatalogueEntry, adapter: Adapter) -> None:
