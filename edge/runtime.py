@@ -53,12 +53,14 @@ class InferenceRequest:
     vectors); ``adapter``: a catalogue name, ``None``/``"auto"`` to let the router choose, or a
     sequence of names to apply together (empty: the base model alone); ``request_id``: the key
     a later reward refers to (one is made up when omitted); ``params``: passed to the backend
-    untouched (max_tokens, temperature, ...)."""
+    untouched (max_tokens, temperature, ...); ``tenant``: who sent it (OpenAI's ``user``),
+    recorded in the access log and nowhere else."""
 
     prompt: Any = None
     adapter: Optional[str | tuple[str, ...]] = None
     request_id: Optional[Hashable] = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    tenant: Optional[str] = None
 
     def __post_init__(self) -> None:
         adapter = self.adapter
@@ -110,6 +112,8 @@ class Outcome:
     hit: bool  # every adapter was resident (or being loaded by another request) when acquired
     output: Any
     timings: dict[str, float]
+    # The router's feature vector for this request (None when it named its adapters).
+    context: Optional[np.ndarray] = None
 
     @property
     def adapter(self) -> Optional[str]:
@@ -220,6 +224,7 @@ class Runtime:
         self._sizes = catalogue.sizes()
         self._ids = itertools.count()
         self._closed = False
+        self._observers: tuple[Callable[[InferenceRequest, Outcome], None], ...] = ()
         self._counts = {"requests": 0, "routed": 0, "named": 0, "hits": 0, "misses": 0,
                         "failed": 0, "plans_applied": 0, "feedback": 0}
         self._seconds = {"route": 0.0, "acquire": 0.0, "serve": 0.0}
@@ -328,7 +333,7 @@ class Runtime:
         interval = self.config.catalogue.rescan_seconds
         if interval is not None and started - self._last_scan >= interval:
             self._rescan_in_passing(started)
-        decision, plan = None, None
+        decision, plan, x = None, None, None
         if request.routed:
             with self._router_lock:
                 x = self.router.features(request.prompt)
@@ -378,7 +383,20 @@ class Runtime:
         if decision is not None and self.config.router.feedback.reward_source != "explicit":
             with self._router_lock:
                 self.router.on_response(request_id, request.prompt, output)
-        return Outcome(request_id, names, decision, hit, output, timings)
+        outcome = Outcome(request_id, names, decision, hit, output, timings, x)
+        for observer in self._observers:
+            try:
+                observer(request, outcome)
+            except Exception:  # an observer (the access log) must never fail a served request
+                logging.getLogger("edge.runtime").exception(
+                    "observer %r failed on request %s", observer, request_id)
+        return outcome
+
+    def add_observer(self, observer: Callable[[InferenceRequest, Outcome], None]) -> None:
+        """Call ``observer(request, outcome)`` after every request served (not the failed
+        ones), in the serving thread: the daemon's access log. An exception it raises is
+        logged and ignored."""
+        self._observers = (*self._observers, observer)
 
     # ---- conveniences for embedding ------------------------------------------------------------
 

@@ -199,7 +199,8 @@ class Gateway:
         self.metrics.in_flight.inc()
         try:
             outcome = self.call(lambda: self.runtime.handle(InferenceRequest(
-                prompt=prompt, adapter=adapter, request_id=request_id, params=params)),
+                prompt=prompt, adapter=adapter, request_id=request_id, params=params,
+                tenant=getattr(body, "user", None))),
                 f"serving {request_id} ({body.model})")
         finally:
             self.metrics.in_flight.dec()
