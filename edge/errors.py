@@ -32,6 +32,11 @@ class CacheClosedError(EdgeError):
     """The cache was closed: before the call, or while it waited for a load or for room."""
 
 
+class QueueFullError(EdgeError):
+    """The runtime's queue of requests waiting for a serving slot is at its configured limit:
+    try again later (the daemon answers 429 with Retry-After)."""
+
+
 class LoadError(EdgeError):
     """A loader returned something the cache cannot accept (bad size, bad shape)."""
 

@@ -19,6 +19,7 @@ from edge.errors import (
     CacheFullError,
     ConfigError,
     EdgeError,
+    QueueFullError,
     RequestError,
 )
 from edge.router.errors import RewardError, UnknownRequestError
@@ -60,6 +61,7 @@ STATUS_OF: dict[type[BaseException], tuple[int, str, Optional[str]]] = {
     UnknownRequestError: (404, "invalid_request_error", "request_not_found"),
     RewardError: (400, "invalid_request_error", "invalid_reward"),
     CacheFullError: (503, "server_busy", "cache_full"),
+    QueueFullError: (429, "rate_limit_error", "queue_full"),
     CacheClosedError: (503, "server_unavailable", "shutting_down"),
     ConfigError: (500, "server_error", "config_error"),
     BudgetError: (500, "server_error", "budget_error"),
@@ -77,8 +79,8 @@ def api_error_for(exc: BaseException, doing: str) -> ApiError:
     else:
         status, kind, code = 500, "server_error", None
         message = f"internal error while {doing}: {type(exc).__name__}: {exc}"
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if isinstance(exc, CacheFullError) \
-        else None
+    busy = isinstance(exc, (CacheFullError, QueueFullError))
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if busy else None
     if status >= 500 and status != 503:
         log.error("%s failed: %s", doing, message, exc_info=exc)
     elif status == 503:
