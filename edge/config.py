@@ -15,6 +15,7 @@ import yaml
 
 from edge.fileio import write_atomic
 from edge.router.config import RouterConfig
+from edge.scheduling import ServingConfig
 from edge.schema import format_bytes, from_mapping, load_yaml, parse_bytes, to_mapping
 
 if TYPE_CHECKING:
@@ -111,6 +112,7 @@ class EdgeConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
     catalogue: CatalogueConfig = field(default_factory=CatalogueConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
 
     def __post_init__(self) -> None:
         if self.version != 1:
