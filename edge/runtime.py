@@ -11,11 +11,13 @@ replays; only the backend and its clock differ between them.
         runtime.feedback("r1", 0.9)          # any time later, in any order
         runtime.stats()
 
-Per request: features -> route (unless the request names its adapter) -> acquire (hit: pin;
-miss: make room for the declared size, load through the backend, pin) -> serve -> release ->
-the reward source (or a later ``feedback``). When an epoch of the router closes, its resident
-set is handed to the cache after the request is served, so the plan's prefetches never delay
-the request that closed the epoch.
+Per request: features -> route (unless the request names its adapter) -> a serving slot
+(``edge.scheduler``: the backend serves ``serving.slots`` requests at once; the rest wait in a
+bounded queue ordered by adapter affinity, and their adapters are prefetched meanwhile) ->
+acquire (hit: pin; miss: make room for the declared size, load through the backend, pin) ->
+serve -> release -> the reward source (or a later ``feedback``). When an epoch of the router
+closes, its resident set is handed to the cache after the request is served, so the plan's
+prefetches never delay the request that closed the epoch.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from edge.paging_cost import PagingCostModel
 from edge.router.linucb import Decision
 from edge.router.polar import apply_resident_set
 from edge.router.router import Router
+from edge.scheduler import RequestCancelled, Scheduler
 from edge.schema import from_mapping
 
 # The adapter name that asks the router to choose (OpenAI's ``model: auto`` convention).
@@ -54,13 +57,16 @@ class InferenceRequest:
     sequence of names to apply together (empty: the base model alone); ``request_id``: the key
     a later reward refers to (one is made up when omitted); ``params``: passed to the backend
     untouched (max_tokens, temperature, ...); ``tenant``: who sent it (OpenAI's ``user``),
-    recorded in the access log and nowhere else."""
+    recorded in the access log and nowhere else; ``cancel``: an event that cancels it."""
 
     prompt: Any = None
     adapter: Optional[str | tuple[str, ...]] = None
     request_id: Optional[Hashable] = None
     params: Mapping[str, Any] = field(default_factory=dict)
     tenant: Optional[str] = None
+    # Set it to cancel the request (its client went away): a waiting request leaves the
+    # queue, a generating one stops at its next token; either raises RequestCancelled.
+    cancel: Optional[threading.Event] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         adapter = self.adapter
@@ -75,6 +81,9 @@ class InferenceRequest:
                                f"of names, got {adapter!r}")
         if len(set(names)) != len(names):
             raise RequestError(f"adapter lists a name twice: {list(names)}")
+        if self.cancel is not None and not callable(getattr(self.cancel, "is_set", None)):
+            raise RequestError(f"cancel must be a threading.Event or None, got "
+                               f"{type(self.cancel).__name__}")
         if isinstance(adapter, list):
             object.__setattr__(self, "adapter", names)  # frozen and hashable like the rest
         if self.routed and self.prompt is None:
@@ -103,7 +112,8 @@ class Outcome:
     """What happened to one request.
 
     ``timings`` are seconds on the runtime's clock (modelled time under the simulator):
-    ``route`` (features and the decision), ``acquire`` (for a miss, the page-in, including any
+    ``route`` (features and the decision), ``queue`` (waiting for a serving slot),
+    ``acquire`` (for a miss, the page-in, including any
     wait for room), ``serve`` and ``total``."""
 
     request_id: Hashable
@@ -214,6 +224,12 @@ class Runtime:
             self.cache.close()
             self._close_extractor()
             raise
+        serving = config.serving
+        self.scheduler = Scheduler(
+            serving.slots or getattr(backend, "slots", None) or 1,
+            queue_limit=serving.queue_limit, max_bypass=serving.max_bypass,
+            resident=self.cache.resident,
+            on_queue=self._prefetch_for_queue if serving.prefetch else None)
         # The router's arrays are not thread-safe; routing and rewards take this lock, the
         # cache has its own, and serving holds neither.
         self._router_lock = threading.Lock()
@@ -227,7 +243,7 @@ class Runtime:
         self._observers: tuple[Callable[[InferenceRequest, Outcome], None], ...] = ()
         self._counts = {"requests": 0, "routed": 0, "named": 0, "hits": 0, "misses": 0,
                         "failed": 0, "plans_applied": 0, "feedback": 0}
-        self._seconds = {"route": 0.0, "acquire": 0.0, "serve": 0.0}
+        self._seconds = {"route": 0.0, "queue": 0.0, "acquire": 0.0, "serve": 0.0}
 
     @classmethod
     def from_config(cls, config: EdgeConfig | Mapping[str, Any] | str | os.PathLike[str], *,
@@ -347,6 +363,10 @@ class Runtime:
             # UnknownObjectError for a name the catalogue does not hold, before anything moves.
             entries = [self.catalogue[name] for name in names]
             with contextlib.ExitStack() as pins:
+                # Released last (after the adapters are unpinned): the next request chosen for
+                # this slot may need their room.
+                pins.enter_context(self.scheduler.slot(names, request.cancel))
+                queued_at = clock()
                 if len(names) == 1:  # the common case: one adapter, the cache's fastest path
                     acquisition = self.cache.acquire(names[0])
                     values = [pins.enter_context(acquisition)]
@@ -360,8 +380,8 @@ class Runtime:
                 yield Started(request_id, names, decision, hit)
                 objects = list(zip(entries, values, strict=True))
                 serve_stream = getattr(self.backend, "serve_stream", None)
-                if streaming and serve_stream is not None:
-                    output = yield from serve_stream(request, objects)
+                if serve_stream is not None and (streaming or request.cancel is not None):
+                    output = yield from _pieces(serve_stream(request, objects), request.cancel)
                 else:
                     output = self.backend.serve(request, objects)
                     if streaming and output is not None:
@@ -377,7 +397,8 @@ class Runtime:
         finally:
             if plan is not None:
                 self._apply_plan(plan)
-        timings = {"route": routed_at - started, "acquire": acquired_at - routed_at,
+        timings = {"route": routed_at - started, "queue": queued_at - routed_at,
+                   "acquire": acquired_at - queued_at,
                    "serve": served_at - acquired_at, "total": served_at - started}
         self._count(decision is not None, hit, timings)
         if decision is not None and self.config.router.feedback.reward_source != "explicit":
@@ -425,6 +446,30 @@ class Runtime:
         with self._router_lock:
             return self.router.preview(prompt, self.cache.resident())
 
+    def _prefetch_for_queue(self, queue: list[tuple[str, ...]]) -> None:
+        """Page in the adapters of waiting requests, most urgent first, as far as they fit
+        beside the pinned ones: so a request that waited finds its adapter resident. Stops at
+        the first that would not fit, so prefetching for a later request never evicts what an
+        earlier one needs (resident adapters count against the room too)."""
+        room = self.config.cache.budget_bytes - self.cache.stats().pinned_bytes
+        resident = self.cache.resident()
+        wanted: list[str] = []
+        for name in dict.fromkeys(name for names in queue for name in names):
+            size = self._sizes.get(name)
+            if size is None:
+                continue  # not in the catalogue: that request fails when it is served
+            room -= size
+            if room < 0:
+                break
+            if name not in resident:
+                wanted.append(name)
+        if wanted:
+            try:
+                self.cache.prefetch(wanted)
+            except EdgeError as exc:  # advice only: a closing cache must not fail anyone
+                logging.getLogger("edge.runtime").debug("prefetch of %s failed: %s", wanted,
+                                                        exc)
+
     def _apply_plan(self, plan: list[str]) -> None:
         try:
             apply_resident_set(self.cache, plan, self._sizes)
@@ -468,10 +513,12 @@ class Runtime:
                       "overflowed": pending.overflowed,
                       "stale_feedback": self.router.stale_feedback}
         cache = self.cache.stats()
+        scheduler = {"slots": self.scheduler.slots, **asdict(self.scheduler.stats())}
         with self._stats_lock:
             requests, seconds = dict(self._counts), dict(self._seconds)
         return {"requests": requests, "seconds": seconds,
                 "cache": {**asdict(cache), "hit_ratio": cache.hit_ratio}, "router": router,
+                "scheduler": scheduler,
                 "catalogue": {"objects": len(self.catalogue),
                               "bytes": sum(self._sizes.values())}}
 
@@ -483,6 +530,7 @@ class Runtime:
         if self._closed:
             return
         self._closed = True
+        self.scheduler.close()
         try:
             self.cache.close()
         finally:
@@ -509,6 +557,21 @@ class Runtime:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _pieces(generation: Generator[str, None, Any], cancel: Optional[threading.Event]
+            ) -> Generator[str, None, Any]:
+    """The backend's text pieces, stopping (``RequestCancelled``) at the first one after
+    ``cancel`` is set; returns the generation's output. Closing it closes the generation."""
+    with contextlib.closing(generation):
+        while True:
+            try:
+                piece = next(generation)
+            except StopIteration as done:
+                return done.value
+            if cancel is not None and cancel.is_set():
+                raise RequestCancelled("the request was cancelled while it generated")
+            yield piece
 
 
 def _catalogue_for(backend: Backend, config: EdgeConfig) -> Catalogue:

@@ -137,7 +137,7 @@ def test_a_named_adapter_completion_is_the_in_process_one(tiny_models, reference
                 assert edge["request_id"] == body["id"] and edge["adapter"] == name
                 assert edge["routed"] is False and edge["routing"] == []
                 assert edge["cache"] == cache
-                assert set(edge["timings_ms"]) == {"route", "acquire", "serve", "total"}
+                assert set(edge["timings_ms"]) == {"route", "queue", "acquire", "serve", "total"}
                 assert 0 < edge["timings_ms"]["total"] < 30_000
         # The texts differ between adapters, so the comparison above can tell them apart.
         assert len({reference(name).text for name in NAMES}) == len(NAMES)
