@@ -324,7 +324,14 @@ def test_metrics_count_what_was_served(tiny_models, reference):
         assert value(m, "edge_cache_budget_bytes") == budget
         resident = value(m, "edge_cache_resident_bytes")
         assert resident == sum(runtime.resident().values()) and 0 < resident <= budget
-        assert value(m, "edge_cache_evictions_total") == stats.evictions >= 1
+        assert value(m, "edge_cache_evictions_total",
+                     policy=runtime.config.cache.policy_label) == stats.evictions >= 1
+        assert value(m, "edge_routing_decisions_total", adapter=routed["model"],
+                     reason=routed["edge"]["reason"]) == 1
+        assert value(m, "edge_queue_seconds_count") == 7
+        assert value(m, "edge_scheduler_slots") == runtime.scheduler.slots == 1
+        assert value(m, "edge_scheduler_waiting") == value(m, "edge_scheduler_running") == 0
+        assert value(m, "edge_scheduler_refused_total") == 0
         assert value(m, "edge_cache_hits_total") == stats.hits == served.count("hit")
         assert value(m, "edge_feedback_total") == 1
         assert value(m, "edge_router_updates_total") == 1

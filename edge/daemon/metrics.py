@@ -41,7 +41,6 @@ _STATS_COUNTERS = (
     ("cache", "load_failures", "edge_cache_load_failures", "Adapter loads that failed."),
     ("cache", "bytes_loaded", "edge_cache_loaded_bytes", "Bytes paged in."),
     ("cache", "load_seconds", "edge_cache_load_seconds", "Seconds spent paging in."),
-    ("cache", "evictions", "edge_cache_evictions", "Adapters evicted to make room."),
     ("cache", "bytes_evicted", "edge_cache_evicted_bytes", "Bytes evicted."),
     ("cache", "room_waits", "edge_cache_room_waits",
      "Misses that waited for in-use adapters to be released."),
@@ -54,6 +53,21 @@ _STATS_COUNTERS = (
      "Routed requests whose reward never came in time."),
     ("router", "stale_feedback", "edge_router_stale_feedback",
      "Rewards for adapters no longer in the catalogue."),
+    ("scheduler", "waited", "edge_scheduler_waited",
+     "Requests that waited in the queue for a serving slot."),
+    ("scheduler", "reordered", "edge_scheduler_reordered",
+     "Requests served ahead of an older waiting one (adapter affinity)."),
+    ("scheduler", "forced", "edge_scheduler_forced",
+     "Requests served next because they had been bypassed serving.max_bypass times."),
+    ("scheduler", "refused", "edge_scheduler_refused",
+     "Requests refused because the queue was full (429)."),
+    ("scheduler", "cancelled", "edge_scheduler_cancelled",
+     "Waiting requests cancelled (their client went away)."),
+)
+_SCHEDULER_GAUGES = (
+    ("waiting", "edge_scheduler_waiting", "Requests waiting for a serving slot now."),
+    ("running", "edge_scheduler_running", "Requests holding a serving slot now."),
+    ("slots", "edge_scheduler_slots", "Requests the backend serves at once."),
 )
 
 
@@ -73,6 +87,15 @@ class _RuntimeCollector:
             yield GaugeMetricFamily(name, doc, value=stats[section][key])
         for section, key, name, doc in _STATS_COUNTERS:
             yield CounterMetricFamily(name, doc, value=stats[section][key])
+        for key, name, doc in _SCHEDULER_GAUGES:
+            yield GaugeMetricFamily(name, doc, value=stats["scheduler"][key])
+        # By policy, so dashboards comparing policies (or a learned one against its fallback,
+        # later) keep their series apart.
+        evictions = CounterMetricFamily("edge_cache_evictions", "Adapters evicted to make room, "
+                                        "by eviction policy.", labels=["policy"])
+        evictions.add_metric([self.runtime.config.cache.policy_label],
+                             stats["cache"]["evictions"])
+        yield evictions
 
 
 class DaemonMetrics:
@@ -86,7 +109,11 @@ class DaemonMetrics:
                                 "(page_in), or none was needed (base).", ["model", "cache"],
                                 registry=r)
         self.routing = Counter("edge_routing_decisions", 'Adapters the router chose for '
-                               '"model": "auto".', ["adapter"], registry=r)
+                               '"model": "auto", and why: ucb (the best score), forced (POLAR+ '
+                               'forced exploration) or epsilon (a uniformly random arm).',
+                               ["adapter", "reason"], registry=r)
+        self.queue = Histogram("edge_queue_seconds", "Seconds a request waited for a serving "
+                               "slot.", buckets=PAGE_IN_BUCKETS, registry=r)
         self.page_in = Histogram("edge_page_in_seconds", "Seconds to acquire an adapter that was "
                                  "not resident (waiting for room included).",
                                  buckets=PAGE_IN_BUCKETS, registry=r)
@@ -108,7 +135,8 @@ class DaemonMetrics:
                 self.page_in.observe(outcome.timings["acquire"])
         self.requests.labels(model=model, cache=cache).inc()
         if outcome.routed:
-            self.routing.labels(adapter=model).inc()
+            self.routing.labels(adapter=model, reason=outcome.decision.reason).inc()
+        self.queue.observe(outcome.timings.get("queue", 0.0))
         self.latency.labels(endpoint=endpoint).observe(outcome.timings["total"])
 
     def error(self, status: int, kind: str) -> None:
