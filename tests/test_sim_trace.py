@@ -304,3 +304,28 @@ def test_trace_keeps_callers_arrays_writable():
     t = Trace(np.zeros(3), keys, np.ones(3, np.uint64))
     keys[0] = 9  # the caller's array is not frozen by building a Trace from it
     assert not t.keys.flags.writeable
+
+
+def test_jsonl_records_may_leave_out_the_context_and_carry_hit(tmp_path):
+    # An access log: routed requests have a context, named ones do not; every one has "hit".
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"time":0,"key":"a","size":5,"hit":false}\n'
+                    '{"time":1,"key":"b","size":7,"hit":false,"context":[1.0,2.0]}\n'
+                    '{"time":2,"key":"a","size":5,"hit":true}\n')
+    trace = read_trace(path)
+    assert trace.hits.tolist() == [False, False, True]
+    assert [r.context for r in trace.requests()] == [None, (1.0, 2.0), None]
+    assert trace.context_kind == "vector" and trace.contexts.shape == (3, 2)
+    out = tmp_path / "again.jsonl"
+    write_jsonl(trace, out)  # round trip keeps both
+    again = read_trace(out)
+    assert list(again.requests()) == list(trace.requests())
+    assert again.slice(1, 3).hits.tolist() == [False, True]
+
+
+def test_a_hit_that_is_not_a_boolean_names_the_line(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"time":0,"key":"a","size":5,"hit":false}\n'
+                    '{"time":1,"key":"a","size":5,"hit":"yes"}\n')
+    with pytest.raises(TraceError, match=r"log.jsonl:2: hit must be true or false"):
+        read_trace(path)

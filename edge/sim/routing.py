@@ -60,6 +60,18 @@ def routing_events(trace: Trace, features: FeatureConfig | None = None) -> Routi
         raise ValueError("the trace has no context column: --router needs a context per request "
                          "(a feature vector or text), e.g. from `edge trace gen tenants "
                          "--context-dim 16`")
+    # Only routed requests carry a context (an access log's named requests leave it out):
+    # they are the routing problem.
+    if trace.context_kind == "text":
+        routed = np.array([c is not None for c in trace.contexts], dtype=bool)
+    else:
+        routed = ~np.isnan(trace.contexts).all(axis=1)
+    if not routed.any():
+        raise ValueError("no request in the trace has a context: --router needs routed "
+                         "requests")
+    if not routed.all():
+        trace = Trace(trace.times[routed], trace.keys[routed], trace.sizes[routed],
+                      contexts=trace.contexts[routed], key_names=trace.key_names)
     if trace.context_kind == "text":
         contexts = make_extractor(features).extract_batch([str(t) for t in trace.contexts])
     else:

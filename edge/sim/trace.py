@@ -53,6 +53,12 @@ from edge.sim.reuse import next_access_indices
 FORMATS = ("csv", "jsonl", "oracleGeneral", "lcs_csv")
 CSV_REQUIRED = ("time", "key", "size")
 CSV_OPTIONAL = ("load_cost", "tenant", "context")
+# JSONL only: what the device saw (the daemon's access log writes it; a replay decides hits
+# for itself, the eviction trainer may compare).
+JSONL_ONLY = ("hit",)
+# May be present in some records and absent in others (JSONL): an access log has a context
+# only for the requests the router chose an adapter for.
+PER_RECORD_OPTIONAL = frozenset({"context"})
 
 ORACLE_GENERAL_DTYPE = np.dtype([
     ("time", "<u4"), ("obj_id", "<u8"), ("obj_size", "<u4"), ("next_access_vtime", "<i8"),
@@ -75,6 +81,7 @@ class Request(NamedTuple):
     load_cost: float | None = None
     tenant: str | None = None
     context: Context = None
+    hit: bool | None = None
 
 
 def key_id(name: str) -> int:
@@ -124,7 +131,9 @@ class Trace:
     """A whole trace as read-only numpy arrays, one entry per request.
 
     ``tenants`` holds int32 codes into ``tenant_names``. ``contexts`` is either an ``(n, d)``
-    float64 array of feature vectors or an ``(n,)`` object array of strings. Arrays of the right
+    float64 array of feature vectors or an ``(n,)`` object array of strings; a request without
+    one (a JSONL record that left it out) is a row of NaN or None. ``hits``: whether each
+    request hit where it was recorded (an access log's ``hit``), else None. Arrays of the right
     dtype are kept without copying, as read-only views: a Trace is cheap to build from arrays
     and cannot be changed through its fields.
     """
@@ -138,6 +147,7 @@ class Trace:
     contexts: np.ndarray | None = None
     key_names: Mapping[int, str] = field(default_factory=dict)
     skipped: int = 0
+    hits: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         put = object.__setattr__  # frozen: coerce once here, then the arrays are read-only
@@ -171,6 +181,10 @@ class Trace:
                 raise ValueError(f"contexts has shape {ctx.shape}, expected ({n},) of text "
                                  f"or ({n}, d) of floats")
             put(self, "contexts", _readonly(ctx))
+        if self.hits is not None:
+            put(self, "hits", _readonly(np.asarray(self.hits, dtype=bool)))
+            if self.hits.shape != (n,):
+                raise ValueError(f"hits has shape {self.hits.shape}, expected ({n},)")
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -188,7 +202,7 @@ class Trace:
             return None if a is None else a[start:stop]
         return Trace(self.times[start:stop], self.keys[start:stop], self.sizes[start:stop],
                      cut(self.load_costs), cut(self.tenants), self.tenant_names,
-                     cut(self.contexts), self.key_names, self.skipped)
+                     cut(self.contexts), self.key_names, self.skipped, cut(self.hits))
 
     def requests(self) -> Iterator[Request]:
         """The requests one by one (slow; for tests and small traces)."""
@@ -198,12 +212,15 @@ class Trace:
     def _request(self, i: int) -> Request:
         ctx: Context = None
         if self.contexts is not None:
-            ctx = self.contexts[i] if self.context_kind == "text" else tuple(
-                float(v) for v in self.contexts[i])
+            if self.context_kind == "text":
+                ctx = self.contexts[i]
+            elif not np.isnan(self.contexts[i]).all():
+                ctx = tuple(float(v) for v in self.contexts[i])
         return Request(
             float(self.times[i]), int(self.keys[i]), int(self.sizes[i]),
             None if self.load_costs is None else float(self.load_costs[i]),
-            None if self.tenants is None else self.tenant_names[self.tenants[i]], ctx)
+            None if self.tenants is None else self.tenant_names[self.tenants[i]], ctx,
+            None if self.hits is None else bool(self.hits[i]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,6 +268,12 @@ def _parse_tenant(value) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
         raise _BadLine(f"tenant {value!r} must be a non-empty string or an integer")
     return str(value)
+
+
+def _parse_hit(value) -> bool:
+    if not isinstance(value, bool):
+        raise _BadLine(f"hit must be true or false, got {value!r}")
+    return value
 
 
 def _parse_vector(values) -> tuple[float, ...]:
@@ -417,7 +440,7 @@ def _edge_csv_records(f, keys: _KeyTable, rules: _Consistency):
 
 
 def _jsonl_records(f, keys: _KeyTable, rules: _Consistency):
-    allowed = frozenset(CSV_REQUIRED + CSV_OPTIONAL)
+    allowed = frozenset(CSV_REQUIRED + CSV_OPTIONAL + JSONL_ONLY)
     for lineno, line in enumerate(f, 1):
         if not line.strip():
             continue
@@ -437,11 +460,12 @@ def _jsonl_records(f, keys: _KeyTable, rules: _Consistency):
                 raise _BadLine(f"missing fields {missing}" if missing else
                                f"unknown fields {unknown}")
             ctx = _json_context(rec["context"]) if "context" in rec else None
-            rules.check(frozenset(rec) - set(CSV_REQUIRED), ctx)
+            rules.check(frozenset(rec) - set(CSV_REQUIRED) - PER_RECORD_OPTIONAL, ctx)
             yield lineno, Request(
                 _parse_time(rec["time"]), keys.parse(rec["key"]), _parse_size(rec["size"]),
                 _parse_load_cost(rec["load_cost"]) if "load_cost" in rec else None,
-                _parse_tenant(rec["tenant"]) if "tenant" in rec else None, ctx)
+                _parse_tenant(rec["tenant"]) if "tenant" in rec else None, ctx,
+                _parse_hit(rec["hit"]) if "hit" in rec else None)
         except _BadLine as bad:
             yield lineno, bad
 
@@ -518,7 +542,8 @@ class _ColumnBuilder:
         self.sizes: list[int] = []
         self.load_costs: list[float] = []
         self.tenants: list[int] = []
-        self.contexts: list = []
+        self.contexts: list | None = None  # one per request (None: it has none) once any has
+        self.hits: list[bool] = []
         self.tenant_codes: dict[str, int] = {}
 
     def add(self, r: Request) -> None:
@@ -529,26 +554,35 @@ class _ColumnBuilder:
             self.load_costs.append(r.load_cost)
         if r.tenant is not None:
             self.tenants.append(self.tenant_codes.setdefault(r.tenant, len(self.tenant_codes)))
-        if r.context is not None:
+        if r.context is not None and self.contexts is None:
+            self.contexts = [None] * (len(self.keys) - 1)
+        if self.contexts is not None:
             self.contexts.append(r.context)
+        if r.hit is not None:
+            self.hits.append(r.hit)
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def build(self, key_names: Mapping[int, str], skipped: int) -> Trace:
         contexts = None
-        if self.contexts:
-            if isinstance(self.contexts[0], str):
+        if self.contexts is not None:
+            first = next(c for c in self.contexts if c is not None)
+            if isinstance(first, str):
                 contexts = np.empty(len(self.contexts), dtype=object)
                 contexts[:] = self.contexts
             else:
-                contexts = np.array(self.contexts, dtype=np.float64)
+                contexts = np.full((len(self.contexts), len(first)), np.nan)
+                for i, c in enumerate(self.contexts):
+                    if c is not None:
+                        contexts[i] = c
         return Trace(
             np.array(self.times, dtype=np.float64), np.array(self.keys, dtype=np.uint64),
             np.array(self.sizes, dtype=np.uint64),
             np.array(self.load_costs) if self.load_costs else None,
             np.array(self.tenants, dtype=np.int32) if self.tenants else None,
-            tuple(self.tenant_codes), contexts, dict(key_names), skipped)
+            tuple(self.tenant_codes), contexts, dict(key_names), skipped,
+            np.array(self.hits, dtype=bool) if self.hits else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -816,6 +850,8 @@ def write_jsonl(trace: Trace, path: str | os.PathLike[str]) -> None:
             rec["tenant"] = r.tenant
         if r.context is not None:
             rec["context"] = r.context if isinstance(r.context, str) else list(r.context)
+        if r.hit is not None:
+            rec["hit"] = r.hit
         lines.append(json.dumps(rec, separators=(",", ":")))
     write_atomic(path, ("\n".join(lines) + "\n" if lines else "").encode())
 
