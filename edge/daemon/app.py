@@ -1,17 +1,20 @@
 """The daemon's HTTP application: OpenAI-compatible endpoints over one ``Runtime``.
 
-``create_app(runtime)`` returns a FastAPI app; every completion goes through ``Runtime.handle``
-(the one request path), so the daemon adds only HTTP: parsing and limits, model names, errors
-as OpenAI-style bodies, and metrics.
+``create_app(runtime)`` returns a FastAPI app; every completion goes through the runtime's one
+request path (``Runtime.handle``, or ``Runtime.stream`` when the answer is streamed or may stop
+early), so the daemon adds only HTTP: parsing and limits, model names, stop sequences, server-sent
+events, errors as OpenAI-style bodies, and metrics.
 
 Endpoints (all but ``/healthz`` need ``Authorization: Bearer <key>`` when an API key is set):
 
 - ``POST /v1/completions``: ``model``, ``prompt`` (a string), ``max_tokens`` (default 16),
-  ``temperature`` (default 0: greedy), ``seed``, ``user``. ``model`` is an adapter name, the base
-  model's id (no adapter) or ``"auto"`` (the router chooses). The answer is OpenAI's
-  ``text_completion`` with ``model`` = what served it, plus an ``edge`` object: the request id
-  (``id`` too: the key of its feedback), the adapter, whether it was routed and why (the top
-  scores), ``cache`` (``hit``, ``page_in`` or ``base``) and timings in ms.
+  ``temperature`` (default 0: greedy), ``seed``, ``stop``, ``stream``, ``stream_options``,
+  ``user`` (the request's tenant), and edge's ``adapter_scales``. ``model`` is an adapter name, a
+  set of them joined by ``+`` (``"a+b"``: served together, in that order), the base model's id
+  (no adapter) or ``"auto"`` (the router chooses). The answer is OpenAI's ``text_completion``
+  with ``model`` = what served it, plus an ``edge`` object: the request id (``id`` too: the key
+  of its feedback), the adapter (None for a set or the base), whether it was routed and why (the
+  top scores), ``cache`` (``hit``, ``page_in`` or ``base``) and timings in ms.
 - ``POST /v1/chat/completions``: ``messages`` instead of ``prompt``. Until the backend applies a
   model's own chat template, the messages are joined as ``"<role>: <content>\\n"`` lines followed
   by ``"assistant:"`` (``ChatCompletionRequest.prompt``), and that text is what is routed on and
@@ -23,13 +26,39 @@ Endpoints (all but ``/healthz`` need ``Authorization: Bearer <key>`` when an API
 - ``POST /v1/adapters/rescan``: read the adapter directory again (added, removed, changed).
 - ``GET /healthz`` (no key; 503 once the runtime is closed), ``GET /metrics`` (Prometheus).
 
+``stream: true`` answers with server-sent events as OpenAI sends them (edge.daemon.sse):
+``data: {chunk}`` events of ``text_completion`` / ``chat.completion.chunk`` objects, all with
+the answer's id (the key of its feedback); a chat answer opens with a ``role: assistant``
+delta; the last chunk has the ``finish_reason``, then ``data: [DONE]``. With
+``stream_options: {"include_usage": true}`` every chunk has ``usage: null`` and one more chunk
+(``choices: []``) before ``[DONE]`` has the usage. The first chunk carries the ``edge`` object
+known at the start (adapter, routed, reason, routing, cache), the last one ``edge.timings_ms``.
+Routing, acquiring and generating up to the first text happen before the response starts, so
+their errors are ordinary JSON errors with their status; an error after that is one
+``data: {"error": {...}}`` event that ends the stream (logged). A client that goes away ends the
+generation: the runtime's stream is closed, its adapters released (``ClosingStreamingResponse``).
+
+``stop`` (a string or up to 4): the text ends before the first stop sequence generated,
+``finish_reason`` is ``"stop"``, and generation stops there; a stream holds back only the text
+that could still begin a stop sequence. The llama backend has no stop parameter, so the daemon
+cuts the runtime's stream of text pieces itself and closes it (``Generation``): such a request
+counts in the runtime's stats as failed, its routing decision is cancelled (no feedback), and
+its usage is counted by the daemon (``CutOutput``). A request without ``stop`` that is not
+streamed goes through ``Runtime.handle`` as before.
+
+``adapter_scales`` (edge's extension, ``{"a": 0.5}``): the LoRA scale of adapters the ``model``
+field names, passed as the llama backend's ``scales`` parameter; an adapter not named keeps its
+own scale (its metadata's, default 1).
+
 Errors are ``{"error": {"message", "type", "param", "code"}}``: 400 for a malformed body or an
-unsupported field (named), 401 without the key, 404 for an unknown model (naming known ones) or
-request id, 413 for a body over ``Limits.max_body_bytes``, 503 (``Retry-After``) when the cache
-had no room within its ``wait_timeout`` or the daemon is shutting down, 500 for anything else
-(logged with its traceback; the daemon goes on). ``Runtime.handle`` blocks (llama.cpp), so the
-endpoints that call it are sync: FastAPI runs them in its threadpool and the event loop stays
-free; the backend serialises generation itself.
+unsupported field (named: ``n`` other than 1, ``best_of``, ``logprobs``, ``echo``, ``suffix``,
+tools...), 401 without the key, 404 for an unknown model (naming known ones) or request id, 413
+for a body over ``Limits.max_body_bytes``, 429 (``Retry-After``) when the request queue is full,
+503 (``Retry-After``) when the cache had no room within its ``wait_timeout`` or the daemon is
+shutting down, 500 for anything else (logged with its traceback; the daemon goes on). The runtime
+blocks (llama.cpp), so the endpoints that call it are sync: FastAPI runs them in its threadpool
+and the event loop stays free; a stream takes each piece in the threadpool too; the backend
+serialises generation itself.
 """
 
 from __future__ import annotations
@@ -39,9 +68,10 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -59,7 +89,8 @@ from edge.daemon.schemas import (
     FeedbackRequest,
     unsupported,
 )
-from edge.runtime import AUTO, InferenceRequest, Outcome, Runtime
+from edge.daemon.sse import DONE, ChunkWriter, ClosingStreamingResponse, StopScanner, event
+from edge.runtime import AUTO, InferenceRequest, Outcome, Runtime, Stream
 
 log = logging.getLogger("edge.daemon")
 
@@ -67,6 +98,7 @@ OPEN_PATHS = frozenset({"/healthz"})  # answered without the API key
 TOP_SCORES = 5  # routing explanation: the best this many adapters
 KNOWN_NAMES_SHOWN = 10
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions, used for chat too
+SET_SEPARATOR = "+"  # model "a+b": adapters a and b together
 
 
 def base_model_id(runtime: Runtime) -> str:
@@ -87,8 +119,8 @@ def create_app(runtime: Runtime, *, api_key: Optional[str] = None,
     app.state.gateway = gateway
     _install_error_handlers(app, metrics)
 
-    @app.post("/v1/completions")
-    def completions(body: CompletionRequest) -> dict:
+    @app.post("/v1/completions", response_model=None)
+    def completions(body: CompletionRequest) -> dict | ClosingStreamingResponse:
         prompt = body.prompt
         if isinstance(prompt, list):
             if len(prompt) != 1:
@@ -96,7 +128,10 @@ def create_app(runtime: Runtime, *, api_key: Optional[str] = None,
                                "supported; send one prompt (a string) per request",
                                param="prompt")
             prompt = prompt[0]
-        outcome, served_as = gateway.generate(body, prompt, "completions")
+        job = gateway.prepare(body, prompt, "completions")
+        if job.stream:
+            return gateway.stream(job)
+        outcome, served_as = gateway.serve(job)
         output = outcome.output
         return {"id": outcome.request_id, "object": "text_completion", "created": int(time.time()),
                 "model": served_as,
@@ -104,9 +139,12 @@ def create_app(runtime: Runtime, *, api_key: Optional[str] = None,
                              "finish_reason": _finish_reason(output)}],
                 "usage": _usage(output), "edge": gateway.explain(outcome)}
 
-    @app.post("/v1/chat/completions")
-    def chat_completions(body: ChatCompletionRequest) -> dict:
-        outcome, served_as = gateway.generate(body, body.prompt(), "chat")
+    @app.post("/v1/chat/completions", response_model=None)
+    def chat_completions(body: ChatCompletionRequest) -> dict | ClosingStreamingResponse:
+        job = gateway.prepare(body, body.prompt(), "chat")
+        if job.stream:
+            return gateway.stream(job)
+        outcome, served_as = gateway.serve(job)
         output = outcome.output
         return {"id": outcome.request_id, "object": "chat.completion", "created": int(time.time()),
                 "model": served_as,
@@ -171,13 +209,16 @@ class Gateway:
 
     # ---- a generation -------------------------------------------------------------------
 
-    def generate(self, body: Any, prompt: str, endpoint: str) -> tuple[Outcome, str]:
-        """Check ``body``, serve ``prompt`` through ``Runtime.handle``; the outcome and the
-        model name that served it."""
+    def prepare(self, body: Any, prompt: str, endpoint: str) -> Job:
+        """``body`` checked and turned into the request to serve (every 4xx a body can earn
+        before anything is routed or loaded)."""
         self.refuse_unknown_fields(body)
         problem = unsupported(body)
         if problem:
             raise ApiError(400, problem, code="unsupported_parameter")
+        if body.stream_options is not None and not body.stream:
+            raise ApiError(400, "stream_options is only allowed with stream: true",
+                           param="stream_options")
         if len(prompt) > self.limits.max_prompt_chars:
             raise ApiError(400, f"the prompt is {len(prompt)} characters, more than this "
                            f"daemon's limit of {self.limits.max_prompt_chars}", param="prompt",
@@ -194,19 +235,91 @@ class Gateway:
         if body.seed is not None:
             params["seed"] = body.seed
         adapter = self.resolve(body.model)
+        if body.adapter_scales:
+            params["scales"] = self._scales(body.adapter_scales, adapter, body.model)
         prefix = "cmpl" if endpoint == "completions" else "chatcmpl"
         request_id = f"{prefix}-{uuid.uuid4().hex}"
-        self.metrics.in_flight.inc()
+        request = self.call(lambda: InferenceRequest(
+            prompt=prompt, adapter=adapter, request_id=request_id, params=params,
+            tenant=body.user), "reading the request")
+        return Job(request, endpoint, body.model, body.stop_sequences(), bool(body.stream),
+                   body.include_usage())
+
+    @staticmethod
+    def _scales(scales: dict[str, float], adapter: str | tuple[str, ...], model: str
+                ) -> dict[str, float]:
+        """``adapter_scales`` as the llama backend's ``scales`` parameter (name -> scale)."""
+        named = (adapter,) if isinstance(adapter, str) and adapter != AUTO else \
+            adapter if isinstance(adapter, tuple) else ()
+        if not named:
+            raise ApiError(400, f"adapter_scales: model {model!r} names no adapter to scale; "
+                           'give one ("a") or a set ("a+b")', param="adapter_scales")
+        stray = sorted(set(scales) - set(named))
+        if stray:
+            raise ApiError(400, f"adapter_scales names {', '.join(map(repr, stray))}, which "
+                           f"model {model!r} does not serve (it serves: {', '.join(named)})",
+                           param="adapter_scales")
+        return dict(scales)
+
+    def serve(self, job: Job) -> tuple[Outcome, str]:
+        """A whole answer: the outcome and the model name that served it. Without stop
+        sequences through ``Runtime.handle``; with them through ``Runtime.stream``, closed at
+        the first one."""
+        doing = f"serving {job.request.request_id} ({job.model})"
+        if not job.stop:
+            self.metrics.in_flight.inc()
+            try:
+                outcome = self.call(lambda: self.runtime.handle(job.request), doing)
+            finally:
+                self.metrics.in_flight.dec()
+            served_as = self.served_as(outcome)
+            self.metrics.observe(outcome, job.endpoint, served_as)
+            return outcome, served_as
+        with Generation(self, job) as run:
+            self.call(lambda: "".join(run), doing)
+            return run.outcome, run.served_as
+
+    def stream(self, job: Job) -> ClosingStreamingResponse:
+        """The answer as server-sent events. Routing, acquiring and the first piece of text
+        happen now, so their errors are ordinary JSON answers with their status."""
+        run = Generation(self, job)
+        return ClosingStreamingResponse(self._events(run), on_close=run.close)
+
+    def _events(self, run: Generation) -> Generator[bytes, None, None]:
+        """OpenAI's chunks of ``run``: an error during generation becomes an ``error`` event
+        and ends the stream; ``run`` is closed however this ends (a client gone included)."""
+        job = run.job
+        chunks = ChunkWriter(job.endpoint, str(run.stream.request_id), int(time.time()),
+                             run.served_as, job.include_usage)
+        head: Optional[dict] = {"edge": self.explain_start(run.stream)}
         try:
-            outcome = self.call(lambda: self.runtime.handle(InferenceRequest(
-                prompt=prompt, adapter=adapter, request_id=request_id, params=params,
-                tenant=getattr(body, "user", None))),
-                f"serving {request_id} ({body.model})")
+            opening = chunks.start(head)
+            if opening is not None:
+                yield opening
+                head = None
+            for text in run:
+                yield chunks.text(text, head)
+                head = None
+            outcome = run.outcome
+            end = self.explain_end(outcome)  # on the last chunk, whichever it is
+            reason = _finish_reason(outcome.output)
+            if job.include_usage:
+                yield chunks.finish(reason, head)
+                yield chunks.usage(_usage(outcome.output), {"edge": end})
+            else:
+                yield chunks.finish(reason, {"edge": {**(head or {}).get("edge", {}), **end}})
+            yield DONE
+        except Exception as exc:
+            error = api_error_for(exc, f"streaming {run.stream.request_id} ({job.model})")
+            if error.status < 500:
+                log.warning("streaming %s failed: %s", run.stream.request_id, error.message)
+            self.metrics.error(error.status, error.type)
+            yield event(error.body())
         finally:
-            self.metrics.in_flight.dec()
-        served_as = self.served_as(outcome)
-        self.metrics.observe(outcome, endpoint, served_as)
-        return outcome, served_as
+            if run.outcome is None:
+                log.info("%s: the stream ended early (client gone or error); generation "
+                         "stopped and its adapters released", run.stream.request_id)
+            run.close()
 
     def resolve(self, model: str) -> str | tuple[str, ...]:
         """The ``InferenceRequest.adapter`` for a ``model`` field."""
@@ -216,30 +329,62 @@ class Gateway:
             return ()  # the base model alone
         if model in self.runtime.catalogue:
             return model
+        if SET_SEPARATOR in model:
+            return self._adapter_set(model)
+        self._unknown(model)
+
+    def _adapter_set(self, model: str) -> tuple[str, ...]:
+        """``"a+b"``: the adapters a and b served together."""
+        names = tuple(model.split(SET_SEPARATOR))
+        for name in names:
+            if name in (self.model_id, AUTO, ""):
+                raise ApiError(400, f"model {model!r}: an adapter set lists adapters only (not "
+                               f"{name!r}), joined by {SET_SEPARATOR!r}", param="model")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ApiError(400, f"model {model!r} lists {', '.join(twice)} twice",
+                           param="model")
+        for name in names:
+            if name not in self.runtime.catalogue:
+                self._unknown(name, f" (in the adapter set {model!r})")
+        return names
+
+    def _unknown(self, model: str, where: str = "") -> NoReturn:
         names = [self.model_id, AUTO, *self.runtime.catalogue]
         shown = ", ".join(names[:KNOWN_NAMES_SHOWN])
         more = f", ... ({len(names) - 2} adapters in all)" if len(names) > KNOWN_NAMES_SHOWN \
             else ""
-        raise ApiError(404, f"model {model!r} not found: give an adapter name, the base model "
-                       f"{self.model_id!r} or {AUTO!r} (known: {shown}{more}; GET /v1/models "
-                       "lists them all)", param="model", code="model_not_found")
+        raise ApiError(404, f"model {model!r}{where} not found: give an adapter name, a set of "
+                       f"them (\"a{SET_SEPARATOR}b\"), the base model {self.model_id!r} or "
+                       f"{AUTO!r} (known: {shown}{more}; GET /v1/models lists them all)",
+                       param="model", code="model_not_found")
 
     def served_as(self, outcome: Outcome) -> str:
-        return "+".join(outcome.adapters) if outcome.adapters else self.model_id
+        return SET_SEPARATOR.join(outcome.adapters) if outcome.adapters else self.model_id
 
     def explain(self, outcome: Outcome) -> dict:
-        decision = outcome.decision
+        """The ``edge`` object of an answer."""
+        return {**self.explain_start(outcome), **self.explain_end(outcome)}
+
+    @staticmethod
+    def explain_start(started: Outcome | Stream) -> dict:
+        """What is known once the adapters are pinned (a stream's first chunk)."""
+        decision, adapters = started.decision, started.adapters
         return {
-            "request_id": outcome.request_id,
-            "adapter": outcome.adapter,
-            "routed": outcome.routed,
+            "request_id": started.request_id,
+            "adapter": adapters[0] if len(adapters) == 1 else None,
+            "routed": decision is not None,
             "reason": decision.reason if decision is not None else None,
-            "routing": _json_safe(outcome.explain(top=TOP_SCORES)),
-            "cache": ("hit" if outcome.hit else "page_in") if outcome.adapters else "base",
-            "timings_ms": {step: round(seconds * 1000, 3)
-                           for step, seconds in outcome.timings.items()},
-            "reused_tokens": getattr(outcome.output, "reused_tokens", None),
+            "routing": _json_safe(decision.explain(TOP_SCORES)) if decision is not None else [],
+            "cache": ("hit" if started.hit else "page_in") if adapters else "base",
         }
+
+    @staticmethod
+    def explain_end(outcome: Outcome) -> dict:
+        """What is known once it was served (a stream's last chunk)."""
+        return {"timings_ms": {step: round(seconds * 1000, 3)
+                               for step, seconds in outcome.timings.items()},
+                "reused_tokens": getattr(outcome.output, "reused_tokens", None)}
 
     # ---- the rest ---------------------------------------------------------------------------
 
@@ -271,6 +416,135 @@ class Gateway:
             raise
         except Exception as exc:
             raise api_error_for(exc, doing) from exc
+
+
+@dataclass(frozen=True)
+class Job:
+    """A checked request, ready to serve (``Gateway.prepare``)."""
+
+    request: InferenceRequest
+    endpoint: str  # "completions" or "chat"
+    model: str  # the model field as sent
+    stop: tuple[str, ...]
+    stream: bool
+    include_usage: bool
+
+
+@dataclass(frozen=True)
+class CutOutput:
+    """The output of a generation cut at a stop sequence. The runtime's stream was closed early,
+    so the backend's own counts never came: ``prompt_tokens`` is the backend's tokenizer's count
+    when it has one (0 otherwise), ``completion_tokens`` the text pieces read, which is the
+    tokens generated except where one character took several tokens."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str = "stop"
+    reused_tokens: Optional[int] = None
+
+
+class Generation:
+    """One request generated through ``Runtime.stream`` with its stop sequences applied.
+
+    Opening it routes, acquires and generates up to the first text to send (errors raised as
+    ``ApiError``s). Iterate it once for the text; then ``outcome`` is the runtime's, or, for a
+    text cut at a stop sequence, one the daemon makes up (``CutOutput``, timings measured here:
+    ``acquire`` includes routing and queueing). Cutting closes the runtime's stream at once, so
+    generation stops and the adapters are released; the runtime counts such a request as failed
+    and cancels its routing decision (no feedback for it). ``close()`` always (``with``): a request
+    abandoned early is closed the same way."""
+
+    def __init__(self, gateway: Gateway, job: Job) -> None:
+        self.gateway, self.job = gateway, job
+        self.outcome: Optional[Outcome] = None
+        self.stream: Optional[Stream] = None
+        self._texts: Optional[Generator[str, None, None]] = None
+        self._pieces = 0
+        self._closed = False
+        doing = f"serving {job.request.request_id} ({job.model})"
+        clock = gateway.runtime.clock
+        gateway.metrics.in_flight.inc()
+        try:
+            self._started = clock()
+            self.stream = gateway.call(lambda: gateway.runtime.stream(job.request), doing)
+            self._opened = clock()
+            self.served_as = SET_SEPARATOR.join(self.stream.adapters) or gateway.model_id
+            self._texts = self._generate()
+            self._first = gateway.call(lambda: next(self._texts, None), doing)
+        except BaseException:
+            self.close()
+            raise
+
+    def __iter__(self) -> Iterator[str]:
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        yield from self._texts or ()
+
+    def _generate(self) -> Generator[str, None, None]:
+        stream, scanner, sent = self.stream, StopScanner(self.job.stop), []
+        for piece in stream:
+            self._pieces += 1
+            text = scanner.feed(piece)
+            if scanner.stopped:
+                stream.close()  # generation stops here; the adapters are released
+                sent.append(text)
+                self._finish(self._cut("".join(sent)))
+                if text:
+                    yield text
+                return
+            if text:
+                sent.append(text)
+                yield text
+        rest = scanner.flush()
+        if rest:
+            yield rest
+        self._finish(stream.outcome)
+
+    def _cut(self, text: str) -> Outcome:
+        stream, clock = self.stream, self.gateway.runtime.clock
+        now = clock()
+        timings = {"acquire": self._opened - self._started, "serve": now - self._opened,
+                   "total": now - self._started}
+        output = CutOutput(text, _count_prompt_tokens(self.gateway.runtime.backend,
+                                                      self.job.request.prompt), self._pieces)
+        return Outcome(stream.request_id, stream.adapters, stream.decision, stream.hit, output,
+                       timings)
+
+    def _finish(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        self.gateway.metrics.observe(outcome, self.job.endpoint, self.served_as)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._texts is not None:
+                self._texts.close()
+            if self.stream is not None:
+                self.stream.close()  # nothing left to do once it finished
+        finally:
+            self.gateway.metrics.in_flight.dec()
+
+    def __enter__(self) -> Generation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _count_prompt_tokens(backend: Any, prompt: Any) -> int:
+    """The prompt's tokens by the backend's tokenizer (the llama backend's model), else 0."""
+    tokenize = getattr(getattr(backend, "model", None), "tokenize", None)
+    if tokenize is None or not isinstance(prompt, str):
+        return 0
+    try:
+        return len(tokenize(prompt))
+    except Exception:  # usage is informative; a failure to count must not fail the answer
+        log.warning("could not count the prompt's tokens", exc_info=True)
+        return 0
 
 
 def _model_row(name: str, edge: dict) -> dict:
