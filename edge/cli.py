@@ -7,7 +7,9 @@ import click
 from edge import __version__
 from edge.backends.commands import adapters
 from edge.daemon.commands import serve
+from edge.daemon.stats_command import stats
 from edge.demo import demo
+from edge.run_command import run
 from edge.sim.commands import calibrate, sim, tune
 from edge.sim.routing_commands import route_bench
 from edge.sim.trace_commands import trace
@@ -19,7 +21,8 @@ def main() -> None:
     """edge: page LoRA adapters and MoE experts under a byte budget on one device."""
 
 
-for _command in (demo, sim, tune, calibrate, trace, route_bench, adapters, serve):
+for _command in (demo, sim, tune, calibrate, trace, route_bench, adapters, serve, run,
+                 stats):
     main.add_command(_command)
 
 

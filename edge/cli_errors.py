@@ -27,7 +27,10 @@ def friendly_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except EdgeError as exc:
-            raise click.ClickException(str(exc)) from None
+            # A KeyError subclass (UnknownObjectError) would print its message in quotes.
+            message = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 \
+                and isinstance(exc.args[0], str) else str(exc)
+            raise click.ClickException(message) from None
         except OSError as exc:
             raise click.ClickException(os_error_message(exc)) from None
 

@@ -1,13 +1,17 @@
-"""``edge adapters``: bring Hugging Face PEFT LoRA adapters into an adapter directory, and check
-a directory against the base model.
+"""``edge adapters``: bring Hugging Face PEFT LoRA adapters into an adapter directory, and list,
+check and verify a directory against the base model.
 
-Each command parses options, calls the library (``edge.backends.peft``, the adapter catalog) and
-prints; errors are one line and a non-zero exit, never a traceback. The library modules are
-imported inside the commands so that ``edge --help`` stays light.
+``list`` and ``check`` read only the files' GGUF headers (the adapter catalog's validation:
+what the daemon would serve and what it would skip, with the reason); ``verify`` also loads each
+adapter that passes into the real base model through llama.cpp and runs it on a few tokens.
+Each command parses options, calls the library (``edge.backends.peft``, the adapter catalog,
+``llama_api``) and prints; errors are one line and a non-zero exit, never a traceback. The
+library modules are imported inside the commands so that ``edge --help`` stays light.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -47,7 +51,7 @@ def _size(n_bytes: int) -> str:
 
 @click.group()
 def adapters() -> None:
-    """Import and check LoRA adapters for the base model."""
+    """Import, list, check and verify LoRA adapters for the base model."""
 
 
 @adapters.command("import")
@@ -62,8 +66,8 @@ def adapters() -> None:
 @friendly_errors
 def import_adapter(peft_dir: Path, base_path: Path, adapter_dir: Path, name: str | None,
                    force: bool) -> None:
-    """Convert a Hugging Face PEFT LoRA directory (adapter_config.json +
-    adapter_model.safetensors) into ADAPTER_DIR/<name>.gguf for the --base model.
+    """Convert the Hugging Face PEFT LoRA directory PEFT_DIR (adapter_config.json +
+    adapter_model.safetensors) into <--into>/<name>.gguf for the --base model.
 
     The file appears whole or not at all (written beside it under a temporary name, checked
     against the base, then renamed)."""
@@ -80,20 +84,29 @@ def import_adapter(peft_dir: Path, base_path: Path, adapter_dir: Path, name: str
         click.echo(f"  {line}")
 
 
-@adapters.command("check")
-@click.argument("adapter_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--base", "base_path", required=True, type=click.Path(dir_okay=False,
-              path_type=Path), help="The base model GGUF the adapters are served on.")
-@click.option("--pattern", default="*.gguf", show_default=True,
-              help="Which files of ADAPTER_DIR are adapters.")
-@friendly_errors
-def check_adapters(adapter_dir: Path, base_path: Path, pattern: str) -> None:
-    """List the adapters in ADAPTER_DIR that the server would serve on the --base model, with
-    their sizes, and every file it would skip, with the reason. Exits 1 if any is skipped."""
+# A short text to run each adapter on in ``verify``: any text tokenizes with a real tokenizer.
+VERIFY_PROBE = "The adapter is loaded."
+VERIFY_N_CTX = 128
+
+
+def _base_option(fn):
+    # ``--model`` as `edge serve` and `edge run` name the base; ``--base`` as `import` names it.
+    return click.option("--model", "--base", "base_path", required=True,
+                        type=click.Path(dir_okay=False, path_type=Path),
+                        help="The base model GGUF the adapters are served on.")(fn)
+
+
+def _pattern_option(fn):
+    return click.option("--pattern", default="*.gguf", show_default=True,
+                        help="Which files of ADAPTER_DIR are adapters.")(fn)
+
+
+def scan_quietly(adapter_dir: Path, base_path: Path, pattern: str):
+    """The adapter catalog of ``adapter_dir`` for the base, scanned. The scan logs each
+    rejection as a warning for the server's log; here they are the output, so it is silenced."""
     from edge.backends.catalog import AdapterCatalog
 
     catalog = AdapterCatalog(adapter_dir, base_path, pattern=pattern)
-    # The scan logs each rejection as a warning for the server's log; here they are the output.
     catalog_log = logging.getLogger("edge.adapters")
     level = catalog_log.level
     catalog_log.setLevel(logging.ERROR)
@@ -101,15 +114,160 @@ def check_adapters(adapter_dir: Path, base_path: Path, pattern: str) -> None:
         report = catalog.scan()
     finally:
         catalog_log.setLevel(level)
+    return catalog, report
+
+
+def _alpha(alpha: float | None) -> str:
+    return "none" if alpha is None else f"{alpha:g}"
+
+
+def adapter_rows(catalog, report) -> list[dict]:
+    """One row per file: the adapters the catalog accepts (by name), then those it refuses
+    (by path), each with the reason."""
+    rows = []
+    for name, record in sorted(catalog.adapters.items()):
+        info = record.info
+        rows.append({"name": name, "file": record.path.name, "valid": True, "reason": None,
+                     "size_bytes": info.nbytes, "file_bytes": info.file_size,
+                     "rank": info.rank, "alpha": info.alpha, "scale": record.sidecar.scale,
+                     "architecture": info.architecture})
+    for path, reason in report.rejected.items():
+        rows.append({"name": None, "file": path.name, "valid": False, "reason": reason,
+                     "size_bytes": None, "file_bytes": None, "rank": None, "alpha": None,
+                     "scale": None, "architecture": None})
+    return rows
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows]
+
+
+@adapters.command("list")
+@click.argument("adapter_dir", type=click.Path(file_okay=False, path_type=Path))
+@_base_option
+@_pattern_option
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (directory, base, architecture, adapters) instead.")
+@friendly_errors
+def list_adapters(adapter_dir: Path, base_path: Path, pattern: str, as_json: bool) -> None:
+    """Show every adapter file in ADAPTER_DIR as the server would take it on the --model base:
+    name, size in memory (what the cache reserves), rank, alpha, scale (the sidecar's, else 1),
+    architecture, and whether it is valid, with the reason when it is not.
+
+    Reads the files' headers only (no llama.cpp); `verify` also loads each one. Exits 0 even
+    when some are refused (`check` and `verify` exit 1)."""
+    catalog, report = scan_quietly(adapter_dir, base_path, pattern)
+    rows = adapter_rows(catalog, report)
+    if as_json:
+        click.echo(json.dumps({"directory": str(adapter_dir), "base": str(base_path),
+                               "architecture": catalog.base.architecture, "adapters": rows},
+                              indent=2))
+        return
+    click.echo(f"{adapter_dir}: {len(catalog.adapters)} valid, {len(report.rejected)} refused "
+               f"(base {base_path.name}, architecture {catalog.base.architecture})")
+    if not rows:
+        return
+    table = [("name", "file", "size", "rank", "alpha", "scale", "arch", "valid")]
+    for row in rows:
+        if row["valid"]:
+            table.append((row["name"], row["file"], _size(row["size_bytes"]), str(row["rank"]),
+                          _alpha(row["alpha"]), f"{row['scale']:g}", row["architecture"],
+                          "yes"))
+        else:
+            table.append(("-", row["file"], "-", "-", "-", "-", "-", f"no: {row['reason']}"))
+    for line in _table(table):
+        click.echo(line)
+
+
+@adapters.command("check")
+@click.argument("adapter_dir", type=click.Path(file_okay=False, path_type=Path))
+@_base_option
+@_pattern_option
+@friendly_errors
+def check_adapters(adapter_dir: Path, base_path: Path, pattern: str) -> None:
+    """List the adapters in ADAPTER_DIR that the server would serve on the --model base, with
+    their sizes, and every file it would skip, with the reason. Exits 1 if any is skipped.
+
+    Header checks only, in milliseconds: `verify` does these and also loads each adapter into
+    the base model through llama.cpp."""
+    catalog, report = scan_quietly(adapter_dir, base_path, pattern)
     click.echo(f"{adapter_dir}: {len(catalog.adapters)} valid, {len(report.rejected)} rejected "
                f"(base {base_path.name}, architecture {catalog.base.architecture})")
     for name, record in sorted(catalog.adapters.items()):
         info = record.info
-        alpha = "none" if info.alpha is None else f"{info.alpha:g}"
-        click.echo(f"  ok        {name}  rank {info.rank}  alpha {alpha}  "
+        click.echo(f"  ok        {name}  rank {info.rank}  alpha {_alpha(info.alpha)}  "
                    f"{_size(info.nbytes)} in memory  ({record.path.name}, "
                    f"{_size(info.file_size)})")
     for path, reason in report.rejected.items():
         click.echo(f"  rejected  {path.name}: {reason}")
     if report.rejected:
+        click.get_current_context().exit(1)
+
+
+def run_on_base(model, path: Path, scale: float, probe: list[int]) -> str | None:
+    """Load the adapter at ``path`` into ``model`` through llama.cpp, attach it, decode
+    ``probe`` and detach and free it again; None if all went well, else why not."""
+    import numpy as np
+
+    from edge.backends import llama_api
+
+    try:
+        adapter = llama_api.adapter_init(model, path)
+    except llama_api.LlamaApiError as exc:
+        return str(exc)
+    try:
+        llama_api.set_adapters(model, [(adapter, scale)])
+        try:
+            logits = llama_api.evaluate(model, probe)
+        finally:
+            llama_api.set_adapters(model, [])
+    except llama_api.LlamaApiError as exc:
+        return str(exc)
+    finally:
+        llama_api.adapter_free(adapter)
+    bad = int((~np.isfinite(logits)).sum())
+    if bad:
+        return (f"loaded, but the base model's logits under it hold {bad} non-finite values "
+                "(NaN or infinite weights?)")
+    return None
+
+
+@adapters.command("verify")
+@click.argument("adapter_dir", type=click.Path(file_okay=False, path_type=Path))
+@_base_option
+@_pattern_option
+@friendly_errors
+def verify_adapters(adapter_dir: Path, base_path: Path, pattern: str) -> None:
+    """Verify every adapter file in ADAPTER_DIR against the --model base, completely: the
+    header checks of `check`, then each adapter that passes is loaded into the real base model
+    through llama.cpp, attached at its scale, run on a few tokens (the logits must be finite),
+    detached and freed.
+
+    One line per file, OK or the reason; exits 1 if any fails. Files that fail the header
+    checks never reach llama.cpp (some malformed ones abort it)."""
+    from edge.backends import llama_api
+
+    catalog, report = scan_quietly(adapter_dir, base_path, pattern)
+    failures = dict(report.rejected)
+    results: list[tuple[str, str | None]] = []
+    if catalog.adapters:
+        with llama_api.load_model(base_path, n_ctx=VERIFY_N_CTX) as model:
+            probe = model.tokenize(VERIFY_PROBE)
+            for name, record in sorted(catalog.adapters.items()):
+                problem = run_on_base(model, catalog.resolve(name), record.sidecar.scale, probe)
+                results.append((f"{name} ({record.path.name})", problem))
+                if problem:
+                    failures[record.path] = problem
+    results += [(path.name, reason) for path, reason in report.rejected.items()]
+    if not results:
+        raise click.ClickException(f"{adapter_dir}: no files matching {pattern!r}: nothing to "
+                                   "verify")
+    for label, problem in results:
+        click.echo(f"FAIL  {label}: {problem}" if problem else
+                   f"OK    {label}: loaded into {base_path.name} by llama.cpp")
+    passed = len(results) - len(failures)
+    click.echo(f"{adapter_dir}: {passed} of {len(results)} adapter files verified")
+    if failures:
         click.get_current_context().exit(1)

@@ -244,8 +244,10 @@ def tune(trace_path, fmt, columns, no_header, skip_bad, limit, config_path, spac
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the device profile YAML.")
 @click.option("--name", default="calibrated", show_default=True, help="Profile name.")
-@click.option("--repeats", type=click.IntRange(1), default=3, show_default=True)
-@click.option("--max-files", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--repeats", type=click.IntRange(1), default=3, show_default=True,
+              help="Times each file is read cold and warm; the medians are kept.")
+@click.option("--max-files", type=click.IntRange(1), default=64, show_default=True,
+              help="Read at most this many files of --dir (in name order).")
 @friendly_errors
 def calibrate(directory, out_path, name, repeats, max_files):
     """Measure this device's cold and warm read latency and bandwidth; write a profile."""

@@ -23,9 +23,12 @@ from edge.sim.synthetic import make_problem
 
 
 @click.command("route-bench")
-@click.option("--arms", "n_arms", type=click.IntRange(1), default=16, show_default=True)
-@click.option("--dim", type=click.IntRange(3), default=32, show_default=True)
-@click.option("--steps", type=click.IntRange(1), default=5000, show_default=True)
+@click.option("--arms", "n_arms", type=click.IntRange(1), default=16, show_default=True,
+              help="adapters (arms) in the synthetic problem")
+@click.option("--dim", type=click.IntRange(3), default=32, show_default=True,
+              help="dimension of the request context vectors")
+@click.option("--steps", type=click.IntRange(1), default=5000, show_default=True,
+              help="requests replayed through each strategy")
 @click.option("--budget-fraction", type=FiniteFloat(0, 1, min_open=True), default=0.25,
               show_default=True, help="cache budget as a share of all adapters' bytes")
 @click.option("--paging-weight", type=FiniteFloat(0), default=None,
@@ -35,7 +38,8 @@ from edge.sim.synthetic import make_problem
               help="paging-cost profile YAML (edge calibrate)")
 @click.option("--strategy", "strategies", type=click.Choice(STRATEGY_NAMES), multiple=True,
               help="repeat to pick several; default all")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="seed of the problem, the router and the replay")
 def route_bench(n_arms, dim, steps, budget_fraction, paging_weight, paging_cost_path,
                 strategies, seed):
     """Replay a synthetic routing problem through each strategy's Runtime; print JSON."""

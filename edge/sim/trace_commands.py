@@ -44,7 +44,8 @@ def _common(default_size: str, default_rate: float, requests: bool = True,
                      help="Output file: .csv, .jsonl or .oracleGeneral.bin."),
         click.option("--format", "fmt", type=click.Choice(WRITABLE_FORMATS), default=None,
                      help="Output format; from --out's extension when omitted."),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed of the generator: the same seed writes the same trace."),
         click.option("--size", type=ByteSize(), default=default_size, show_default=True,
                      help="Object size (the median with --size-sigma)."),
         click.option("--size-sigma", type=FiniteFloat(0), default=0.0, show_default=True,
@@ -54,7 +55,8 @@ def _common(default_size: str, default_rate: float, requests: bool = True,
     ]
     if requests:
         options.append(click.option("--requests", "n_requests", type=click.IntRange(1),
-                                    default=100_000, show_default=True))
+                                    default=100_000, show_default=True,
+                                    help="Requests in the trace."))
     if objects:
         options.append(click.option("--objects", "n_objects", type=click.IntRange(1),
                                     default=1000, show_default=True, help=f"Number of {objects}."))
@@ -157,7 +159,8 @@ def gen_drift(out_path, fmt, seed, size, size_sigma, rate, n_requests, n_objects
 
 @trace_gen.command("tenants")
 @_common("16MiB", 10.0, objects="adapters")
-@click.option("--tenants", "n_tenants", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--tenants", "n_tenants", type=click.IntRange(1), default=8, show_default=True,
+              help="Number of tenants sending requests.")
 @click.option("--tenant-alpha", type=FiniteFloat(0), default=0.5, show_default=True,
               help="Zipf exponent of the tenants' traffic shares.")
 @click.option("--context-dim", type=click.IntRange(0), default=0, show_default=True,
@@ -174,10 +177,14 @@ def gen_tenants(out_path, fmt, seed, size, size_sigma, rate, n_requests, n_objec
 
 @trace_gen.command("moe")
 @_common("4MiB", 20.0, requests=False, objects=None)
-@click.option("--tokens", "n_tokens", type=click.IntRange(1), default=2000, show_default=True)
-@click.option("--layers", "n_layers", type=click.IntRange(1), default=16, show_default=True)
-@click.option("--experts", "n_experts", type=click.IntRange(1), default=64, show_default=True)
-@click.option("--top-k", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--tokens", "n_tokens", type=click.IntRange(1), default=2000, show_default=True,
+              help="Tokens generated.")
+@click.option("--layers", "n_layers", type=click.IntRange(1), default=16, show_default=True,
+              help="MoE layers per token.")
+@click.option("--experts", "n_experts", type=click.IntRange(1), default=64, show_default=True,
+              help="Experts per layer.")
+@click.option("--top-k", type=click.IntRange(1), default=2, show_default=True,
+              help="Experts each token activates per layer.")
 @click.option("--locality", type=FiniteFloat(0, 1), default=0.5, show_default=True,
               help="Probability a token reuses the previous token's experts in a layer.")
 @click.option("--alpha", type=FiniteFloat(0), default=1.0, show_default=True,
@@ -203,7 +210,8 @@ def gen_moe(out_path, fmt, seed, size, size_sigma, rate, n_tokens, n_layers, n_e
               help="Azure LLM inference CSV (TIMESTAMP,ContextTokens,GeneratedTokens).")
 @click.option("--phase-seconds", type=FiniteFloat(0, min_open=True), default=None,
               help="Drift popularity by --shift ranks every this many seconds.")
-@click.option("--shift", type=click.IntRange(0), default=1, show_default=True)
+@click.option("--shift", type=click.IntRange(0), default=1, show_default=True,
+              help="Ranks the adapter popularity slides by each --phase-seconds.")
 @friendly_errors
 def gen_azure(out_path, fmt, seed, size, size_sigma, rate, n_objects, alpha, arrivals_path,
               phase_seconds, shift):
