@@ -170,10 +170,10 @@ class SwitchOnlyBackend(SharedModelBackend):
     """``serve`` does everything but generate: parameter checks, tokenize, attach (set the
     adapter set, reset the KV memory on a change)."""
 
-    def _prefill(self, tokens):
+    def _prefill(self, slot, tokens):
         return 0
 
-    def _generate(self, max_tokens, temperature, seed):
+    def _generate(self, slot, max_tokens, temperature, seed):
         return [], "length", 0.0
         yield  # a generator, like the one it replaces, that produces nothing
 
@@ -182,12 +182,13 @@ class ZeroingSwitchOnlyBackend(SwitchOnlyBackend):
     """For comparison, what LlamaBackend did before: on an adapter change, reset the KV memory
     and zero its buffers (llama_memory_clear(mem, data=True)), a memset of the whole cache."""
 
-    def _forget_kv(self) -> None:
-        memory = llama_cpp.llama_get_memory(self.model.ctx)
-        if memory:
-            llama_cpp.llama_memory_clear(memory, True)
-        self._kv_tokens = []
-        self._kv_key = None
+    def _forget_kv(self, slot, clear=True) -> None:
+        if clear:
+            memory = llama_cpp.llama_get_memory(slot.context.ctx)
+            if memory:
+                llama_cpp.llama_memory_clear(memory, True)
+        slot.kv_tokens = []
+        slot.kv_key = None
 
 
 def runtime_for(backend, files: dict[str, Path], budget: int) -> Runtime:

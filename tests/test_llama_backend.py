@@ -105,7 +105,7 @@ def test_a_shared_prefix_is_reused_only_under_the_same_adapter_set(tiny_models, 
 
 def test_evicted_adapters_are_freed_and_a_pinned_one_is_never_evicted(tiny_models, backend):
     catalogue = catalogue_of(tiny_models)
-    # Room for the largest adapter only: every switch evicts, and a second request for another
+    # Room for the largest adapter only: most switches evict, and a request for another
     # adapter must wait until the first releases (wait_timeout), never free what is in use.
     budget = max(catalogue.sizes().values())
     rt = Runtime(config(budget, wait_timeout=60.0), backend, catalogue)
@@ -120,8 +120,11 @@ def test_evicted_adapters_are_freed_and_a_pinned_one_is_never_evicted(tiny_model
                                                  params={"max_tokens": 24}))
                 with lock:
                     results.append((name, out.output.text))
-                live = {a.path for a in backend.model._live}
-                assert len(live) <= 1, live  # the budget holds one adapter
+                # The budget (the largest adapter's size) bounds what is loaded at once; the
+                # two smaller adapters fit together in it.
+                live = [a.path for a in list(backend.model._live)]
+                by_path = {str(catalogue[n].location): catalogue[n].size for n in catalogue}
+                assert sum(by_path[p] for p in live) <= budget, live
         return run
 
     run_threads([worker(name) for name in ("a0", "a1", "a2")])

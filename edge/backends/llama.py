@@ -6,14 +6,34 @@ the request's adapter set (``llama_set_adapters_lora``: several adapters with sc
 and generates. Reloading the model with ``lora_path`` per switch costs a full model load; this
 attaches a resident adapter in microseconds.
 
-One context serves one request at a time (a lock), and the same lock covers adapter loads and
-frees, so an adapter is never freed while a generation uses it, and never while it is attached:
-``unload`` detaches it first. KV state is reused only between requests under the same adapter
-set and scales, and only when the earlier tokens are a prefix of the new prompt; any other
-change clears the context's memory, because KV computed under one adapter set is wrong under
-another (llama-cpp-python keys its reuse by tokens alone: FIELD-NOTES).
+A pool of ``n_contexts`` llama contexts (default 1) shares the one copy of the weights; each
+context has its own KV memory and its own adapter set, so that many requests generate at once
+(``slots``; the runtime's scheduler admits that many, and a surplus caller waits for a free
+context). ``serve`` takes the idle context whose memory was computed under the request's adapter
+set and shares the longest token prefix with its prompt, else the least recently used idle one.
+``n_threads`` is the backend's total: with n contexts each gets ``n_threads // n`` (at least 1)
+for generation and likewise of ``n_threads_batch`` for prompts, so a full pool does not
+oversubscribe the cores; a lone request then uses its share only.
 
-    backend = LlamaBackend("models/base.gguf", n_ctx=2048)
+Locks: a context is leased to one generation at a time (its lock). Loading or freeing an adapter
+(and closing) takes the model exclusively, between decode steps: each decode step holds the model
+shared, so contexts decode in parallel, and a waiting load holds back new steps, so it waits for
+the steps in flight (milliseconds), never for whole generations. ``unload`` detaches the adapter
+from every idle context that has it attached; a context still generating with it would be a
+cache bug (the cache never evicts a pinned adapter), so ``unload`` refuses that with
+``LlamaApiError`` rather than free memory in use. KV state is reused only under the same adapter
+set and scales, and only when the earlier tokens are a prefix of the new prompt; any other change
+clears that context's memory, because KV computed under one adapter set is wrong under another
+(llama-cpp-python keys its reuse by tokens alone: FIELD-NOTES).
+
+``format_chat`` renders a conversation with the model's own chat template (the GGUF's
+``tokenizer.chat_template``, through llama-cpp-python's ``Jinja2ChatFormatter``), or as
+``role: content`` lines when the model has none. Prompts are tokenized with control-token text
+read as control tokens (as llama-cpp-python's completions and llama-server do), which a
+template's markers such as ``<|im_start|>`` need; a rendering's leading BOS text is dropped
+because the tokenizer adds BOS itself.
+
+    backend = LlamaBackend("models/base.gguf", n_ctx=2048, n_contexts=2)
     with Runtime.from_config("policies/polar.yaml", backend=backend) as runtime: ...
 """
 
@@ -22,14 +42,15 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
 
 from edge.backends import llama_api
-from edge.backends.llama_api import Adapter, LlamaModel
+from edge.backends.llama_api import Adapter, LlamaApiError, LlamaContext, LlamaModel
 from edge.catalogue import Catalogue, CatalogueEntry
 from edge.errors import ConfigError, RequestError
 
@@ -44,10 +65,67 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" (end of generation) or "length" (max_tokens reached)
-    reused_tokens: int  # prompt tokens whose KV was kept from the previous request
+    reused_tokens: int  # prompt tokens whose KV was kept from an earlier request
     # Mean log-probability of the generated tokens under the adapter set that generated them
     # (NaN without tokens); the "response-likelihood" reward source turns it into a reward.
     mean_logprob: float
+
+
+AdapterSet = tuple  # ((Adapter, scale), ...): compared by adapter identity and scale
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One context of the pool, what its KV memory holds, and who is using it."""
+
+    index: int
+    context: LlamaContext
+    kv_key: Optional[AdapterSet] = None  # the adapter set its memory was computed under
+    kv_tokens: list[int] = field(default_factory=list)
+    serving: Optional[AdapterSet] = None  # the set of the request it is leased to; None: idle
+    last_used: int = 0
+
+
+class _ModelGate:
+    """Shared for a decode step on any context; exclusive for adapter loads and frees. A waiting
+    exclusive caller holds back new shared entries, so it waits for the steps in flight only."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+        self._waiting = 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive or self._waiting:
+                self._cond.wait()
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                if not self._shared:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            try:
+                while self._exclusive or self._shared:
+                    self._cond.wait()
+            finally:
+                self._waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
 
 
 class LlamaBackend:
@@ -55,20 +133,57 @@ class LlamaBackend:
 
     def __init__(self, model_path: str | os.PathLike[str], *, n_ctx: int = 2048, seed: int = 0,
                  n_threads: Optional[int] = None, reuse_prefix: bool = True,
-                 model: Optional[LlamaModel] = None) -> None:
+                 model: Optional[LlamaModel] = None, n_contexts: int = 1) -> None:
+        if isinstance(n_contexts, bool) or not isinstance(n_contexts, int) or n_contexts < 1:
+            raise ConfigError(f"n_contexts must be a positive integer (the llama contexts "
+                              f"served at once), got {n_contexts!r}")
         self.model = model if model is not None else llama_api.load_model(
             model_path, n_ctx=n_ctx, seed=seed, n_threads=n_threads)
         self.n_ctx = self.model.llama.n_ctx()
         self.reuse_prefix = reuse_prefix
         self.clock = time.monotonic
-        self._lock = threading.Lock()
-        # What the context's memory holds: the adapter set it was computed under, and tokens.
-        self._kv_key: Optional[tuple] = None
-        self._kv_tokens: list[int] = []
+        self.slots = n_contexts  # requests served at once (the runtime's scheduler reads it)
+        self._gate = _ModelGate()
+        self._pool = threading.Condition()  # guards the slots' leases and the counters
+        self._uses = 0
+        self._closed = False
+        try:
+            self._slots = [_Slot(i, c) for i, c in enumerate(self._make_contexts(n_contexts))]
+        except BaseException:
+            if model is None:
+                self.model.close()
+            raise
+        self._bos_text = ""  # the BOS token's text when the tokenizer adds BOS itself
+        self._chat = self._chat_formatter()
         self.loads = self.unloads = self.served = 0
         self.adapters = None  # the AdapterCatalog, once build_catalogue made one
         self._base_info = None  # the base's tensor names and shapes, to check other files
         self._checked: dict[str, tuple] = {}  # path -> the file's identity when it passed
+
+    def _make_contexts(self, n: int) -> list[LlamaContext]:
+        """The model's first context, and n - 1 more on the same weights, each with its share
+        of the threads (one context keeps the threads it was built with)."""
+        if n == 1:
+            return [self.model.context]
+        llama = self.model.llama
+        threads = max(1, llama.n_threads // n)
+        batch_threads = max(1, llama.n_threads_batch // n)
+        llama_api.set_threads(self.model.context, threads, batch_threads)
+        contexts = [self.model.context]
+        try:
+            for _ in range(n - 1):
+                contexts.append(llama_api.context_init(self.model, n_threads=threads,
+                                                       n_threads_batch=batch_threads))
+        except BaseException:
+            for context in contexts[1:]:
+                llama_api.context_free(context)
+            raise
+        return contexts
+
+    @property
+    def contexts(self) -> tuple[LlamaContext, ...]:
+        """The pool's contexts, the model's first context first."""
+        return tuple(slot.context for slot in self._slots)
 
     # ---- the catalogue -----------------------------------------------------------------------
 
@@ -101,7 +216,7 @@ class LlamaBackend:
             path = self.adapters.resolve(entry.name)
         else:
             path = self._validated(entry.location)
-        with self._lock:
+        with self._gate.exclusive():  # never during a decode step on any context
             adapter = llama_api.adapter_init(self.model, path)
             self.loads += 1
         # The declared size (from the adapter's GGUF header) is what the cache reserved; llama.cpp
@@ -128,10 +243,21 @@ class LlamaBackend:
         return location
 
     def unload(self, entry: CatalogueEntry, adapter: Adapter) -> None:
-        with self._lock:
-            if adapter in self.model.attached:
-                llama_api.set_adapters(self.model, [])
-                self._kv_key = None  # the next request's _attach resets the memory
+        """Detach ``adapter`` from every context that has it, then free it. The cache never
+        unloads an adapter a request has pinned, so no context can be generating with it; if one
+        is (a bug elsewhere), this refuses rather than free memory a decode is reading."""
+        with self._gate.exclusive(), self._pool:
+            for slot in self._slots:
+                if slot.serving is not None and any(a is adapter for a, _ in slot.serving):
+                    raise LlamaApiError(
+                        f"cannot unload {entry.name} ({adapter.path}): context {slot.index} is "
+                        f"serving a request with it (the cache must not evict a pinned adapter)")
+            for slot in self._slots:
+                if adapter in slot.context.attached:
+                    # Idle, or leased to a request that has not attached its own set yet: its
+                    # _attach sees the reset key and attaches and clears afresh.
+                    llama_api.set_adapters(slot.context, [])
+                    self._forget_kv(slot, clear=False)
             llama_api.adapter_free(adapter)
             self.unloads += 1
 
@@ -171,20 +297,60 @@ class LlamaBackend:
 
     def _stream(self, prompt: str, adapters: list[tuple[Adapter, float]], max_tokens: int,
                 temperature: float, seed: Optional[int]) -> Generator[str, None, Completion]:
-        with self._lock:
-            tokens = self.model.tokenize(prompt)
-            if len(tokens) + max_tokens > self.n_ctx:
-                raise RequestError(f"prompt of {len(tokens)} tokens + max_tokens {max_tokens} "
-                                   f"exceeds the context of {self.n_ctx} tokens")
-            self._attach(adapters)
-            reused = self._prefill(tokens)
-            out, finish, logprob = yield from self._generate(max_tokens, temperature, seed)
-            self.served += 1
+        tokens = self.model.tokenize(prompt, special=True)
+        if len(tokens) + max_tokens > self.n_ctx:
+            raise RequestError(f"prompt of {len(tokens)} tokens + max_tokens {max_tokens} "
+                               f"exceeds the context of {self.n_ctx} tokens")
+        key: AdapterSet = tuple(adapters)
+        slot = self._lease(key, tokens)
+        try:
+            with self._gate.shared():
+                self._attach(slot, adapters, key)
+                reused = self._prefill(slot, tokens)
+            out, finish, logprob = yield from self._generate(slot, max_tokens, temperature, seed)
+            with self._pool:
+                self.served += 1
+        except GeneratorExit:
+            raise  # abandoned between tokens: the memory still matches kv_tokens
+        except BaseException:
+            # A failed decode leaves the memory unknown; the next request on it starts afresh.
+            self._forget_kv(slot, clear=False)
+            raise
+        finally:
+            self._release(slot)
         text = self.model.detokenize(out).decode("utf-8", errors="replace")
         mean = logprob / len(out) if out else float("nan")
         return Completion(text, len(tokens), len(out), finish, reused, mean)
 
-    def _generate(self, max_tokens: int, temperature: float, seed: Optional[int]
+    def _lease(self, key: AdapterSet, tokens: list[int]) -> _Slot:
+        """Wait for an idle context and take the best one for this request: its memory computed
+        under ``key`` with the longest shared prefix, else one with empty memory, else the least
+        recently used (whose KV is the least likely to be wanted again)."""
+        def preference(slot: _Slot) -> tuple:
+            same_set = slot.kv_key == key
+            shared = _common_prefix(slot.kv_tokens, tokens) if same_set else 0
+            return same_set, shared, slot.kv_key is None, -slot.last_used
+
+        with self._pool:
+            while True:
+                if self._closed:
+                    raise LlamaApiError(f"the backend of {self.model.path} is closed")
+                idle = [slot for slot in self._slots if slot.serving is None]
+                if idle:
+                    break
+                self._pool.wait()
+            slot = max(idle, key=preference)
+            slot.serving = key
+            self._uses += 1
+            slot.last_used = self._uses
+            return slot
+
+    def _release(self, slot: _Slot) -> None:
+        with self._pool:
+            slot.serving = None
+            self._pool.notify_all()
+
+    def _generate(self, slot: _Slot, max_tokens: int, temperature: float, seed: Optional[int]
                   ) -> Generator[str, None, tuple[list[int], str, float]]:
         """Yield the text of each token as it is sampled (whole UTF-8 characters); return the
         tokens, why generation stopped, and the sum of their log-probabilities."""
@@ -193,7 +359,9 @@ class LlamaBackend:
         logprob = 0.0
         finish = "length"
         pending = b""  # bytes of a character split across tokens
-        logits = llama_api.last_logits(self.model)
+        context = slot.context
+        with self._gate.shared():
+            logits = llama_api.last_logits(context)
         for _ in range(max_tokens):
             token = _sample(logits, temperature, rng)
             if llama_api.is_end_of_generation(self.model, token):
@@ -203,44 +371,88 @@ class LlamaBackend:
             logprob += _log_softmax_at(logits, token)
             pending += self.model.detokenize([token])
             text, pending = _whole_characters(pending)
-            llama_api.decode(self.model, [token])
-            self._kv_tokens.append(token)
+            with self._gate.shared():  # one step at a time, so a load waits for one step only
+                llama_api.decode(context, [token])
+                slot.kv_tokens.append(token)
+                logits = llama_api.last_logits(context)
             if text:
                 yield text
-            logits = llama_api.last_logits(self.model)
         if pending:
             yield pending.decode("utf-8", errors="replace")
         return out, finish, logprob
 
-    def _attach(self, adapters: list[tuple[Adapter, float]]) -> None:
-        key = tuple((id(a), s) for a, s in adapters)
-        if key != self._kv_key:
-            llama_api.set_adapters(self.model, adapters)
-            self._forget_kv()
-            self._kv_key = key
+    def _attach(self, slot: _Slot, adapters: list[tuple[Adapter, float]],
+                key: AdapterSet) -> None:
+        if key != slot.kv_key:
+            self._forget_kv(slot)  # before set_adapters, which may fail half-way
+            llama_api.set_adapters(slot.context, adapters)
+            slot.kv_key = key
 
-    def _forget_kv(self) -> None:
-        llama_api.clear_memory(self.model)
-        self._kv_tokens = []
-        self._kv_key = None
+    def _forget_kv(self, slot: _Slot, clear: bool = True) -> None:
+        """Forget what the context's memory holds; ``clear=False`` only marks it unknown (the
+        next ``_attach`` clears it)."""
+        if clear:
+            llama_api.clear_memory(slot.context)
+        slot.kv_tokens = []
+        slot.kv_key = None
 
-    def _prefill(self, tokens: list[int]) -> int:
+    def _prefill(self, slot: _Slot, tokens: list[int]) -> int:
         """Decode the prompt, keeping the longest prefix of it the memory already holds (under
         this adapter set: ``_attach`` cleared it otherwise), at least the last token decoded
         anew so its logits exist. Returns how many tokens were reused."""
-        held = self._kv_tokens
+        held = slot.kv_tokens
         keep = 0
         if self.reuse_prefix:
-            limit = min(len(held), len(tokens) - 1)
-            while keep < limit and held[keep] == tokens[keep]:
-                keep += 1
+            keep = _common_prefix(held, tokens[:-1])
         if keep < len(held):
-            if keep == 0 or not llama_api.truncate_memory(self.model, keep):
-                llama_api.clear_memory(self.model)
+            if keep == 0 or not llama_api.truncate_memory(slot.context, keep):
+                llama_api.clear_memory(slot.context)
                 keep = 0
-        self._kv_tokens = list(tokens)
-        llama_api.decode(self.model, tokens[keep:])
+        slot.kv_tokens = []  # unknown until the decode succeeds
+        llama_api.decode(slot.context, tokens[keep:])
+        slot.kv_tokens = list(tokens)
         return keep
+
+    # ---- chat --------------------------------------------------------------------------------
+
+    def _chat_formatter(self) -> Any:
+        """llama-cpp-python's Jinja2 formatter over the GGUF's chat template, or None."""
+        template = llama_api.chat_template(self.model)
+        if template is None:
+            return None
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        bos, eos = llama_api.bos_eos_text(self.model)
+        self._bos_text = bos if llama_api.adds_bos(self.model) else ""
+        try:
+            return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        except Exception as exc:  # jinja2.TemplateSyntaxError and kin
+            raise ConfigError(f"the chat template of {self.model.path} "
+                              f"(tokenizer.chat_template) does not compile: {exc}") from exc
+
+    @property
+    def chat_template(self) -> Optional[str]:
+        """The model's own chat template, or None (then ``format_chat`` renders plainly)."""
+        return None if self._chat is None else self._chat.template
+
+    def format_chat(self, messages: Sequence[Mapping[str, Any]]) -> str:
+        """The prompt for a conversation (a list of ``{"role", "content"}`` string mappings),
+        rendered by the model's chat template with the assistant's turn opened, else
+        ``role: content`` lines ending with ``assistant:``."""
+        from edge.runtime import render_chat_plainly
+
+        checked = _checked_messages(messages)
+        if self._chat is None:
+            return render_chat_plainly(checked)
+        try:
+            prompt = self._chat(messages=checked).prompt
+        except Exception as exc:  # the template's raise_exception (ValueError), jinja2 errors
+            raise RequestError(f"the chat template of {os.path.basename(self.model.path)} "
+                               f"refused the messages: {exc}") from exc
+        if self._bos_text and prompt.startswith(self._bos_text):
+            # The tokenizer adds BOS itself; a second one degrades the answer.
+            prompt = prompt[len(self._bos_text):]
+        return prompt
 
     # ---- router hooks ------------------------------------------------------------------------
 
@@ -256,9 +468,46 @@ class LlamaBackend:
     # ---- lifetime ----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Free the model (and any adapter still loaded: the cache unloads its own first)."""
-        with self._lock:
+        """Wait for the generations in flight, then free every context and the model (and any
+        adapter still loaded: the cache unloads its own first). A second call does nothing."""
+        with self._pool:
+            if self._closed:
+                return
+            self._closed = True  # a request waiting for a context now fails
+            self._pool.notify_all()
+            while any(slot.serving is not None for slot in self._slots):
+                self._pool.wait()
+        with self._gate.exclusive():
             self.model.close()
+
+
+def _checked_messages(messages: Any) -> list[dict[str, Any]]:
+    """``messages`` as a list of dicts, or a ``RequestError`` naming what is wrong."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise RequestError(f"messages must be a list of {{role, content}} objects, got "
+                           f"{type(messages).__name__}")
+    if not messages:
+        raise RequestError("a chat needs at least one message")
+    checked = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise RequestError(f"message {i} must be a {{role, content}} object, got "
+                               f"{type(message).__name__}")
+        for key in ("role", "content"):
+            if not isinstance(message.get(key), str):
+                raise RequestError(f"message {i} needs a string {key!r}, got "
+                                   f"{message.get(key)!r}")
+        checked.append(dict(message))
+    return checked
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _sample(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:

@@ -10,19 +10,25 @@ this module checks the installed version and fails with a clear error outside th
 
 Ownership and order, the rules of ``llama.h`` (checked here where it costs nothing):
 
-* ``LlamaModel`` owns a ``Llama`` (the model handle and one context on it). ``Llama`` is used to
-  load because it fills the version's parameter structs correctly; its own eval/generate are
-  never called, so its token bookkeeping and prefix reuse (keyed by tokens only, blind to the
-  adapter set) cannot hand back state computed under another adapter.
+* ``LlamaModel`` owns a ``Llama`` (the model handle and its first context, ``model.context``).
+  ``Llama`` is used to load because it fills the version's parameter structs correctly; its own
+  eval/generate are never called, so its token bookkeeping and prefix reuse (keyed by tokens
+  only, blind to the adapter set) cannot hand back state computed under another adapter.
+* ``context_init`` adds a ``LlamaContext`` on the same weights (``llama_init_from_model`` with the
+  first context's parameters): its own KV memory and its own adapter set. ``context_free`` frees
+  one; ``LlamaModel.close`` frees any left. The first context is freed with the model only.
 * An ``Adapter`` belongs to the model it was loaded for and is valid only while that model lives.
-  Detach it from the context before freeing it (``adapter_free`` refuses while attached); free
-  adapters before the model (``LlamaModel.close`` detaches and frees any left, then frees the
-  context, then the model).
-* ``set_adapters`` replaces the context's whole set; an empty list clears it.
+  Detach it from every context before freeing it (``adapter_free`` refuses while any context has
+  it attached); free adapters before the model (``LlamaModel.close`` detaches and frees any left,
+  then frees the added contexts, then the first context and the model).
+* ``set_adapters`` replaces one context's whole set; an empty list clears it. The functions that
+  act on a context take a ``LlamaContext`` or a ``LlamaModel`` (meaning its first context).
 * KV state computed under one adapter set is wrong under another, so ``evaluate`` clears the
   context's memory before it decodes.
 
-Not thread-safe: one caller at a time per model.
+Not thread-safe: the caller serialises calls on one context, and keeps ``adapter_init``,
+``adapter_free``, ``context_init`` and ``context_free`` from running while any context of the
+model decodes (edge.backends.llama does both).
 """
 
 from __future__ import annotations
@@ -48,7 +54,8 @@ REQUIRED_FUNCTIONS = (
     "llama_adapter_lora_init", "llama_set_adapters_lora", "llama_adapter_lora_free",
     "llama_get_memory", "llama_memory_clear", "llama_memory_seq_rm", "llama_batch_get_one",
     "llama_decode", "llama_get_logits_ith", "llama_model_get_vocab", "llama_vocab_n_tokens",
-    "llama_vocab_is_eog",
+    "llama_vocab_is_eog", "llama_init_from_model", "llama_free", "llama_set_n_threads",
+    "llama_vocab_get_add_bos", "llama_vocab_bos", "llama_vocab_eos", "llama_vocab_get_text",
 )
 
 
@@ -95,7 +102,7 @@ check_llama_cpp(llama_cpp.__version__, llama_cpp)
 
 
 class LlamaModel:
-    """A loaded base model and one context on it; see the module docstring for ownership.
+    """A loaded base model and its contexts; see the module docstring for ownership.
 
     Made by ``load_model``; wrapping a ``Llama`` built elsewhere also works (the tests wrap one
     built with ``lora_path`` as a reference), but an adapter it attached itself is not tracked.
@@ -105,12 +112,15 @@ class LlamaModel:
         self.llama = llama
         self.path = path
         self.model = llama._model.model  # llama_model *
-        self.ctx = llama._ctx.ctx  # llama_context *
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.n_batch = llama.n_batch
+        # The Llama's own context; freed by Llama.close, with the model.
+        self.context = LlamaContext(self, llama._ctx.ctx, llama.n_ctx(), llama.n_batch,
+                                    owned=False)
+        self.ctx = self.context.ctx  # llama_context * of the first context
+        self.contexts: list[LlamaContext] = [self.context]  # live ones, the first included
         self._live: list[Adapter] = []  # loaded on this model, not yet freed
-        self._attached: list[Adapter] = []  # the context's current set
 
     @property
     def closed(self) -> bool:
@@ -118,24 +128,35 @@ class LlamaModel:
 
     @property
     def attached(self) -> list[Adapter]:
-        return list(self._attached)
+        """The first context's adapter set."""
+        return self.context.attached
 
-    def tokenize(self, text: str | bytes, add_bos: bool = True) -> list[int]:
+    def tokenize(self, text: str | bytes, add_bos: bool = True, special: bool = False
+                 ) -> list[int]:
+        """Tokens of ``text``; ``special=True`` reads control-token text (``<s>``,
+        ``<|im_start|>``) as those tokens, as a chat template's rendering needs."""
         data = text.encode("utf-8") if isinstance(text, str) else text
-        return self._open().tokenize(data, add_bos=add_bos)
+        return self._open().tokenize(data, add_bos=add_bos, special=special)
 
     def detokenize(self, tokens: Sequence[int]) -> bytes:
         return self._open().detokenize(list(tokens))
 
     def close(self) -> None:
-        """Detach and free every adapter still loaded, then the context, then the model."""
+        """Detach and free every adapter still loaded, then the added contexts, then the first
+        context and the model."""
         if self.llama is None:
             return
-        if self._attached:
-            set_adapters(self, [])
+        for context in self.contexts:
+            if context._attached:
+                set_adapters(context, [])
         for adapter in list(self._live):
             adapter_free(adapter)
-        self.llama.close()  # frees the context before the model
+        for context in list(self.contexts):
+            if context.owned:
+                context_free(context)
+        self.llama.close()  # frees its context before the model
+        self.context.ctx = None
+        self.contexts = []
         self.llama = None
 
     def __enter__(self) -> LlamaModel:
@@ -148,6 +169,33 @@ class LlamaModel:
         if self.llama is None:
             raise LlamaApiError(f"model {self.path} is closed")
         return self.llama
+
+
+class LlamaContext:
+    """One ``llama_context`` on a ``LlamaModel``: its own KV memory and adapter set. ``ctx`` is
+    None once freed; ``owned`` contexts were made by ``context_init`` and are freed by
+    ``context_free`` (the model's first context belongs to its ``Llama``)."""
+
+    def __init__(self, model: LlamaModel, ctx: Any, n_ctx: int, n_batch: int, *,
+                 owned: bool) -> None:
+        self.model = model
+        self.ctx: Any = ctx  # llama_context *
+        self.n_ctx = n_ctx
+        self.n_batch = n_batch
+        self.owned = owned
+        self._attached: list[Adapter] = []  # this context's current set
+
+    @property
+    def closed(self) -> bool:
+        return self.ctx is None
+
+    @property
+    def attached(self) -> list[Adapter]:
+        return list(self._attached)
+
+    def __repr__(self) -> str:
+        state = "freed" if self.ctx is None else f"{len(self._attached)} adapter(s) attached"
+        return f"LlamaContext({self.model.path!r}, {state})"
 
 
 class Adapter:
@@ -179,6 +227,81 @@ def load_model(path: str | os.PathLike[str], *, n_ctx: int = 512, seed: int = 0,
     return LlamaModel(llama, path)
 
 
+def context_init(model: LlamaModel, *, n_threads: int | None = None,
+                 n_threads_batch: int | None = None) -> LlamaContext:
+    """A new context on ``model``'s weights, with the parameters of its first context (size,
+    batch, threads unless given); the weights are shared, the KV memory is its own."""
+    llama = model._open()
+    params = llama_cpp.llama_context_params.from_buffer_copy(llama.context_params)
+    if n_threads is not None:
+        params.n_threads = n_threads
+    if n_threads_batch is not None:
+        params.n_threads_batch = n_threads_batch
+    ctx = llama_cpp.llama_init_from_model(model.model, params)
+    if not ctx:
+        raise LlamaApiError(f"llama_init_from_model failed for another context of "
+                            f"{params.n_ctx} tokens on {model.path} (out of memory?)")
+    context = LlamaContext(model, ctx, llama_cpp.llama_n_ctx(ctx), model.n_batch, owned=True)
+    model.contexts.append(context)
+    return context
+
+
+def context_free(context: LlamaContext) -> None:
+    """Free a context made by ``context_init`` (detaching its adapters first); freeing twice is a
+    no-op. The model's first context is freed with the model, not here."""
+    if not context.owned:
+        raise LlamaApiError(f"the first context of {context.model.path} is freed with the "
+                            f"model (LlamaModel.close), not by context_free")
+    if context.ctx is None:
+        return
+    if context._attached:
+        set_adapters(context, [])
+    llama_cpp.llama_free(context.ctx)
+    context.ctx = None
+    context.model.contexts.remove(context)
+
+
+def set_threads(target: LlamaModel | LlamaContext, n_threads: int, n_threads_batch: int) -> None:
+    """Threads one context uses to generate (one token at a time) and to decode a batch."""
+    context = _context(target)
+    llama_cpp.llama_set_n_threads(context.ctx, n_threads, n_threads_batch)
+
+
+def adds_bos(model: LlamaModel) -> bool:
+    """Whether tokenizing with ``add_bos=True`` puts the BOS token first (the vocabulary's
+    ``add_bos_token`` flag)."""
+    model._open()
+    return bool(llama_cpp.llama_vocab_get_add_bos(model.vocab))
+
+
+def chat_template(model: LlamaModel) -> str | None:
+    """The GGUF's ``tokenizer.chat_template`` (a Jinja2 template), or None without one."""
+    return model._open().metadata.get("tokenizer.chat_template") or None
+
+
+def bos_eos_text(model: LlamaModel) -> tuple[str, str]:
+    """The text of the BOS and EOS tokens, as a chat template writes them ('' for none)."""
+    model._open()
+
+    def text(token: int) -> str:
+        if token < 0:  # LLAMA_TOKEN_NULL: the vocabulary has no such token
+            return ""
+        return (llama_cpp.llama_vocab_get_text(model.vocab, token) or b"").decode(
+            "utf-8", errors="replace")
+
+    vocab = model.vocab
+    return text(llama_cpp.llama_vocab_bos(vocab)), text(llama_cpp.llama_vocab_eos(vocab))
+
+
+def _context(target: LlamaModel | LlamaContext) -> LlamaContext:
+    """The context a function acts on: the given one, or a model's first; open or raising."""
+    context = target.context if isinstance(target, LlamaModel) else target
+    context.model._open()
+    if context.ctx is None:
+        raise LlamaApiError(f"this context of {context.model.path} was freed")
+    return context
+
+
 def adapter_init(model: LlamaModel, path: str | os.PathLike[str]) -> Adapter:
     """Load the LoRA adapter GGUF at ``path`` for ``model`` (not yet attached to anything)."""
     model._open()
@@ -193,9 +316,11 @@ def adapter_init(model: LlamaModel, path: str | os.PathLike[str]) -> Adapter:
     return adapter
 
 
-def set_adapters(model: LlamaModel, adapters: Sequence[tuple[Adapter, float]]) -> None:
+def set_adapters(target: LlamaModel | LlamaContext,
+                 adapters: Sequence[tuple[Adapter, float]]) -> None:
     """Make ``adapters`` (adapter, scale) the context's whole set; an empty list clears it."""
-    model._open()
+    context = _context(target)
+    model = context.model
     for adapter, _ in adapters:
         if adapter.handle is None:
             raise LlamaApiError(f"{adapter.path} was freed")
@@ -205,42 +330,41 @@ def set_adapters(model: LlamaModel, adapters: Sequence[tuple[Adapter, float]]) -
     n = len(adapters)
     handles = (llama_cpp.llama_adapter_lora_p_ctypes * n)(*(a.handle for a, _ in adapters))
     scales = (ctypes.c_float * n)(*(float(s) for _, s in adapters))
-    status = llama_cpp.llama_set_adapters_lora(model.ctx, handles if n else None, n,
+    status = llama_cpp.llama_set_adapters_lora(context.ctx, handles if n else None, n,
                                                scales if n else None)
     if status != 0:
         names = ", ".join(a.path for a, _ in adapters) or "(none)"
         raise LlamaApiError(f"llama_set_adapters_lora returned {status} for {names}")
-    model._attached = [a for a, _ in adapters]
+    context._attached = [a for a, _ in adapters]
 
 
 def adapter_free(adapter: Adapter) -> None:
-    """Free a loaded adapter; it must not be attached. Freeing twice is a no-op."""
+    """Free a loaded adapter; no context may have it attached. Freeing twice is a no-op."""
     if adapter.handle is None:
         return
-    if adapter in adapter.model._attached:
-        raise LlamaApiError(f"{adapter.path} is attached to the context of "
+    holders = [i for i, c in enumerate(adapter.model.contexts) if adapter in c._attached]
+    if holders:
+        raise LlamaApiError(f"{adapter.path} is attached to context(s) {holders} of "
                             f"{adapter.model.path}; detach it (set_adapters) before freeing")
     llama_cpp.llama_adapter_lora_free(adapter.handle)
     adapter.handle = None
     adapter.model._live.remove(adapter)
 
 
-def clear_memory(model: LlamaModel, data: bool = False) -> None:
+def clear_memory(target: LlamaModel | LlamaContext, data: bool = False) -> None:
     """Forget every token the context has seen. The cells are marked free; ``data=True`` also
     zeroes the buffers, which costs a memset of the whole KV cache (about 1 ms for 21 MB here,
     hundreds of MB for a 7B model's context) and changes nothing: decoding overwrites every
     cell it uses before reading it (the logits tests hold either way)."""
-    model._open()
-    memory = llama_cpp.llama_get_memory(model.ctx)
+    memory = llama_cpp.llama_get_memory(_context(target).ctx)
     if memory:  # a model without a KV cache (none here) has no memory to clear
         llama_cpp.llama_memory_clear(memory, data)
 
 
-def truncate_memory(model: LlamaModel, n_tokens: int) -> bool:
+def truncate_memory(target: LlamaModel | LlamaContext, n_tokens: int) -> bool:
     """Keep the first ``n_tokens`` positions of the context's memory and drop the rest; False if
     this memory cannot drop a tail (then clear it instead)."""
-    model._open()
-    memory = llama_cpp.llama_get_memory(model.ctx)
+    memory = llama_cpp.llama_get_memory(_context(target).ctx)
     if not memory:
         return False
     return bool(llama_cpp.llama_memory_seq_rm(memory, 0, n_tokens, -1))
@@ -250,47 +374,50 @@ def is_end_of_generation(model: LlamaModel, token: int) -> bool:
     return bool(llama_cpp.llama_vocab_is_eog(model.vocab, token))
 
 
-def decode(model: LlamaModel, tokens: Sequence[int]) -> None:
+def decode(target: LlamaModel | LlamaContext, tokens: Sequence[int]) -> None:
     """Append ``tokens`` to the context, in chunks of at most n_batch; only the last token's
     logits are computed."""
-    model._open()
-    for start in range(0, len(tokens), model.n_batch):
-        chunk = tokens[start:start + model.n_batch]
+    context = _context(target)
+    for start in range(0, len(tokens), context.n_batch):
+        chunk = tokens[start:start + context.n_batch]
         array = (llama_cpp.llama_token * len(chunk))(*chunk)  # alive until decode returns
-        status = llama_cpp.llama_decode(model.ctx, llama_cpp.llama_batch_get_one(array, len(chunk)))
+        status = llama_cpp.llama_decode(context.ctx,
+                                        llama_cpp.llama_batch_get_one(array, len(chunk)))
         if status != 0:
             raise LlamaApiError(f"llama_decode returned {status} on {len(chunk)} tokens "
-                                f"at position {start} ({model.path})")
+                                f"at position {start} ({context.model.path})")
 
 
-def last_logits(model: LlamaModel) -> np.ndarray:
+def last_logits(target: LlamaModel | LlamaContext) -> np.ndarray:
     """A copy of the last decoded token's logits, shape (n_vocab,)."""
-    model._open()
-    pointer = llama_cpp.llama_get_logits_ith(model.ctx, -1)
+    context = _context(target)
+    pointer = llama_cpp.llama_get_logits_ith(context.ctx, -1)
     if not pointer:
-        raise LlamaApiError(f"no logits to read: nothing decoded yet ({model.path})")
-    return np.ctypeslib.as_array(pointer, shape=(model.n_vocab,)).copy()
+        raise LlamaApiError(f"no logits to read: nothing decoded yet ({context.model.path})")
+    return np.ctypeslib.as_array(pointer, shape=(context.model.n_vocab,)).copy()
 
 
-def evaluate(model: LlamaModel, tokens: Sequence[int]) -> np.ndarray:
+def evaluate(target: LlamaModel | LlamaContext, tokens: Sequence[int]) -> np.ndarray:
     """Logits after ``tokens``, computed from scratch under the context's current adapter set."""
     if not tokens:
         raise ValueError("evaluate needs at least one token")
-    clear_memory(model)
-    decode(model, tokens)
-    return last_logits(model)
+    clear_memory(target)
+    decode(target, tokens)
+    return last_logits(target)
 
 
-def generate_greedy(model: LlamaModel, tokens: Sequence[int], max_tokens: int) -> list[int]:
+def generate_greedy(target: LlamaModel | LlamaContext, tokens: Sequence[int], max_tokens: int
+                    ) -> list[int]:
     """Up to ``max_tokens`` new tokens, each the argmax of the logits, stopping at end of
     generation; starts from scratch like ``evaluate``."""
-    logits = evaluate(model, tokens)
+    model = _context(target).model
+    logits = evaluate(target, tokens)
     out: list[int] = []
     for _ in range(max_tokens):
         token = int(np.argmax(logits))
         if is_end_of_generation(model, token):
             break
         out.append(token)
-        decode(model, [token])
-        logits = last_logits(model)
+        decode(target, [token])
+        logits = last_logits(target)
     return out
