@@ -173,8 +173,8 @@ class SwitchOnlyBackend(SharedModelBackend):
     def _prefill(self, slot, tokens):
         return 0
 
-    def _generate(self, slot, max_tokens, temperature, seed):
-        return [], "length", 0.0
+    def _generate(self, slot, max_tokens, temperature, seed, stop=()):
+        return [], "length", 0.0, None
         yield  # a generator, like the one it replaces, that produces nothing
 
 

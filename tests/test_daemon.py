@@ -525,14 +525,16 @@ def test_stopping_finishes_the_request_in_flight_then_closes_the_runtime(tiny_mo
     state = tmp_path / "router.state"
     runtime = make_runtime(tiny_models, state_path=state)
     backend = runtime.backend
-    serve, started, release = backend.serve, threading.Event(), threading.Event()
+    # The daemon serves a whole answer through the backend's stream (so that a client going
+    # away can stop it between tokens): hold that.
+    serve_stream, started, release = backend.serve_stream, threading.Event(), threading.Event()
 
     def held_serve(request, objects):
         started.set()
         assert release.wait(30)
-        return serve(request, objects)
+        return (yield from serve_stream(request, objects))
 
-    backend.serve = held_serve
+    backend.serve_stream = held_serve
     daemon = Daemon(runtime, DaemonConfig(port=0, log_level="warning"))
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()

@@ -22,8 +22,8 @@ import pytest
 from edge.backends.llama import LlamaBackend
 from edge.daemon.config import DaemonConfig
 from edge.daemon.server import Daemon
-from edge.daemon.sse import StopScanner
 from edge.runtime import InferenceRequest, Runtime
+from edge.stops import StopScanner
 
 N_CTX = 256
 PROMPT = "Once upon a time, the adapter"
@@ -278,14 +278,17 @@ def test_stop_cuts_the_text_before_the_first_stop_sequence(served, reference):
     assert 0 < len(expected) < len(full.text) - 3
     with httpx.Client(base_url=url, timeout=30) as client:
         for stops in (stop, [later, stop], ["never generated \x00", stop]):
-            failed = runtime.stats()["requests"]["failed"]
+            served = runtime.stats()["requests"]["requests"]
             body = client.post("/v1/completions", json={
                 "model": NAMES[1], "prompt": PROMPT, "max_tokens": 24, "stop": stops}).json()
             assert body["choices"][0]["text"] == expected, stops
             assert body["choices"][0]["finish_reason"] == "stop"
             assert body["usage"]["prompt_tokens"] == full.prompt_tokens
-            # Generation stopped there: the runtime's stream was closed before its end.
-            assert runtime.stats()["requests"]["failed"] == failed + 1
+            # Generation stopped there (the backend applies stop sequences): fewer tokens than
+            # the unstopped run, and a request served like any other.
+            assert 0 < body["usage"]["completion_tokens"] < full.completion_tokens
+            assert runtime.stats()["requests"]["requests"] == served + 1
+            assert runtime.stats()["requests"]["failed"] == 0
             events = stream(client, "/v1/completions", model=NAMES[1], prompt=PROMPT,
                             max_tokens=24, stop=stops)
             chunks = events[:-1]
@@ -482,3 +485,23 @@ def test_adapter_scales_reach_the_backend(served, reference):
             error = error_of(client.post("/v1/completions", json={
                 "model": model, "prompt": PROMPT, "adapter_scales": scales}), 400)
             assert words in error["message"] and error["param"] == "adapter_scales"
+
+
+def test_a_client_gone_before_its_whole_answer_cancels_the_request(tiny_models, reference):
+    largest = max(reference.sizes, key=reference.sizes.get)
+    assert reference(largest, PROMPT, 200).finish_reason == "length"  # it would go on
+    runtime = make_runtime(tiny_models, budget=reference.sizes[largest], wait_timeout=0.0)
+    pace(runtime.backend, 0.05)  # about 10 s for the whole answer
+    with running(runtime) as url, httpx.Client(base_url=url, timeout=30) as client:
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes its connection
+            httpx.post(f"{url}/v1/completions", timeout=0.5, json={
+                "model": largest, "prompt": PROMPT, "max_tokens": 200})
+        deadline = time.monotonic() + 3
+        while runtime.cache.stats().pinned_bytes or runtime.scheduler.stats().running:
+            assert time.monotonic() < deadline, "still generating 3 s after the client left"
+            time.sleep(0.01)
+        stats = runtime.stats()["requests"]
+        assert stats["failed"] == 1 and stats["requests"] == 0
+        metrics = client.get("/metrics").text
+        assert 'edge_http_errors_total{status="499",type="client_closed_request"} 1.0' in metrics
+        assert "edge_requests_in_flight 0.0" in metrics

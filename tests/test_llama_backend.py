@@ -17,6 +17,7 @@ from edge.backends import llama_api
 from edge.backends.llama import LlamaBackend
 from edge.catalogue import Catalogue
 from edge.config import CacheConfig, EdgeConfig
+from edge.errors import RequestError
 from edge.router.config import FeatureConfig, FeedbackConfig, RouterConfig
 from edge.runtime import InferenceRequest, Runtime
 from edge.sim.backend import SimulatedBackend
@@ -321,3 +322,29 @@ def test_a_file_is_validated_again_only_when_it_changed(tiny_models, backend, tm
         with pytest.raises(catalog.AdapterError):
             rt.handle(InferenceRequest(prompt=PROMPT, adapter="a"))
         assert len(calls) == 3
+
+
+def test_stop_sequences_end_the_text_before_the_first_one(tiny_models, backend):
+    catalogue = catalogue_of(tiny_models)
+    with Runtime(config(sum(catalogue.sizes().values())), backend, catalogue) as rt:
+        full = rt.handle(InferenceRequest(prompt=PROMPT, adapter="a1",
+                                          params={"max_tokens": 24})).output
+        assert full.finish_reason == "length" and len(full.text) >= 10, full
+        # A stop string from the middle of the unstopped text: the expected cut is the text
+        # before its first occurrence (found by str.index on the reference, not by the code).
+        stop = full.text[6:9]
+        expected = full.text[:full.text.index(stop)]
+        request = InferenceRequest(prompt=PROMPT, adapter="a1",
+                                   params={"max_tokens": 24, "stop": ["\x00never", stop]})
+        cut = rt.handle(request).output
+        assert cut.text == expected and cut.finish_reason == "stop"
+        assert 0 < cut.completion_tokens < full.completion_tokens
+        with rt.stream(request) as pieces:
+            streamed = "".join(pieces)
+        assert streamed == expected and pieces.outcome.output.text == expected
+        # A stop sequence that never appears changes nothing.
+        same = rt.handle(InferenceRequest(prompt=PROMPT, adapter="a1",
+                                          params={"max_tokens": 24, "stop": "\x00never"}))
+        assert same.output.text == full.text and same.output.finish_reason == "length"
+        with pytest.raises(RequestError, match="stop must be"):
+            rt.handle(InferenceRequest(prompt=PROMPT, adapter="a1", params={"stop": [""]}))

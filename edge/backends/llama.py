@@ -53,6 +53,7 @@ from edge.backends import llama_api
 from edge.backends.llama_api import Adapter, LlamaApiError, LlamaContext, LlamaModel
 from edge.catalogue import Catalogue, CatalogueEntry
 from edge.errors import ConfigError, RequestError
+from edge.stops import StopScanner
 
 DEFAULT_MAX_TOKENS = 16
 
@@ -287,16 +288,22 @@ class LlamaBackend:
         temperature = _finite(params.pop("temperature", 0.0), "temperature")
         seed = params.pop("seed", None)
         scales = params.pop("scales", {}) or {}
+        stop = params.pop("stop", ()) or ()
+        stop = (stop,) if isinstance(stop, str) else tuple(stop)
+        if any(not isinstance(s, str) or not s for s in stop):
+            raise RequestError(f"stop must be a non-empty string or a list of them, got "
+                               f"{list(stop)!r}")
         if params:
             raise RequestError(f"unknown generation parameter(s) {sorted(params)} (known: "
-                               "max_tokens, temperature, seed, scales)")
+                               "max_tokens, temperature, seed, scales, stop)")
         adapters = [(adapter, _finite(scales.get(entry.name, entry.metadata.get("scale", 1.0)),
                                       f"scale of {entry.name}"))
                     for entry, adapter in objects]
-        return self._stream(prompt, adapters, max_tokens, temperature, seed)
+        return self._stream(prompt, adapters, max_tokens, temperature, seed, stop)
 
     def _stream(self, prompt: str, adapters: list[tuple[Adapter, float]], max_tokens: int,
-                temperature: float, seed: Optional[int]) -> Generator[str, None, Completion]:
+                temperature: float, seed: Optional[int], stop: tuple[str, ...] = ()
+                ) -> Generator[str, None, Completion]:
         tokens = self.model.tokenize(prompt, special=True)
         if len(tokens) + max_tokens > self.n_ctx:
             raise RequestError(f"prompt of {len(tokens)} tokens + max_tokens {max_tokens} "
@@ -307,7 +314,8 @@ class LlamaBackend:
             with self._gate.shared():
                 self._attach(slot, adapters, key)
                 reused = self._prefill(slot, tokens)
-            out, finish, logprob = yield from self._generate(slot, max_tokens, temperature, seed)
+            out, finish, logprob, text = yield from self._generate(
+                slot, max_tokens, temperature, seed, stop)
             with self._pool:
                 self.served += 1
         except GeneratorExit:
@@ -318,7 +326,8 @@ class LlamaBackend:
             raise
         finally:
             self._release(slot)
-        text = self.model.detokenize(out).decode("utf-8", errors="replace")
+        if text is None:
+            text = self.model.detokenize(out).decode("utf-8", errors="replace")
         mean = logprob / len(out) if out else float("nan")
         return Completion(text, len(tokens), len(out), finish, reused, mean)
 
@@ -350,10 +359,18 @@ class LlamaBackend:
             slot.serving = None
             self._pool.notify_all()
 
-    def _generate(self, slot: _Slot, max_tokens: int, temperature: float, seed: Optional[int]
-                  ) -> Generator[str, None, tuple[list[int], str, float]]:
+    def _generate(self, slot: _Slot, max_tokens: int, temperature: float, seed: Optional[int],
+                  stop: tuple[str, ...] = ()
+                  ) -> Generator[str, None, tuple[list[int], str, float, Optional[str]]]:
         """Yield the text of each token as it is sampled (whole UTF-8 characters); return the
-        tokens, why generation stopped, and the sum of their log-probabilities."""
+        tokens, why generation stopped, the sum of their log-probabilities, and, with ``stop``
+        sequences, the text up to the first one (None without: the tokens are the text).
+
+        A stop sequence ends generation as soon as it is complete (finish "stop"); until then a
+        piece that could still begin one is held back. Its tokens were generated, so they count
+        in the tokens returned."""
+        scanner = StopScanner(stop) if stop else None
+        sent: list[str] = []
         rng = np.random.default_rng(seed)
         out: list[int] = []
         logprob = 0.0
@@ -371,15 +388,27 @@ class LlamaBackend:
             logprob += _log_softmax_at(logits, token)
             pending += self.model.detokenize([token])
             text, pending = _whole_characters(pending)
+            if scanner is not None:
+                text = scanner.feed(text)
+                sent.append(text)
+                if scanner.stopped:
+                    finish = "stop"  # the token is not decoded: nothing will follow it
+                    if text:
+                        yield text
+                    return out, finish, logprob, "".join(sent)
             with self._gate.shared():  # one step at a time, so a load waits for one step only
                 llama_api.decode(context, [token])
                 slot.kv_tokens.append(token)
                 logits = llama_api.last_logits(context)
             if text:
                 yield text
-        if pending:
-            yield pending.decode("utf-8", errors="replace")
-        return out, finish, logprob
+        rest = pending.decode("utf-8", errors="replace") if pending else ""
+        if scanner is not None:
+            rest = scanner.feed(rest) + scanner.flush()
+            sent.append(rest)
+        if rest:
+            yield rest
+        return out, finish, logprob, None if scanner is None else "".join(sent)
 
     def _attach(self, slot: _Slot, adapters: list[tuple[Adapter, float]],
                 key: AdapterSet) -> None:
@@ -513,7 +542,8 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 def _sample(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
     if temperature <= 0:
         return int(np.argmax(logits))
-    z = (logits - logits.max()) / temperature
+    # In float64: a temperature below float32's smallest value would turn into 0 (0/0: NaN).
+    z = (logits - logits.max()).astype(np.float64) / temperature
     p = np.exp(z)
     p /= p.sum()
     return int(rng.choice(len(p), p=p))

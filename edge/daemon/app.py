@@ -1,9 +1,9 @@
 """The daemon's HTTP application: OpenAI-compatible endpoints over one ``Runtime``.
 
 ``create_app(runtime)`` returns a FastAPI app; every completion goes through the runtime's one
-request path (``Runtime.handle``, or ``Runtime.stream`` when the answer is streamed or may stop
-early), so the daemon adds only HTTP: parsing and limits, model names, stop sequences, server-sent
-events, errors as OpenAI-style bodies, and metrics.
+request path (``Runtime.handle``, or ``Runtime.stream`` when the answer is streamed), so the
+daemon adds only HTTP: parsing and limits, model names, server-sent events, cancelling a request
+whose client went away, errors as OpenAI-style bodies, and metrics.
 
 Endpoints (all but ``/healthz`` need ``Authorization: Bearer <key>`` when an API key is set):
 
@@ -15,10 +15,10 @@ Endpoints (all but ``/healthz`` need ``Authorization: Bearer <key>`` when an API
   with ``model`` = what served it, plus an ``edge`` object: the request id (``id`` too: the key
   of its feedback), the adapter (None for a set or the base), whether it was routed and why (the
   top scores), ``cache`` (``hit``, ``page_in`` or ``base``) and timings in ms.
-- ``POST /v1/chat/completions``: ``messages`` instead of ``prompt``. Until the backend applies a
-  model's own chat template, the messages are joined as ``"<role>: <content>\\n"`` lines followed
-  by ``"assistant:"`` (``ChatCompletionRequest.prompt``), and that text is what is routed on and
-  generated from.
+- ``POST /v1/chat/completions``: ``messages`` instead of ``prompt``, rendered by the base
+  model's own chat template (its GGUF's ``tokenizer.chat_template``) or, for a model without one,
+  joined as ``"<role>: <content>\\n"`` lines followed by ``"assistant:"``; that text is what is
+  routed on and generated from.
 - ``POST /v1/feedback``: ``{"id", "reward"}`` for a routed request (404 for an id with no
   pending decision, 400 for a reward out of range).
 - ``GET /v1/models``: the base model, ``auto`` and every adapter (size, resident or not);
@@ -40,11 +40,13 @@ generation: the runtime's stream is closed, its adapters released (``ClosingStre
 
 ``stop`` (a string or up to 4): the text ends before the first stop sequence generated,
 ``finish_reason`` is ``"stop"``, and generation stops there; a stream holds back only the text
-that could still begin a stop sequence. The llama backend has no stop parameter, so the daemon
-cuts the runtime's stream of text pieces itself and closes it (``Generation``): such a request
-counts in the runtime's stats as failed, its routing decision is cancelled (no feedback), and
-its usage is counted by the daemon (``CutOutput``). A request without ``stop`` that is not
-streamed goes through ``Runtime.handle`` as before.
+that could still begin a stop sequence. The backend applies them (the llama backend's ``stop``
+parameter, ``edge.stops``), so usage, feedback and the access log are those of any request.
+
+A client that goes away cancels its request: a stream is closed (``ClosingStreamingResponse``);
+a whole answer's endpoint watches the connection while the runtime serves in the threadpool and
+sets the request's ``cancel`` event, so a queued request leaves the queue and a generating one
+stops at its next token, releasing its adapters either way.
 
 ``adapter_scales`` (edge's extension, ``{"a": 0.5}``): the LoRA scale of adapters the ``model``
 field names, passed as the llama backend's ``scales`` parameter; an adapter not named keeps its
@@ -56,16 +58,18 @@ tools...), 401 without the key, 404 for an unknown model (naming known ones) or 
 for a body over ``Limits.max_body_bytes``, 429 (``Retry-After``) when the request queue is full,
 503 (``Retry-After``) when the cache had no room within its ``wait_timeout`` or the daemon is
 shutting down, 500 for anything else (logged with its traceback; the daemon goes on). The runtime
-blocks (llama.cpp), so the endpoints that call it are sync: FastAPI runs them in its threadpool
-and the event loop stays free; a stream takes each piece in the threadpool too; the backend
-serialises generation itself.
+blocks (llama.cpp), so it is always called in the threadpool and the event loop stays free; a
+stream takes each piece in the threadpool too; the runtime's scheduler admits as many requests
+at once as the backend has contexts and queues the rest.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import math
+import threading
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
@@ -77,19 +81,21 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge import __version__
 from edge.daemon.config import Limits
 from edge.daemon.errors import ApiError, api_error_for, error_body
 from edge.daemon.metrics import DaemonMetrics
+from edge.daemon.responses import ROUTE_DOCS
 from edge.daemon.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
     FeedbackRequest,
     unsupported,
 )
-from edge.daemon.sse import DONE, ChunkWriter, ClosingStreamingResponse, StopScanner, event
+from edge.daemon.sse import DONE, ChunkWriter, ClosingStreamingResponse, event
 from edge.runtime import AUTO, InferenceRequest, Outcome, Runtime, Stream
 
 log = logging.getLogger("edge.daemon")
@@ -99,6 +105,8 @@ TOP_SCORES = 5  # routing explanation: the best this many adapters
 KNOWN_NAMES_SHOWN = 10
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions, used for chat too
 SET_SEPARATOR = "+"  # model "a+b": adapters a and b together
+# How often a whole answer's endpoint checks that its client is still there (seconds).
+DISCONNECT_POLL_SECONDS = 0.1
 
 
 def base_model_id(runtime: Runtime) -> str:
@@ -119,8 +127,9 @@ def create_app(runtime: Runtime, *, api_key: Optional[str] = None,
     app.state.gateway = gateway
     _install_error_handlers(app, metrics)
 
-    @app.post("/v1/completions", response_model=None)
-    def completions(body: CompletionRequest) -> dict | ClosingStreamingResponse:
+    @app.post("/v1/completions", **ROUTE_DOCS["POST", "/v1/completions"])
+    async def completions(body: CompletionRequest, connection: Request
+                          ) -> dict | ClosingStreamingResponse:
         prompt = body.prompt
         if isinstance(prompt, list):
             if len(prompt) != 1:
@@ -130,8 +139,8 @@ def create_app(runtime: Runtime, *, api_key: Optional[str] = None,
             prompt = prompt[0]
         job = gateway.prepare(body, prompt, "completions")
         if job.stream:
-            return gateway.stream(job)
-        outcome, served_as = gateway.serve(job)
+            return await run_in_threadpool(gateway.stream, job)
+        outcome, served_as = await gateway.serve_watching(job, connection)
         output = outcome.output
         return {"id": outcome.request_id, "object": "text_completion", "created": int(time.time()),
                 "model": served_as,
@@ -139,12 +148,13 @@ def create_app(runtime: Runtime, *, api_key: Optional[str] = None,
                              "finish_reason": _finish_reason(output)}],
                 "usage": _usage(output), "edge": gateway.explain(outcome)}
 
-    @app.post("/v1/chat/completions", response_model=None)
-    def chat_completions(body: ChatCompletionRequest) -> dict | ClosingStreamingResponse:
-        job = gateway.prepare(body, body.prompt(), "chat")
+    @app.post("/v1/chat/completions", **ROUTE_DOCS["POST", "/v1/chat/completions"])
+    async def chat_completions(body: ChatCompletionRequest, connection: Request
+                               ) -> dict | ClosingStreamingResponse:
+        job = gateway.prepare(body, await run_in_threadpool(gateway.chat_prompt, body), "chat")
         if job.stream:
-            return gateway.stream(job)
-        outcome, served_as = gateway.serve(job)
+            return await run_in_threadpool(gateway.stream, job)
+        outcome, served_as = await gateway.serve_watching(job, connection)
         output = outcome.output
         return {"id": outcome.request_id, "object": "chat.completion", "created": int(time.time()),
                 "model": served_as,
@@ -152,17 +162,17 @@ def create_app(runtime: Runtime, *, api_key: Optional[str] = None,
                              "logprobs": None, "finish_reason": _finish_reason(output)}],
                 "usage": _usage(output), "edge": gateway.explain(outcome)}
 
-    @app.post("/v1/feedback")
+    @app.post("/v1/feedback", **ROUTE_DOCS["POST", "/v1/feedback"])
     def feedback(body: FeedbackRequest) -> dict:
         gateway.refuse_unknown_fields(body)
         applied = gateway.call(lambda: runtime.feedback(body.id, body.reward), "feedback")
         return {"id": body.id, "reward": body.reward, "applied": applied}
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", **ROUTE_DOCS["GET", "/v1/models"])
     def models() -> dict:
         return {"object": "list", "data": gateway.models()}
 
-    @app.get("/v1/models/{model}")
+    @app.get("/v1/models/{model}", **ROUTE_DOCS["GET", "/v1/models/{model}"])
     def model(model: str) -> dict:
         rows = {row["id"]: row for row in gateway.models()}
         if model in rows:
@@ -170,19 +180,19 @@ def create_app(runtime: Runtime, *, api_key: Optional[str] = None,
         gateway.resolve(model)  # the 404 naming the known models
         raise ApiError(404, f"model {model!r} not found", param="model", code="model_not_found")
 
-    @app.post("/v1/adapters/rescan")
+    @app.post("/v1/adapters/rescan", **ROUTE_DOCS["POST", "/v1/adapters/rescan"])
     def rescan() -> dict:
         report = gateway.call(runtime.rescan, "rescanning the adapters")
         return {**report, "adapters": len(runtime.catalogue)}
 
-    @app.get("/healthz")
+    @app.get("/healthz", **ROUTE_DOCS["GET", "/healthz"])
     async def healthz() -> JSONResponse:
         # async: answered on the event loop even while every worker thread is generating.
         if runtime.closed:
             return JSONResponse({"status": "closed"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
-    @app.get("/metrics")
+    @app.get("/metrics", **ROUTE_DOCS["GET", "/metrics"])
     def prometheus_metrics() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
@@ -234,6 +244,8 @@ class Gateway:
             params["temperature"] = body.temperature
         if body.seed is not None:
             params["seed"] = body.seed
+        if body.stop_sequences():
+            params["stop"] = list(body.stop_sequences())
         adapter = self.resolve(body.model)
         if body.adapter_scales:
             params["scales"] = self._scales(body.adapter_scales, adapter, body.model)
@@ -241,9 +253,9 @@ class Gateway:
         request_id = f"{prefix}-{uuid.uuid4().hex}"
         request = self.call(lambda: InferenceRequest(
             prompt=prompt, adapter=adapter, request_id=request_id, params=params,
-            tenant=body.user), "reading the request")
-        return Job(request, endpoint, body.model, body.stop_sequences(), bool(body.stream),
-                   body.include_usage())
+            tenant=body.user, cancel=None if body.stream else threading.Event()),
+            "reading the request")
+        return Job(request, endpoint, body.model, bool(body.stream), body.include_usage())
 
     @staticmethod
     def _scales(scales: dict[str, float], adapter: str | tuple[str, ...], model: str
@@ -261,23 +273,43 @@ class Gateway:
                            param="adapter_scales")
         return dict(scales)
 
+    def chat_prompt(self, body: ChatCompletionRequest) -> str:
+        """The messages as the text to route on and generate from: the base model's own chat
+        template when its GGUF has one (``backend.format_chat``), else ``role: content`` lines
+        and ``assistant:`` (``render_chat_plainly``)."""
+        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+        return self.call(lambda: self.runtime.render_chat(messages), "rendering the chat")
+
     def serve(self, job: Job) -> tuple[Outcome, str]:
-        """A whole answer: the outcome and the model name that served it. Without stop
-        sequences through ``Runtime.handle``; with them through ``Runtime.stream``, closed at
-        the first one."""
+        """A whole answer through ``Runtime.handle``: the outcome and the model name that
+        served it (in the threadpool; ``job.request.cancel`` stops it)."""
         doing = f"serving {job.request.request_id} ({job.model})"
-        if not job.stop:
-            self.metrics.in_flight.inc()
-            try:
-                outcome = self.call(lambda: self.runtime.handle(job.request), doing)
-            finally:
-                self.metrics.in_flight.dec()
-            served_as = self.served_as(outcome)
-            self.metrics.observe(outcome, job.endpoint, served_as)
-            return outcome, served_as
-        with Generation(self, job) as run:
-            self.call(lambda: "".join(run), doing)
-            return run.outcome, run.served_as
+        self.metrics.in_flight.inc()
+        try:
+            outcome = self.call(lambda: self.runtime.handle(job.request), doing)
+        finally:
+            self.metrics.in_flight.dec()
+        served_as = self.served_as(outcome)
+        self.metrics.observe(outcome, job.endpoint, served_as)
+        return outcome, served_as
+
+    async def serve_watching(self, job: Job, connection: Request) -> tuple[Outcome, str]:
+        """``serve`` in the threadpool while the event loop watches the client: one that
+        disconnects sets the request's ``cancel`` event, so the runtime drops it from the
+        queue or stops its generation at the next token (its adapters released either way)."""
+        work = asyncio.ensure_future(run_in_threadpool(self.serve, job))
+        try:
+            while True:
+                done, _ = await asyncio.wait({work}, timeout=DISCONNECT_POLL_SECONDS)
+                if done:
+                    return work.result()
+                if await connection.is_disconnected():
+                    log.info("%s: the client went away; cancelling it",
+                             job.request.request_id)
+                    job.request.cancel.set()
+                    return await work  # RequestCancelled, or done just before the cancel
+        finally:
+            job.request.cancel.set()  # this task cancelled (shutdown): stop the work too
 
     def stream(self, job: Job) -> ClosingStreamingResponse:
         """The answer as server-sent events. Routing, acquiring and the first piece of text
@@ -425,50 +457,28 @@ class Job:
     request: InferenceRequest
     endpoint: str  # "completions" or "chat"
     model: str  # the model field as sent
-    stop: tuple[str, ...]
     stream: bool
     include_usage: bool
 
 
-@dataclass(frozen=True)
-class CutOutput:
-    """The output of a generation cut at a stop sequence. The runtime's stream was closed early,
-    so the backend's own counts never came: ``prompt_tokens`` is the backend's tokenizer's count
-    when it has one (0 otherwise), ``completion_tokens`` the text pieces read, which is the
-    tokens generated except where one character took several tokens."""
-
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str = "stop"
-    reused_tokens: Optional[int] = None
-
-
 class Generation:
-    """One request generated through ``Runtime.stream`` with its stop sequences applied.
+    """One request generated through ``Runtime.stream``.
 
     Opening it routes, acquires and generates up to the first text to send (errors raised as
-    ``ApiError``s). Iterate it once for the text; then ``outcome`` is the runtime's, or, for a
-    text cut at a stop sequence, one the daemon makes up (``CutOutput``, timings measured here:
-    ``acquire`` includes routing and queueing). Cutting closes the runtime's stream at once, so
-    generation stops and the adapters are released; the runtime counts such a request as failed
-    and cancels its routing decision (no feedback for it). ``close()`` always (``with``): a request
-    abandoned early is closed the same way."""
+    ``ApiError``s). Iterate it once for the text; then ``outcome`` is the runtime's.
+    ``close()`` always (``with``): a request abandoned early is closed, so its generation stops
+    and its adapters are released."""
 
     def __init__(self, gateway: Gateway, job: Job) -> None:
         self.gateway, self.job = gateway, job
         self.outcome: Optional[Outcome] = None
         self.stream: Optional[Stream] = None
         self._texts: Optional[Generator[str, None, None]] = None
-        self._pieces = 0
         self._closed = False
         doing = f"serving {job.request.request_id} ({job.model})"
-        clock = gateway.runtime.clock
         gateway.metrics.in_flight.inc()
         try:
-            self._started = clock()
             self.stream = gateway.call(lambda: gateway.runtime.stream(job.request), doing)
-            self._opened = clock()
             self.served_as = SET_SEPARATOR.join(self.stream.adapters) or gateway.model_id
             self._texts = self._generate()
             self._first = gateway.call(lambda: next(self._texts, None), doing)
@@ -483,34 +493,8 @@ class Generation:
         yield from self._texts or ()
 
     def _generate(self) -> Generator[str, None, None]:
-        stream, scanner, sent = self.stream, StopScanner(self.job.stop), []
-        for piece in stream:
-            self._pieces += 1
-            text = scanner.feed(piece)
-            if scanner.stopped:
-                stream.close()  # generation stops here; the adapters are released
-                sent.append(text)
-                self._finish(self._cut("".join(sent)))
-                if text:
-                    yield text
-                return
-            if text:
-                sent.append(text)
-                yield text
-        rest = scanner.flush()
-        if rest:
-            yield rest
-        self._finish(stream.outcome)
-
-    def _cut(self, text: str) -> Outcome:
-        stream, clock = self.stream, self.gateway.runtime.clock
-        now = clock()
-        timings = {"acquire": self._opened - self._started, "serve": now - self._opened,
-                   "total": now - self._started}
-        output = CutOutput(text, _count_prompt_tokens(self.gateway.runtime.backend,
-                                                      self.job.request.prompt), self._pieces)
-        return Outcome(stream.request_id, stream.adapters, stream.decision, stream.hit, output,
-                       timings)
+        yield from self.stream
+        self._finish(self.stream.outcome)
 
     def _finish(self, outcome: Outcome) -> None:
         self.outcome = outcome
@@ -533,18 +517,6 @@ class Generation:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _count_prompt_tokens(backend: Any, prompt: Any) -> int:
-    """The prompt's tokens by the backend's tokenizer (the llama backend's model), else 0."""
-    tokenize = getattr(getattr(backend, "model", None), "tokenize", None)
-    if tokenize is None or not isinstance(prompt, str):
-        return 0
-    try:
-        return len(tokenize(prompt))
-    except Exception:  # usage is informative; a failure to count must not fail the answer
-        log.warning("could not count the prompt's tokens", exc_info=True)
-        return 0
 
 
 def _model_row(name: str, edge: dict) -> dict:

@@ -23,6 +23,7 @@ from edge.errors import (
     RequestError,
 )
 from edge.router.errors import RewardError, UnknownRequestError
+from edge.scheduler import RequestCancelled
 
 log = logging.getLogger("edge.daemon")
 
@@ -62,6 +63,9 @@ STATUS_OF: dict[type[BaseException], tuple[int, str, Optional[str]]] = {
     RewardError: (400, "invalid_request_error", "invalid_reward"),
     CacheFullError: (503, "server_busy", "cache_full"),
     QueueFullError: (429, "rate_limit_error", "queue_full"),
+    # The client is gone: nobody reads this answer; 499 (nginx's "client closed request")
+    # keeps it apart from the daemon's own errors in the metrics.
+    RequestCancelled: (499, "client_closed_request", "cancelled"),
     CacheClosedError: (503, "server_unavailable", "shutting_down"),
     ConfigError: (500, "server_error", "config_error"),
     BudgetError: (500, "server_error", "budget_error"),

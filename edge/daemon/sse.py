@@ -1,10 +1,6 @@
-"""Streaming text out: stop sequences over text pieces, OpenAI's stream chunks as server-sent
-events, and a response that always closes what it streams.
+"""Streaming text out: OpenAI's stream chunks as server-sent events, and a response that always
+closes what it streams (stop sequences are the backend's: ``edge.stops``).
 
-- ``StopScanner`` cuts a stream of text pieces before the first stop sequence, holding back only
-  the tail that could still be the start of one. The daemon applies stop sequences itself
-  because the llama backend has no ``stop`` parameter (``serve_stream`` knows max_tokens,
-  temperature, seed and scales only); see ``edge.daemon.app`` for what that costs.
 - ``ChunkWriter`` writes the ``data: {json}\\n\\n`` events of one streamed answer exactly as
   OpenAI shapes them (``text_completion`` or ``chat.completion.chunk``, one id throughout);
   ``DONE`` ends a stream.
@@ -20,7 +16,7 @@ events, and a response that always closes what it streams.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any, Optional
 
 import anyio
@@ -34,50 +30,6 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 def event(payload: dict) -> bytes:
     """One server-sent event carrying ``payload`` as JSON."""
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
-
-
-class StopScanner:
-    """Text pieces in, text safe to send out: everything before the first stop sequence.
-
-    ``feed`` returns the text that can no longer be part of a stop sequence and keeps the
-    longest tail that is still a prefix of one; once a stop sequence is complete, ``stopped``
-    is True and nothing more is returned. ``flush`` returns the tail held back when the pieces
-    end without a stop."""
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        if any(not isinstance(s, str) or not s for s in stops):
-            raise ValueError(f"stop sequences must be non-empty strings, got {list(stops)!r}")
-        self.stops = tuple(stops)
-        self.stopped = False
-        self._held = ""
-
-    def feed(self, piece: str) -> str:
-        if self.stopped:
-            return ""
-        text = self._held + piece
-        # The held tail contains no whole stop sequence, so the earliest match in ``text`` is
-        # the earliest in the whole output.
-        cuts = [at for at in (text.find(s) for s in self.stops) if at >= 0]
-        if cuts:
-            self.stopped = True
-            self._held = ""
-            return text[:min(cuts)]
-        keep = self._longest_partial_tail(text)
-        self._held = text[len(text) - keep:] if keep else ""
-        return text[:len(text) - keep]
-
-    def flush(self) -> str:
-        held, self._held = self._held, ""
-        return "" if self.stopped else held
-
-    def _longest_partial_tail(self, text: str) -> int:
-        """The length of the longest end of ``text`` that begins some stop sequence."""
-        longest = min(len(text), max((len(s) - 1 for s in self.stops), default=0))
-        for size in range(longest, 0, -1):
-            tail = text[-size:]
-            if any(s.startswith(tail) for s in self.stops):
-                return size
-        return 0
 
 
 # endpoint -> (the chunks' object, one choice of a chunk: (text or None, finish_reason) -> dict)
