@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 import yaml
 
+from edge.daemon.config import DaemonSection
 from edge.fileio import write_atomic
 from edge.router.config import RouterConfig
 from edge.scheduling import ServingConfig
@@ -113,6 +114,8 @@ class EdgeConfig:
     router: RouterConfig = field(default_factory=RouterConfig)
     catalogue: CatalogueConfig = field(default_factory=CatalogueConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    # How `edge serve` runs this policy: address, model, limits, what it keeps across restarts.
+    daemon: DaemonSection = field(default_factory=DaemonSection)
 
     def __post_init__(self) -> None:
         if self.version != 1:

@@ -497,6 +497,28 @@ class Runtime:
             self._counts["feedback"] += 1
         return applied
 
+    def add_counts(self, requests: Mapping[str, int], seconds: Mapping[str, float]) -> None:
+        """Add saved counters to this runtime's (a daemon restarting continues its counts).
+        ``KeyError`` for a counter this runtime does not keep."""
+        with self._stats_lock:
+            unknown = sorted((set(requests) - set(self._counts))
+                             | (set(seconds) - set(self._seconds)))
+            if unknown:
+                raise KeyError(f"not a counter of this runtime: {unknown}")
+            for name, count in requests.items():
+                self._counts[name] += count
+            for name, value in seconds.items():
+                self._seconds[name] += value
+
+    def save_router_state(self) -> bool:
+        """Save the router's learned state now (to ``router.state.path``), consistent with
+        routing and rewards; False when no path is configured."""
+        if self.config.router.state.path is None:
+            return False
+        with self._router_lock:
+            self.router.save()
+        return True
+
     def resident(self) -> dict[str, int]:
         """Resident adapters (name -> bytes), least recently used first."""
         return self.cache.resident()

@@ -168,3 +168,78 @@ def test_polar_policy_file_sets_router_and_cache():
     config = load_config(POLICY_DIR / "polar.yaml")
     assert config.cache.policy == "s3fifo" and config.router.polar.mode == "polar+"
     assert config.router.features.dim == 64 and config.router.state.path is None
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("daemon:\n  prot: 80\n", r"daemon.prot: unknown key \(known keys: access_log, api_key_env, "),
+    ("daemon:\n  port: 70000\n", r"daemon: port must be 0..65535, got 70000"),
+    ("daemon:\n  port: '80'\n", r"daemon.port: expected an integer, got '80'"),
+    ("daemon:\n  host: ''\n", r"daemon: host must be an address to bind"),
+    ("daemon:\n  n_ctx: 8\n", r"daemon: n_ctx must be an integer >= 16 \(tokens\), got 8"),
+    ("daemon:\n  contexts: 0\n", r"daemon: contexts must be a positive integer, got 0"),
+    ("daemon:\n  graceful_timeout: 0\n", r"daemon: graceful_timeout must be a positive number"),
+    ("daemon:\n  log_level: loud\n", r"daemon.log_level: 'loud' is not one of 'critical', "),
+    ("daemon:\n  save_interval_seconds: 0\n",
+     r"daemon: save_interval_seconds must be a positive number of seconds, got 0"),
+    ("daemon:\n  stats_path: ''\n", r"daemon: stats_path must be non-empty or null"),
+    ("daemon:\n  limits: {max_tokens: 0}\n",
+     r"daemon.limits: max_tokens must be a positive integer, got 0"),
+    ("daemon:\n  limits: {max_body_bytes: 1.5}\n",
+     r"daemon.limits.max_body_bytes: expected an integer, got 1.5"),
+    ("daemon:\n  access_log: {path: access.log}\n",
+     r"daemon.access_log: path must name a .jsonl file or be null, got 'access.log'"),
+    ("daemon:\n  access_log: {max_bytes: lots}\n",
+     r"daemon.access_log: max_bytes 'lots' is not a size"),
+    ("daemon:\n  access_log: {backups: -1}\n",
+     r"daemon.access_log: backups must be an integer >= 0, got -1"),
+])
+def test_bad_daemon_settings_are_rejected_with_path_and_reason(tmp_path, yaml_text, message):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_a_key_pasted_as_api_key_env_is_refused_without_repeating_it(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("daemon:\n  api_key_env: sk-live-0123456789abcdef\n")
+    with pytest.raises(ConfigError, match=r"daemon: api_key_env must be the name of an "
+                                          r"environment variable") as caught:
+        load_config(path)
+    assert "sk-live" not in str(caught.value)
+
+
+def test_daemon_policy_file_names_everything_edge_serve_needs():
+    config = load_config(POLICY_DIR / "daemon.yaml")
+    daemon = config.daemon
+    assert config.router.polar.mode == "polar+" and config.cache.policy == "s3fifo"
+    assert config.catalogue.directory == "adapters"
+    assert daemon.model == "models/base.gguf" and daemon.api_key_env == "EDGE_API_KEY"
+    assert config.router.state.path == "state/router.state"
+    assert daemon.stats_path == "state/stats.json" and daemon.save_interval_seconds == 60
+    assert daemon.access_log.path == "state/access.jsonl"
+    assert (daemon.host, daemon.port, daemon.n_ctx, daemon.contexts) == ("127.0.0.1", 8000,
+                                                                        2048, 1)
+    assert (daemon.limits.max_body_bytes, daemon.limits.max_prompt_chars,
+            daemon.limits.max_tokens) == (1 << 20, 32768, 1024)
+
+
+def test_a_policy_file_without_a_daemon_section_gets_the_defaults(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("cache: {budget: 1GiB}\n")
+    daemon = load_config(path).daemon
+    assert (daemon.host, daemon.port, daemon.model, daemon.api_key_env, daemon.stats_path,
+            daemon.access_log.path) == ("127.0.0.1", 8000, None, None, None, None)
+
+
+def test_daemon_policy_file_shows_every_daemon_setting():
+    from dataclasses import fields
+
+    import yaml
+
+    from edge.daemon.config import AccessLogConfig, DaemonSection, Limits
+
+    shown = yaml.safe_load((POLICY_DIR / "daemon.yaml").read_text())["daemon"]
+    assert set(shown) == {f.name for f in fields(DaemonSection)}
+    assert set(shown["limits"]) == {f.name for f in fields(Limits)}
+    assert set(shown["access_log"]) == {f.name for f in fields(AccessLogConfig)}

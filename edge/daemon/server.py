@@ -1,12 +1,14 @@
-"""Run the app under uvicorn, and close the runtime on the way out.
+"""Run the app under uvicorn, keep the daemon's state across restarts, and close the runtime on
+the way out.
 
 Shutdown has two stages, as in uvicorn: the first SIGTERM or SIGINT stops accepting
 connections and lets the requests in flight finish (for at most ``graceful_timeout`` seconds),
-then the runtime is closed (every adapter unloaded, the router's state saved when
-``router.state.path`` is set, the model freed) and ``serve`` returns. A second signal, of either
-kind, exits the process at once (status 128 + the signal): generations in flight are abandoned,
-the router keeps the state it last saved (written atomically, every
-``router.state.save_interval_seconds``).
+then the runtime's counters are saved (``stats_path``), the runtime is closed (every adapter
+unloaded, the router's state saved when ``router.state.path`` is set, the model freed) and
+``serve`` returns. A second signal, of either kind, exits the process at once (status 128 + the
+signal): generations in flight are abandoned, and the files keep what was last saved (written
+atomically every ``save_interval_seconds``, so a kill loses at most that much learning and never
+tears a file; see ``edge.daemon.persistence``).
 
     serve(runtime, host="127.0.0.1", port=8000)       # blocks until a signal
 
@@ -22,12 +24,20 @@ import os
 import signal
 import sys
 from types import FrameType
-from typing import Optional
+from typing import Any, Optional
 
 import uvicorn
 
 from edge.daemon.app import create_app
-from edge.daemon.config import DEFAULT_HOST, DEFAULT_PORT, DaemonConfig, Limits
+from edge.daemon.config import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    AccessLogConfig,
+    DaemonConfig,
+    Limits,
+)
+from edge.daemon.persistence import StateKeeper
+from edge.errors import ConfigError
 from edge.runtime import Runtime
 
 log = logging.getLogger("edge.daemon")
@@ -59,25 +69,45 @@ def _exit_now(status: int) -> None:
 
 
 class Daemon:
-    """The app over ``runtime`` under a uvicorn server; ``run`` closes the runtime when the
-    server has stopped, whatever stopped it."""
+    """The app over ``runtime`` under a uvicorn server; ``run`` saves the counters and closes
+    the runtime when the server has stopped, whatever stopped it.
+
+    Built before serving: the counters of ``config.stats_path`` are added to the runtime's here
+    (``StatsFileError`` naming the file if it cannot be used), and the access log is opened."""
 
     def __init__(self, runtime: Runtime, config: Optional[DaemonConfig] = None) -> None:
         self.runtime = runtime
         self.config = config = config or DaemonConfig()
+        self.keeper = StateKeeper(runtime, config.stats_path,
+                                  interval=config.save_interval_seconds)
+        self.keeper.load()
         self.app = create_app(runtime, api_key=config.api_key, limits=config.limits,
                               model_id=config.model_id)
         self.server = _Server(uvicorn.Config(
             self.app, host=config.host, port=config.port, log_level=config.log_level,
             timeout_graceful_shutdown=config.graceful_timeout, lifespan="off"))
+        self.access_log = open_access_log(runtime, config.access_log)
 
     def run(self) -> None:
-        """Serve until ``stop()`` or a signal (in the main thread); then close the runtime."""
+        """Serve until ``stop()`` or a signal (in the main thread), saving the daemon's state
+        every ``save_interval_seconds``; then save it once more and close the runtime."""
+        self.keeper.start()
         try:
             self.server.run()
         finally:
-            log.info("closing the runtime")
-            self.runtime.close()
+            try:
+                self.keeper.stop()  # joins the saver, then saves the counters
+            finally:
+                log.info("closing the runtime")
+                try:
+                    self.runtime.close()  # saves the router's state
+                finally:
+                    self._close_access_log()
+
+    def _close_access_log(self) -> None:
+        close = getattr(self.access_log, "close", None)
+        if close is not None:
+            close()
 
     def stop(self) -> None:
         """Stop accepting, let requests in flight finish, then ``run`` closes the runtime."""
@@ -94,6 +124,22 @@ class Daemon:
             for sock in server.sockets:
                 return sock.getsockname()[1]
         return self.config.port
+
+
+def open_access_log(runtime: Runtime, config: AccessLogConfig) -> Optional[Any]:
+    """The access log ``config`` asks for, observing ``runtime``'s requests (None: no log).
+    Close it after the runtime."""
+    if config.path is None:
+        return None
+    try:
+        from edge.access_log import AccessLog
+    except ModuleNotFoundError as exc:  # a tree from before edge.access_log
+        if exc.name != "edge.access_log":
+            raise
+        raise ConfigError(f"access_log.path is {config.path!r}, but this edge has no access "
+                          "log (edge.access_log); remove the setting") from None
+    return AccessLog.attach(runtime, config.path, max_bytes=config.max_bytes,
+                            backups=config.backups)
 
 
 def serve(runtime: Runtime, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
