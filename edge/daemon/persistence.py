@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from edge.errors import EdgeError
-from edge.fileio import write_atomic
+from edge.fileio import remove_stale_temp_files, write_atomic
 
 log = logging.getLogger("edge.daemon")
 
@@ -124,20 +124,6 @@ def restore_stats(runtime: Any, saved: SavedStats, source: str = "<saved stats>"
                 f"{', '.join(sorted(getattr(now, part)))}): the file is from another edge "
                 "version; move it away to start the counts afresh")
     runtime.add_counts(saved.requests, saved.seconds)
-
-
-def remove_stale_temp_files(path: str | os.PathLike[str]) -> list[Path]:
-    """Remove the temp files a write of ``path`` killed midway left behind (``write_atomic``
-    names them ``.<name>.<random>.tmp`` next to it). Call it before anything writes ``path``."""
-    path = Path(path)
-    removed = []
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        try:
-            stale.unlink()
-            removed.append(stale)
-        except FileNotFoundError:
-            pass
-    return removed
 
 
 class StateKeeper:
