@@ -37,7 +37,8 @@ from pathlib import Path
 
 import gguf
 import pytest
-from conftest import load_script
+
+import edge.tiny_models
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 8  # adapters loaded at once
@@ -95,7 +96,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    make = load_script("make_tiny_models")
+    make = edge.tiny_models
     shape = make.Shape(n_embd=256, n_layer=4, n_head=4, n_head_kv=2, n_ff=512)
     return make.make_tiny_models(tmp_path_factory.mktemp("adapter-memory"), n_adapters=K,
                                  seed=0, shape=shape, ranks=(RANK,), targets=make.ALL_TARGETS)

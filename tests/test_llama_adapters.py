@@ -14,9 +14,9 @@ from types import SimpleNamespace
 import gguf
 import numpy as np
 import pytest
-from conftest import load_script
 from llama_cpp import Llama
 
+import edge.tiny_models
 from edge.backends import llama_api
 from edge.backends.llama_api import (
     LlamaApiError,
@@ -56,7 +56,7 @@ def reference_logits(tiny_models, adapter_path, tokens):
 # --- the tiny models ---------------------------------------------------------------------------
 
 def test_tiny_models_are_seeded_and_differ_in_size(tiny_models, tmp_path):
-    again = load_script("make_tiny_models").make_tiny_models(tmp_path, n_adapters=3, seed=0)
+    again = edge.tiny_models.make_tiny_models(tmp_path, n_adapters=3, seed=0)
     for mine, theirs in zip([tiny_models.base, *tiny_models.adapters],
                             [again.base, *again.adapters], strict=True):
         assert mine.read_bytes() == theirs.read_bytes()

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import load_script
 from threads import run_threads
 
+import edge.tiny_models
 from edge.backends import llama_api, llama_features
 from edge.backends.llama import LlamaBackend
 from edge.backends.llama_features import (
@@ -36,7 +36,7 @@ PROMPTS = ["Once upon a time, the adapter", "SELECT name FROM users WHERE id = 7
 @pytest.fixture(scope="module")
 def other_base(tmp_path_factory):
     """A second tiny base: same shapes and vocabulary, other weights (seed 1)."""
-    make = load_script("make_tiny_models").make_tiny_models
+    make = edge.tiny_models.make_tiny_models
     return make(tmp_path_factory.mktemp("tiny-base-seed1"), n_adapters=0, seed=1).base
 
 

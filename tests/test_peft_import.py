@@ -18,15 +18,15 @@ import gguf
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import load_script
 from safetensors.numpy import save_file
 
+import edge.tiny_models
 from edge.backends import peft
 from edge.backends.catalog import BaseModelInfo, validate_adapter
 from edge.backends.commands import adapter_name, adapters
 from edge.backends.peft import PeftConversionError, convert_peft, plan_peft
 
-tiny = load_script("make_tiny_models")
+tiny = edge.tiny_models
 N_LAYER, N_EMBD, N_FF = tiny.N_LAYER, tiny.N_EMBD, tiny.N_FF
 N_HEAD, N_HEAD_KV, HEAD_DIM = tiny.N_HEAD, tiny.N_HEAD_KV, tiny.HEAD_DIM
 
