@@ -1,4 +1,5 @@
-# make demo: replay a built-in trace through the cache, one line per policy.
+# make demo: serve a multi-tenant workload through the daemon over HTTP (tiny generated models,
+# POLAR+ routing, feedback from a known utility model) and summarise what it learned.
 # make test: the whole test suite (what CI runs).
 # Both create .venv and install the project with its dev extra on first use; the C core is
 # rebuilt whenever native/ or the packaging files change.

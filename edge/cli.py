@@ -6,6 +6,7 @@ import click
 
 from edge import __version__
 from edge.backends.commands import adapters
+from edge.cache_demo import cache_demo
 from edge.daemon.commands import serve
 from edge.daemon.stats_command import stats
 from edge.demo import demo
@@ -21,8 +22,8 @@ def main() -> None:
     """edge: page LoRA adapters and MoE experts under a byte budget on one device."""
 
 
-for _command in (demo, sim, tune, calibrate, trace, route_bench, adapters, serve, run,
-                 stats):
+for _command in (demo, cache_demo, sim, tune, calibrate, trace, route_bench, adapters, serve,
+                 run, stats):
     main.add_command(_command)
 
 

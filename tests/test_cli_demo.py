@@ -1,19 +1,174 @@
-"""The CLI entry point and `edge demo` (what `make demo` runs)."""
+"""The CLI entry point, `edge demo` (the daemon end to end: what `make demo` runs) with its
+workload, and `edge cache-demo` (the cache policies over a synthetic trace).
+
+`edge demo` runs for real: tiny GGUF models built in a temporary directory, the daemon on a
+loopback port, HTTP requests and feedback. Its learning is checked against the utility table it
+saves (the best adapter recomputed here with argmax), not against its own verdicts.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+import threading
 
+import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from edge.cache import policy_names
+from edge.cache_demo import cache_demo
 from edge.cli import main
+from edge.demo import demo, tiny_models
+from edge.demo_workload import TENANTS, Record, Tenant, UtilityModel, make_workload, summarise
+
+# ---- edge demo ----------------------------------------------------------------------------------
+
+DEMO_REQUESTS = 150  # five windows of 30; the router settles within about 100 (seeds 0-19)
+WINDOW_ROW = re.compile(r"^  (\d+)-(\d+)\s+(\d\.\d{3})\s+(\d\.\d{3})$", re.M)
 
 
-def test_demo_prints_one_line_per_policy_and_the_bound():
-    result = CliRunner().invoke(main, ["demo", "--requests", "20000", "--seed", "1"])
+def run_demo(workdir, *args):
+    result = CliRunner().invoke(demo, ["--workdir", str(workdir), *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_demo_learns_each_tenants_best_adapter_over_http(tmp_path):
+    # One seed here; seeds 0-19 gave last-window accuracy 0.875-1.0 and first 0.175-0.325
+    # (at 200 requests, replayed in process).
+    output = run_demo(tmp_path, "--requests", str(DEMO_REQUESTS), "--seed", "7")
+    windows = [(int(a), int(b), float(acc), float(hit)) for a, b, acc, hit
+               in WINDOW_ROW.findall(output)]
+    assert [(a, b) for a, b, _, _ in windows] == [(1, 30), (31, 60), (61, 90), (91, 120),
+                                                  (121, 150)], output
+    first, last = windows[0][2], windows[-1][2]
+    n_adapters = 6
+    assert f"chance 1/{n_adapters}" in output
+    # Learning: the router starts from nothing. A table whose best adapter changed at random
+    # from request to request would leave every window near chance (1/6).
+    assert last >= first + 0.25, output
+    assert last >= 3 / n_adapters, output
+
+    run_dir = tmp_path / "last-run"
+    saved = json.loads((run_dir / "summary.json").read_text())
+    records = [json.loads(line) for line in (run_dir / "requests.jsonl").read_text().splitlines()]
+    assert len(records) == DEMO_REQUESTS and saved["summary"]["requests"] == DEMO_REQUESTS
+    # The printed accuracies are the requests' own: recompute them from the log, with the best
+    # adapter taken from the saved utility table.
+    table = np.array(saved["utility"])
+    assert table.shape == (len(TENANTS), n_adapters)
+    best = {t.name: saved["adapters"][int(np.argmax(table[i]))] for i, t in enumerate(TENANTS)}
+    served_best = [r["adapter"] == best[r["tenant"]] for r in records]
+    for (a, b, accuracy, hit_ratio) in windows:
+        assert accuracy == pytest.approx(np.mean(served_best[a - 1:b]), abs=5e-4)
+        hits = [r["cache"] == "hit" for r in records[a - 1:b]]
+        assert hit_ratio == pytest.approx(np.mean(hits), abs=5e-4)
+    # Paging happened: the budget holds only some of the adapters.
+    assert saved["budget_bytes"] < saved["catalogue_bytes"]
+    page_ins = sum(r["cache"] == "page_in" for r in records)
+    assert 0 < page_ins < DEMO_REQUESTS
+    assert re.search(rf"page-ins: {page_ins} on demand", output), output
+    # Latency and overhead lines carry positive numbers; overhead is part of the round trip.
+    p50 = float(re.search(r"latency \(client, HTTP round trip\): p50 ([\d.]+) ms", output)[1])
+    overhead = float(re.search(r"routing \+ acquiring\): p50 ([\d.]+) ms", output)[1])
+    assert 0 < overhead < p50
+    assert all(0 < r["overhead_s"] < r["server_s"] < r["latency_s"] for r in records)
+    # Rewards: noisy utilities, in the router's range.
+    rewards = np.array([r["reward"] for r in records])
+    assert ((0 <= rewards) & (rewards <= 1)).all() and len(set(rewards)) > DEMO_REQUESTS // 2
+    # The router's state was saved when the daemon closed the runtime, and the daemon is gone.
+    assert (run_dir / "router.state").stat().st_size > 0
+    assert str(run_dir / "router.state") in output
+    assert not [t for t in threading.enumerate() if t.name == "edge-demo-daemon"]
+
+
+def test_demo_builds_the_models_once_and_reuses_them(tmp_path):
+    models, built = tiny_models(tmp_path)
+    assert built and models.base.is_file() and len(models.adapters) == 6
+    stamps = [p.stat().st_mtime_ns for p in (models.base, *models.adapters)]
+    again, built_again = tiny_models(tmp_path)
+    assert not built_again and again == models
+    assert [p.stat().st_mtime_ns for p in (models.base, *models.adapters)] == stamps
+    # A missing file is rebuilt.
+    models.adapters[2].unlink()
+    _, rebuilt = tiny_models(tmp_path)
+    assert rebuilt and models.adapters[2].is_file()
+
+
+def test_demo_rejects_too_few_requests(tmp_path):
+    result = CliRunner().invoke(demo, ["--workdir", str(tmp_path), "--requests", "3"])
+    assert result.exit_code == 2 and "--requests" in result.output and "25" in result.output
+
+
+# ---- the workload -------------------------------------------------------------------------------
+
+def test_each_tenant_gets_its_own_best_adapter():
+    for seed in range(20):
+        model = UtilityModel.seeded(5, 6, seed)
+        bests = [model.best(t) for t in range(5)]
+        assert len(set(bests)) == 5
+        for t, b in enumerate(bests):
+            assert model.table[t, b] == 0.9
+            others = np.delete(model.table[t], b)
+            assert ((0.1 <= others) & (others <= 0.6)).all()
+    # Which adapter is best depends on the seed (else a router could learn "adapter 0").
+    assert len({tuple(UtilityModel.seeded(5, 6, s).table.argmax(1)) for s in range(10)}) > 5
+    with pytest.raises(ValueError, match="tenants <= adapters"):
+        UtilityModel.seeded(7, 6, 0)
+
+
+def test_rewards_are_the_utility_plus_small_noise_clipped():
+    model = UtilityModel(np.array([[0.9, 0.2], [0.0, 1.0]]), noise_std=0.05)
+    rng = np.random.default_rng(1)
+    draws = np.array([model.reward(0, 0, rng) for _ in range(2000)])
+    assert abs(draws.mean() - 0.9) < 0.01 and 0.045 < draws.std() < 0.055
+    assert min(model.reward(1, 0, rng) for _ in range(200)) == 0.0  # clipped, never negative
+    assert max(model.reward(1, 1, rng) for _ in range(200)) == 1.0
+
+
+def test_the_workload_is_seeded_and_interleaves_every_tenant():
+    a, b = make_workload(300, TENANTS, seed=4), make_workload(300, TENANTS, seed=4)
+    assert a == b and a != make_workload(300, TENANTS, seed=5)
+    counts = np.bincount([r.tenant for r in a], minlength=len(TENANTS))
+    assert counts.min() > 30  # uniform over five tenants: about 60 each
+    assert all(r.prompt for r in a) and len({r.prompt for r in a}) > 250
+    assert {r.tenant for r in a[:50]} == set(range(len(TENANTS)))
+
+
+def test_a_template_naming_an_unknown_field_is_refused():
+    with pytest.raises(ValueError, match=r"'bad'.*\['x'\]"):
+        Tenant("bad", ("hello {x} {n}",), {"y": ("z",)})
+
+
+def test_summary_of_hand_made_records():
+    def rec(i, adapter, cache, latency, overhead):
+        return Record(i, "t", adapter, "good", cache, 0.5, latency, latency / 2, overhead)
+
+    # Ten requests, windows of two: served by "good" at 0, 3, 4, 5, 7, 8, 9; hits at 2-9.
+    records = [rec(0, "good", "page_in", 0.010, 0.001), rec(1, "bad", "page_in", 0.020, 0.002),
+               rec(2, "bad", "hit", 0.030, 0.003), rec(3, "good", "hit", 0.040, 0.004),
+               rec(4, "good", "hit", 0.050, 0.005), rec(5, "good", "hit", 0.060, 0.006),
+               rec(6, "bad", "hit", 0.070, 0.007), rec(7, "good", "hit", 0.080, 0.008),
+               rec(8, "good", "hit", 0.090, 0.009), rec(9, "good", "hit", 1.000, 0.010)]
+    s = summarise(records, windows=5)
+    assert [(w.first, w.last) for w in s.windows] == [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10)]
+    assert [w.accuracy for w in s.windows] == [0.5, 0.5, 1.0, 0.5, 1.0]
+    assert [w.hit_ratio for w in s.windows] == [0.0, 1.0, 1.0, 1.0, 1.0]
+    assert s.accuracy == 0.7 and s.hit_ratio == 0.8 and s.page_ins == 2
+    # numpy's linear percentile: p50 between the 5th and 6th of ten values.
+    assert s.latency_p50_s == pytest.approx(0.055) and s.overhead_p50_s == pytest.approx(0.0055)
+    assert s.latency_p99_s == pytest.approx(0.09 + 0.91 * 0.91)
+    with pytest.raises(ValueError, match="no requests"):
+        summarise([])
+
+
+# ---- edge cache-demo ----------------------------------------------------------------------------
+
+def test_cache_demo_prints_one_line_per_policy_and_the_bound():
+    result = CliRunner().invoke(cache_demo, ["--requests", "20000", "--seed", "1"])
     assert result.exit_code == 0, result.output
     for name in policy_names():
         rows = re.findall(rf"^  {name}\s+(0\.\d+)\s+(0\.\d+)\s+(\d+\.\d)", result.output, re.M)
@@ -23,20 +178,22 @@ def test_demo_prints_one_line_per_policy_and_the_bound():
     assert len(bounds) == 2 and max(hit_ratios) <= max(bounds)
 
 
-def test_demo_rejects_a_tiny_trace():
-    result = CliRunner().invoke(main, ["demo", "--requests", "10"])
+def test_cache_demo_rejects_a_tiny_trace():
+    result = CliRunner().invoke(cache_demo, ["--requests", "10"])
     assert result.exit_code != 0 and "at least 1000" in result.output
 
+
+# ---- the entry point ----------------------------------------------------------------------------
 
 def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "edge.cli", "--help"], capture_output=True,
                          text=True, timeout=60)
-    assert out.returncode == 0 and "demo" in out.stdout
+    assert out.returncode == 0
+    for command in ("demo", "cache-demo", "serve", "run", "stats", "adapters", "sim"):
+        assert re.search(rf"^  {command}\s", out.stdout, re.M), (command, out.stdout)
 
 
 def test_route_bench_prints_json_per_strategy():
-    import json
-
     result = CliRunner().invoke(main, ["route-bench", "--arms", "6", "--steps", "400",
                                        "--strategy", "random", "--strategy", "oracle"])
     assert result.exit_code == 0, result.output
