@@ -1,0 +1,126 @@
+"""The learned eviction policy's inputs and network, defined once for training and serving.
+
+**Inputs** (``FEATURE_SCHEMA``, version 1): one row per eviction candidate,
+
+    log1p(age_s), log1p(size_bytes), log1p(accesses), log1p(iat_s), log1p(load_cost_ms),
+    log1p(residency_s), demand, free_fraction, need_fraction
+
+the first six from the C core's feature matrix (``edge_feature`` order: age, size, accesses,
+inter-access time, load cost, residency); ``demand`` the router's estimate that the object is
+asked for soon (0 where no router runs); the last two describe the cache at the decision (free
+bytes / budget, bytes needed / budget) and repeat on every row. ``log1p`` because every C
+feature is a non-negative quantity spanning orders of magnitude (bytes from KiB to GiB,
+seconds from microseconds to days); load cost in milliseconds so its log has range. The
+normalisation is fixed, part of the schema a model is trained and shipped with.
+
+**Network**: a dueling Q-network (Wang et al., 2016) scoring each candidate alone: a shared
+trunk of two ReLU layers, a value head V(x) and an advantage head A(x, a) over the two actions
+``KEEP`` and ``EVICT``, combined as Q = V + A - mean(A). A candidate's *eviction preference* is
+Q(evict) - Q(keep); victims are taken highest preference first until enough bytes are freed.
+
+``forward`` is the reference the ONNX export must equal (tests hold it to 1e-5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FEATURE_SCHEMA_VERSION = 1
+CANDIDATE_FEATURES = ("age", "size", "accesses", "iat", "load_cost", "residency")
+INPUT_NAMES = ("log_age", "log_size", "log_accesses", "log_iat", "log_load_cost_ms",
+               "log_residency", "demand", "free_fraction", "need_fraction")
+N_INPUTS = len(INPUT_NAMES)
+KEEP, EVICT = 0, 1
+N_ACTIONS = 2
+
+
+def model_inputs(features: np.ndarray, demand: np.ndarray | float, free_fraction: float,
+                 need_fraction: float) -> np.ndarray:
+    """The network's (n, N_INPUTS) float32 input from the C core's (n, 6) feature matrix."""
+    features = np.asarray(features, dtype=np.float32)
+    if features.ndim != 2 or features.shape[1] != len(CANDIDATE_FEATURES):
+        raise ValueError(f"features must be (n, {len(CANDIDATE_FEATURES)}), got "
+                         f"{features.shape}")
+    n = len(features)
+    x = np.empty((n, N_INPUTS), dtype=np.float32)
+    clipped = np.maximum(features, 0.0)
+    x[:, 0:6] = np.log1p(clipped)
+    x[:, 4] = np.log1p(clipped[:, 4] * 1e3)  # load cost in milliseconds
+    x[:, 6] = demand
+    x[:, 7] = free_fraction
+    x[:, 8] = need_fraction
+    return x
+
+
+@dataclass
+class DuelingQNet:
+    """The network's weights (float32); ``forward`` computes Q for a batch of candidates."""
+
+    w1: np.ndarray  # (N_INPUTS, hidden)
+    b1: np.ndarray  # (hidden,)
+    w2: np.ndarray  # (hidden, hidden)
+    b2: np.ndarray
+    wv: np.ndarray  # (hidden, 1): value head
+    bv: np.ndarray  # (1,)
+    wa: np.ndarray  # (hidden, N_ACTIONS): advantage head
+    ba: np.ndarray  # (N_ACTIONS,)
+
+    PARAMS = ("w1", "b1", "w2", "b2", "wv", "bv", "wa", "ba")
+
+    @classmethod
+    def initialise(cls, hidden: int = 32, seed: int = 0) -> DuelingQNet:
+        """He-initialised weights, zero biases, from ``seed``."""
+        rng = np.random.default_rng(seed)
+
+        def he(n_in: int, n_out: int) -> np.ndarray:
+            return (rng.standard_normal((n_in, n_out)) * np.sqrt(2.0 / n_in)).astype(np.float32)
+
+        return cls(he(N_INPUTS, hidden), np.zeros(hidden, np.float32),
+                   he(hidden, hidden), np.zeros(hidden, np.float32),
+                   he(hidden, 1), np.zeros(1, np.float32),
+                   he(hidden, N_ACTIONS), np.zeros(N_ACTIONS, np.float32))
+
+    @property
+    def hidden(self) -> int:
+        return self.w1.shape[1]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Q values, (n, N_ACTIONS) float32, for inputs ``x`` (n, N_INPUTS)."""
+        h1 = np.maximum(x @ self.w1 + self.b1, 0.0)
+        h2 = np.maximum(h1 @ self.w2 + self.b2, 0.0)
+        value = h2 @ self.wv + self.bv
+        advantage = h2 @ self.wa + self.ba
+        return (value + advantage - advantage.mean(axis=1, keepdims=True)).astype(np.float32)
+
+    def eviction_preference(self, x: np.ndarray) -> np.ndarray:
+        q = self.forward(x)
+        return q[:, EVICT] - q[:, KEEP]
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in self.PARAMS}
+
+    @classmethod
+    def from_parameters(cls, params: dict[str, np.ndarray]) -> DuelingQNet:
+        missing = [name for name in cls.PARAMS if name not in params]
+        if missing:
+            raise ValueError(f"network parameters missing: {missing}")
+        net = cls(**{name: np.asarray(params[name], dtype=np.float32) for name in cls.PARAMS})
+        net.check()
+        return net
+
+    def check(self) -> None:
+        """``ValueError`` naming the first parameter whose shape does not fit the others."""
+        h = self.hidden
+        expected = {"w1": (N_INPUTS, h), "b1": (h,), "w2": (h, h), "b2": (h,), "wv": (h, 1),
+                    "bv": (1,), "wa": (h, N_ACTIONS), "ba": (N_ACTIONS,)}
+        for name, shape in expected.items():
+            if getattr(self, name).shape != shape:
+                raise ValueError(f"network parameter {name} has shape "
+                                 f"{getattr(self, name).shape}, expected {shape}")
+            if not np.all(np.isfinite(getattr(self, name))):
+                raise ValueError(f"network parameter {name} is not finite")
+
+    def copy(self) -> DuelingQNet:
+        return DuelingQNet(**{name: getattr(self, name).copy() for name in self.PARAMS})
