@@ -388,13 +388,19 @@ def decode(target: LlamaModel | LlamaContext, tokens: Sequence[int]) -> None:
                                 f"at position {start} ({context.model.path})")
 
 
-def last_logits(target: LlamaModel | LlamaContext) -> np.ndarray:
-    """A copy of the last decoded token's logits, shape (n_vocab,)."""
+def last_logits(target: LlamaModel | LlamaContext, *, copy: bool = True) -> np.ndarray:
+    """The last decoded token's logits, shape (n_vocab,): a copy, or with ``copy=False`` a
+    read-only view of the context's buffer, valid only until its next decode (a 262k-token
+    vocabulary makes the copy cost a visible fraction of a millisecond per token)."""
     context = _context(target)
     pointer = llama_cpp.llama_get_logits_ith(context.ctx, -1)
     if not pointer:
         raise LlamaApiError(f"no logits to read: nothing decoded yet ({context.model.path})")
-    return np.ctypeslib.as_array(pointer, shape=(context.model.n_vocab,)).copy()
+    logits = np.ctypeslib.as_array(pointer, shape=(context.model.n_vocab,))
+    if copy:
+        return logits.copy()
+    logits.flags.writeable = False
+    return logits
 
 
 def evaluate(target: LlamaModel | LlamaContext, tokens: Sequence[int]) -> np.ndarray:
