@@ -134,12 +134,14 @@ class LlamaBackend:
 
     def __init__(self, model_path: str | os.PathLike[str], *, n_ctx: int = 2048, seed: int = 0,
                  n_threads: Optional[int] = None, reuse_prefix: bool = True,
-                 model: Optional[LlamaModel] = None, n_contexts: int = 1) -> None:
+                 model: Optional[LlamaModel] = None, n_contexts: int = 1,
+                 n_threads_batch: Optional[int] = None) -> None:
         if isinstance(n_contexts, bool) or not isinstance(n_contexts, int) or n_contexts < 1:
             raise ConfigError(f"n_contexts must be a positive integer (the llama contexts "
                               f"served at once), got {n_contexts!r}")
         self.model = model if model is not None else llama_api.load_model(
-            model_path, n_ctx=n_ctx, seed=seed, n_threads=n_threads)
+            model_path, n_ctx=n_ctx, seed=seed, n_threads=n_threads,
+            n_threads_batch=n_threads_batch)
         self.n_ctx = self.model.llama.n_ctx()
         self.reuse_prefix = reuse_prefix
         self.clock = time.monotonic

@@ -212,8 +212,11 @@ class Adapter:
 
 
 def load_model(path: str | os.PathLike[str], *, n_ctx: int = 512, seed: int = 0,
-               n_threads: int | None = None, verbose: bool = False) -> LlamaModel:
-    """Load a base GGUF with one context of ``n_ctx`` tokens."""
+               n_threads: int | None = None, n_threads_batch: int | None = None,
+               verbose: bool = False) -> LlamaModel:
+    """Load a base GGUF with one context of ``n_ctx`` tokens; ``n_threads`` generate,
+    ``n_threads_batch`` evaluate prompts (None: llama-cpp-python's defaults, half the cores
+    and all of them)."""
     path = os.fspath(path)
     if not verbose:
         # llama-cpp-python routes llama.cpp's log through this logger; it prints every line
@@ -221,7 +224,7 @@ def load_model(path: str | os.PathLike[str], *, n_ctx: int = 512, seed: int = 0,
         logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
     try:
         llama = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, seed=seed, n_threads=n_threads,
-                                verbose=verbose)
+                                n_threads_batch=n_threads_batch, verbose=verbose)
     except (ValueError, RuntimeError) as exc:
         raise LlamaApiError(f"cannot load model {path}: {exc}") from exc
     return LlamaModel(llama, path)

@@ -151,6 +151,12 @@ def _is_loopback(host: str) -> bool:
 @click.option("--contexts", default=None, type=click.IntRange(1),
               help="llama contexts over the one model: requests generated at once. "
                    + _overrides("contexts"))
+@click.option("--threads", default=None, type=click.IntRange(1),
+              help="llama.cpp threads generating tokens. "
+                   + _overrides("threads", "half the cores"))
+@click.option("--threads-batch", default=None, type=click.IntRange(1),
+              help="llama.cpp threads evaluating prompts. "
+                   + _overrides("threads_batch", "all the cores"))
 @click.option("--max-tokens", default=None, type=click.IntRange(1),
               help="The largest max_tokens a request may ask for. "
                    + _overrides("limits.max_tokens"))
@@ -183,7 +189,8 @@ def _is_loopback(host: str) -> bool:
 def serve(config_path: Path, model: Optional[Path], model_id: Optional[str],
           adapter_dir: Optional[Path], budget: Optional[str], host: Optional[str],
           port: Optional[int], api_key_env: Optional[str], n_ctx: Optional[int],
-          contexts: Optional[int], max_tokens: Optional[int], max_prompt_chars: Optional[int],
+          contexts: Optional[int], threads: Optional[int], threads_batch: Optional[int],
+          max_tokens: Optional[int], max_prompt_chars: Optional[int],
           max_body_bytes: Optional[int], graceful_timeout: Optional[float],
           log_level: Optional[str], stats_path: Optional[Path], save_interval: Optional[float],
           access_log: Optional[Path], access_log_max_bytes: Optional[str],
@@ -203,6 +210,7 @@ def serve(config_path: Path, model: Optional[Path], model_id: Optional[str],
     options = {
         "model": None if model is None else str(model), "model_id": model_id, "host": host,
         "port": port, "api_key_env": api_key_env, "n_ctx": n_ctx, "contexts": contexts,
+        "threads": threads, "threads_batch": threads_batch,
         "graceful_timeout": graceful_timeout, "log_level": log_level,
         "stats_path": None if stats_path is None else str(stats_path),
         "save_interval_seconds": save_interval,
@@ -229,7 +237,8 @@ def serve(config_path: Path, model: Optional[Path], model_id: Optional[str],
         from edge.daemon.server import Daemon
         from edge.runtime import Runtime
 
-        backend = LlamaBackend(model_path, n_ctx=settings.n_ctx, **backend_options)
+        backend = LlamaBackend(model_path, n_ctx=settings.n_ctx, n_threads=settings.threads,
+                               n_threads_batch=settings.threads_batch, **backend_options)
         try:
             runtime = Runtime.from_config(config, backend=backend)
         except BaseException:

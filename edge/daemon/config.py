@@ -78,11 +78,14 @@ class DaemonSection:
     ``model``: the base model GGUF (None: ``--model`` must give it); ``model_id``: the base
     model's id in the API (None: the model file's stem); ``n_ctx``: tokens per llama context
     (prompt + max_tokens); ``contexts``: llama contexts over the one model, requests served at
-    once; ``api_key_env``: the NAME of the environment variable holding the API key (None: no
-    key is required); ``graceful_timeout``: seconds the first SIGTERM/SIGINT waits for requests
-    in flight (None: as long as they take); ``stats_path``: the runtime's counters, loaded at
-    start and saved every ``save_interval_seconds`` and at shutdown (None: not kept; the
-    router's learned state has its own ``router.state.path``, saved on the same interval)."""
+    once; ``threads`` / ``threads_batch``: llama.cpp's threads for generating / for prompts,
+    shared by the contexts (None: half the cores / all of them; on a busy machine fewer threads
+    than cores avoid prompt evaluations stalling at every barrier); ``api_key_env``: the NAME
+    of the environment variable holding the API key (None: no key is required);
+    ``graceful_timeout``: seconds the first SIGTERM/SIGINT waits for requests in flight (None:
+    as long as they take); ``stats_path``: the runtime's counters, loaded at start and saved
+    every ``save_interval_seconds`` and at shutdown (None: not kept; the router's learned state
+    has its own ``router.state.path``, saved on the same interval)."""
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
@@ -91,6 +94,8 @@ class DaemonSection:
     model_id: Optional[str] = None
     n_ctx: int = 2048
     contexts: int = 1
+    threads: Optional[int] = None
+    threads_batch: Optional[int] = None
     graceful_timeout: Optional[float] = 60.0
     log_level: LogLevel = "info"
     limits: Limits = field(default_factory=Limits)
@@ -113,6 +118,9 @@ class DaemonSection:
         if isinstance(self.n_ctx, bool) or not isinstance(self.n_ctx, int) or self.n_ctx < 16:
             raise ValueError(f"n_ctx must be an integer >= 16 (tokens), got {self.n_ctx!r}")
         _check_positive_int("contexts", self.contexts)
+        for name in ("threads", "threads_batch"):
+            if getattr(self, name) is not None:
+                _check_positive_int(name, getattr(self, name))
         _check_graceful_timeout(self.graceful_timeout)
         _check_log_level(self.log_level)
         _check_seconds("save_interval_seconds", self.save_interval_seconds)
