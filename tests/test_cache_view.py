@@ -10,8 +10,8 @@ from edge._native import FEATURE_NAMES, N_FEATURES
 from edge.cache import CacheView, PagedCache
 from edge.errors import EdgeError
 
-API = {"budget", "now", "key_of_slot", "slot_of", "is_pinned", "size_of", "lru_victim_slot",
-       "load_cost", "candidates", "features", "feature_names"}
+API = {"budget", "now", "key_of_slot", "slot_of", "is_pinned", "size_of", "free_bytes",
+       "lru_victim_slot", "load_cost", "candidates", "features", "feature_names"}
 
 
 class Clock:
@@ -175,3 +175,12 @@ def test_features_are_the_c_cores_matrix_in_a_reused_read_only_buffer():
         view.features([10_000])
     for cm in pins:
         cm.__exit__(None, None, None)
+
+
+def test_free_bytes_is_the_budget_less_resident_and_reserved_bytes():
+    cache, _ = filled()
+    # Keys 0..29 of 10 + k bytes: 300 + 435 = 735 resident, nothing loading.
+    assert cache.view.free_bytes() == 10_000 - 735
+    held = cache.acquire(1000, nbytes=5, loader=lambda k: ("x", 5))
+    with held:  # resident now: 5 more bytes
+        assert cache.view.free_bytes() == 10_000 - 740

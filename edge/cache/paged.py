@@ -34,7 +34,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -87,6 +87,9 @@ class CacheStats:
     pinned_bytes: int
     reserved_bytes: int  # declared sizes of loads in flight
     budget: int
+    # The eviction policy's own counters (EvictionPolicy.stats: the learned policy's decisions,
+    # fallbacks by reason, overruns); empty for the classical ones.
+    policy: dict = field(default_factory=dict)
 
     @property
     def hit_ratio(self) -> float:
@@ -889,7 +892,7 @@ class PagedCache:
                 room_waits=self._room_waits, room_timeouts=self._room_timeouts,
                 resident_count=totals.count, resident_bytes=totals.bytes,
                 pinned_bytes=totals.pinned_bytes, reserved_bytes=self._reserved,
-                budget=self._budget)
+                budget=self._budget, policy=self._policy.stats())
 
     def verify(self) -> None:
         """Check the C index's invariants and that it agrees with this object (for tests)."""

@@ -65,6 +65,9 @@ class PagedCacheView:
     def size_of(self, key: Hashable) -> int:
         return self._entries[key].size
 
+    def free_bytes(self) -> int:
+        return self._cache._budget - self._index.resident_bytes() - self._cache._reserved
+
     def lru_victim_slot(self) -> int:
         return self._index.lru_victim()
 

@@ -51,6 +51,9 @@ class CacheView(Protocol):
 
     def size_of(self, key: Hashable) -> int: ...
 
+    def free_bytes(self) -> int:
+        """Bytes of the budget neither resident nor reserved for loads in flight."""
+
     def lru_victim_slot(self) -> int:
         """The least-recently-used unpinned slot, or -1 when every resident key is pinned."""
 
@@ -117,6 +120,11 @@ class EvictionPolicy(ABC):
 
     def on_resize(self, budget: int) -> None:  # noqa: B027
         """The cache budget changed (policies that size their queues from it re-read it)."""
+
+    def stats(self) -> dict[str, Any]:
+        """The policy's own counters (the learned policy's decisions and fallbacks), shown in
+        ``CacheStats.policy``; none by default."""
+        return {}
 
     # -- the decision (no side effects) -----------------------------------------------------
 
