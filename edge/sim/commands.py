@@ -209,8 +209,12 @@ def tune(trace_path, fmt, columns, no_header, skip_bad, limit, config_path, spac
     space = tuning.load_space(space_path)
     profile = _profile(profile_path)
     # Every candidate is validated before the trace is even read: a bad space fails fast.
+    # A large space takes a while here: say how many, then a line every few seconds.
+    size = tuning.space_size(space)
+    click.echo(f"validating {size:,} assignments of {space_path.name}", err=True)
+    validating = tuning.ProgressLines("validating", interval=5.0) if size > 1000 else None
     try:
-        candidates = tuning.build_candidates(base, space)
+        candidates = tuning.build_candidates(base, space, on_progress=validating)
     except ConfigError as exc:
         raise ConfigError(f"{space_path}: {exc}") from None
     for path in space.unreplayed_paths():
@@ -220,9 +224,19 @@ def tune(trace_path, fmt, columns, no_header, skip_bad, limit, config_path, spac
     jobs = jobs or os.cpu_count() or 1
     click.echo(f"{len(candidates)} candidates ({space.method}), {len(trace):,} requests, "
                f"{min(jobs, len(candidates))} worker(s)")
+    # Time the first few candidates alone and print the estimate before the long part.
+    first, estimate = tuning.measure_first(trace, candidates, space, profile=profile,
+                                           sample=min(3, len(candidates)), jobs=jobs)
+    click.echo(estimate.describe(), err=True)
+    lines = tuning.ProgressLines("replaying", interval=10.0)
     with progress_bar(show_progress, len(candidates), "tuning") as progress:
+        def report(done: int) -> None:
+            progress(done, len(candidates))
+            if not show_progress:  # no bar drawn: periodic lines on stderr instead
+                lines(done, len(candidates))
+
         evaluations = tuning.evaluate(trace, candidates, space, profile=profile, jobs=jobs,
-                                      on_result=lambda done: progress(done, len(candidates)))
+                                      on_result=report, done=first)
     ranked = tuning.rank(evaluations, space.objective)
     click.echo(tuning.format_ranking(ranked, space, top))
     best = tuning.best_config(ranked[0], space.objective, len(candidates), trace_path.name)

@@ -29,6 +29,14 @@ validate to the same settings (``small_fraction: 0.1`` is s3fifo's default) are 
 
 Each candidate is one process-pool task; results are collected in candidate order and ranked
 by (objective, candidate order), so the ranking does not depend on ``--jobs``.
+
+A large space takes a while twice: validating every candidate (a policy-file load each) and
+replaying them. ``build_candidates`` reports ``(done, total)`` as it validates (``total`` is the
+space's size before de-duplication, ``space_size``), ``ProgressLines`` turns such reports into a
+line on stderr every few seconds with the rate and the time left, and ``measure_first`` replays
+the first few candidates alone and times them, so the caller can print an estimate (candidates x
+seconds per candidate / workers) before the long part starts; ``evaluate(..., done=...)`` then
+reuses those results instead of replaying them twice.
 """
 
 from __future__ import annotations
@@ -37,11 +45,13 @@ import copy
 import json
 import math
 import os
+import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import yaml
@@ -286,9 +296,23 @@ def _canonical(config: EdgeConfig) -> str:
     return json.dumps(data, sort_keys=True, default=str)
 
 
-def build_candidates(base: EdgeConfig, space: SearchSpace) -> list[Candidate]:
-    """Validated, de-duplicated candidates: the whole grid, or ``samples`` random draws."""
+def space_size(space: SearchSpace) -> int:
+    """Assignments ``build_candidates`` will validate at most: the whole grid, or ``samples``
+    draws of a random search (de-duplication can only make the candidates fewer)."""
+    total = _count(space.dimensions)
+    return total if space.method == "grid" else min(total, space.samples)
+
+
+def build_candidates(base: EdgeConfig, space: SearchSpace,
+                     on_progress: Callable[[int, int], None] | None = None) -> list[Candidate]:
+    """Validated, de-duplicated candidates: the whole grid, or ``samples`` random draws.
+
+    ``on_progress(done, total)`` is called after each assignment is validated (``total`` =
+    ``space_size``; a random search may try more draws than that when many are duplicates, so
+    ``done`` is capped at ``total``)."""
     base_mapping = to_mapping(base)
+    total = space_size(space)
+    tried = 0
     if space.method == "grid" or _count(space.dimensions) <= space.samples:
         assignments: Iterator[Assignment] = grid(space.dimensions)
         limit = None
@@ -311,6 +335,9 @@ def build_candidates(base: EdgeConfig, space: SearchSpace) -> list[Candidate]:
                 hint = (" (to tie a setting to one policy, nest it under that choice: "
                         "'cache.policy: {s3fifo: {cache.policy_params.small_fraction: [..]}}')")
             raise ConfigError(f"candidate {{{choice}}}: {exc}{hint}") from None
+        tried += 1
+        if on_progress is not None:
+            on_progress(min(tried, total), total)
         key = _canonical(config)
         if key in seen:
             continue
@@ -378,14 +405,23 @@ def _run_candidate(task: tuple[CacheConfig, list[int]]) -> tuple[ReplayResult, .
 
 def evaluate(trace: Trace, candidates: Sequence[Candidate], space: SearchSpace, *,
              profile: PagingCostModel | None = None, jobs: int = 1,
-             on_result: Callable[[int], None] | None = None) -> list[Evaluation]:
-    """Replay every candidate (``jobs`` processes); results in candidate order."""
+             on_result: Callable[[int], None] | None = None,
+             done: Sequence[Evaluation] = ()) -> list[Evaluation]:
+    """Replay every candidate (``jobs`` processes); results in candidate order.
+
+    ``done``: evaluations of the first candidates already replayed (``measure_first``); they
+    are kept, not replayed again, and count in ``on_result``."""
     profile = profile or PagingCostModel()
     check_byte_total(trace.sizes)
+    for i, e in enumerate(done):
+        if i >= len(candidates) or e.candidate != candidates[i]:
+            raise ValueError(f"done[{i}] is not an evaluation of candidate {i}: pass the "
+                             "evaluations of the first candidates, in order")
     working_set = working_set_bytes(trace.keys, trace.sizes)
-    tasks = [(c.config.cache, candidate_budgets(c, space, working_set)) for c in candidates]
+    tasks = [(c.config.cache, candidate_budgets(c, space, working_set))
+             for c in candidates[len(done):]]
     init_args = (trace.keys, trace.sizes, trace.times, trace.load_costs, profile)
-    results: list[tuple[ReplayResult, ...]] = []
+    results: list[tuple[ReplayResult, ...]] = [e.results for e in done]
     if jobs <= 1 or len(tasks) <= 1:
         _init_worker(*init_args)
         try:
@@ -404,6 +440,86 @@ def evaluate(trace: Trace, candidates: Sequence[Candidate], space: SearchSpace, 
                 if on_result:
                     on_result(len(results))
     return [Evaluation(c, r) for c, r in zip(candidates, results, strict=True)]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """How long replaying every candidate should take, from the first few timed alone."""
+
+    candidates: int
+    sampled: int
+    seconds_per_candidate: float
+    workers: int
+
+    @property
+    def seconds(self) -> float:
+        # Candidates left after the sampled ones, spread over the workers.
+        left = self.candidates - self.sampled
+        return self.seconds_per_candidate * left / max(1, min(self.workers, left))
+
+    def describe(self) -> str:
+        return (f"estimated {format_duration(self.seconds)} for the replays: "
+                f"{self.candidates - self.sampled:,} candidates left x "
+                f"{self.seconds_per_candidate:.3g} s each (measured on the first "
+                f"{self.sampled}) / {max(1, min(self.workers, self.candidates - self.sampled))} "
+                "worker(s)")
+
+
+def measure_first(trace: Trace, candidates: Sequence[Candidate], space: SearchSpace, *,
+                  profile: PagingCostModel | None = None, sample: int = 3, jobs: int = 1,
+                  clock: Callable[[], float] = time.perf_counter
+                  ) -> tuple[list[Evaluation], Estimate]:
+    """Replay the first ``sample`` candidates in this process, timed: their evaluations (pass
+    them to ``evaluate`` as ``done``) and the estimate for the rest on ``jobs`` workers."""
+    if sample < 1:
+        raise ValueError(f"sample must be at least 1, got {sample}")
+    first = list(candidates[:sample])
+    started = clock()
+    evaluations = evaluate(trace, first, space, profile=profile, jobs=1)
+    per = (clock() - started) / len(first) if first else 0.0
+    return evaluations, Estimate(len(candidates), len(first), per, jobs)
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class ProgressLines:
+    """A ``(done, total)`` callback writing ``label: done/total (pct), rate/s, ~time left`` to
+    ``stream`` (stderr) at most every ``interval`` seconds and at the end: visible in logs and
+    pipes, where a progress bar is not drawn."""
+
+    def __init__(self, label: str, stream: TextIO | None = None, interval: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.label, self.interval, self.clock = label, interval, clock
+        self.stream = stream
+        self.started = clock()
+        self.last_line: float | None = None
+        self.lines = 0
+        self.finished = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.finished:
+            return
+        now = self.clock()
+        finished = self.finished = done >= total
+        if not finished and now - (self.started if self.last_line is None
+                                   else self.last_line) < self.interval:
+            return
+        self.last_line = now
+        elapsed = now - self.started
+        rate = done / elapsed if elapsed > 0 else float("inf")
+        left = (total - done) / rate if 0 < rate < float("inf") else 0.0
+        pct = 100.0 * done / total if total else 100.0
+        text = f"{self.label}: {done:,}/{total:,} ({pct:.0f} %), {rate:,.1f}/s"
+        text += f", {format_duration(elapsed)} in total" if finished else \
+            f", about {format_duration(left)} left"
+        print(text, file=self.stream or sys.stderr, flush=True)
+        self.lines += 1
 
 
 def rank(evaluations: Sequence[Evaluation], objective: str) -> list[Evaluation]:
