@@ -233,3 +233,37 @@ def test_packed_scoring_of_a_large_catalogue_matches_direct_solve_and_survives_a
         batch_mean, batch_bonus = model.mean_and_bonus_batch(x[None, :])
         np.testing.assert_allclose(batch_mean[0], mean, rtol=0, atol=1e-12)
         np.testing.assert_allclose(batch_bonus[0], bonus, rtol=0, atol=1e-12)
+    # Many contexts in chunks (the planner's call): the same as one context at a time.
+    batch_mean, batch_bonus = model.mean_and_bonus_batch(probe, chunk=7)
+    singles = [model.mean_and_bonus(x) for x in probe]
+    np.testing.assert_allclose(batch_mean, [m for m, _ in singles], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(batch_bonus, [b for _, b in singles], rtol=0, atol=1e-12)
+
+
+def test_thompson_scores_are_posterior_draws_around_the_mean():
+    # Hand derivation: one update of arm a0 with x = e1, reward 0.8, ridge 1, prior 0.5 gives
+    # A = diag(2, 1, 1), theta = (0.3 / 2) e1. At x = e1: mean = 0.5 + 0.15 = 0.65 and the
+    # posterior of the score is N(0.65, alpha^2 * x'A^-1x) = N(0.65, 0.2^2 / 2); the untried a1
+    # scores N(0.5, 0.2^2). So a0 wins when 0.15 + 0.2 (z0 / sqrt 2 - z1) > 0, with probability
+    # Phi(0.15 / (0.2 * sqrt(1.5))) = Phi(0.612) = 0.730.
+    cfg = LinUCBConfig(alpha=0.2, prior_reward=0.5, exploration="thompson")
+    model = LinUCB(3, cfg, np.random.default_rng(4), ["a0", "a1"])
+    x = np.array([1.0, 0.0, 0.0])
+    model.update("a0", x, 0.8)
+    draws = [model.decide(x) for _ in range(20000)]
+    scores = np.array([d.score for d in draws])
+    assert scores[:, 0].mean() == pytest.approx(0.65, abs=0.003)
+    assert scores[:, 0].std() == pytest.approx(0.2 / np.sqrt(2), rel=0.03)
+    assert scores[:, 1].std() == pytest.approx(0.2, rel=0.03)
+    share = np.mean([d.arm_index == 0 for d in draws])
+    assert share == pytest.approx(0.730, abs=0.01)
+    # UCB on the same model is deterministic: a0 (0.65 + 0.141) against a1 (0.5 + 0.2).
+    ucb = LinUCB(3, LinUCBConfig(alpha=0.2, prior_reward=0.5), np.random.default_rng(4),
+                 ["a0", "a1"])
+    ucb.update("a0", x, 0.8)
+    assert all(ucb.decide(x).arm_index == 0 for _ in range(10))
+
+
+def test_exploration_must_be_ucb_or_thompson():
+    with pytest.raises(ValueError, match="exploration must be 'ucb' or 'thompson', got 'ts'"):
+        LinUCBConfig(exploration="ts")

@@ -17,7 +17,15 @@ from edge.errors import ConfigError
 from edge.sim.generate import scan_bursts
 from edge.sim.replay import replay_arrays
 from edge.sim.trace import read_trace
-from edge.sim.tune import build_candidates, evaluate, parse_space, rank
+from edge.sim.tune import (
+    ProgressLines,
+    build_candidates,
+    evaluate,
+    measure_first,
+    parse_space,
+    rank,
+    space_size,
+)
 
 BASE = {"version": 1, "description": "base", "cache": {"budget": "160KiB", "policy": "lru"}}
 NESTED = {
@@ -237,3 +245,67 @@ def test_evaluate_refuses_a_trace_whose_bytes_total_2_64():
     with pytest.raises(TraceError, match=r"2\*\*64 or more"):
         evaluate(big, build_candidates(base_config(), space), space)
 
+
+
+def test_validation_reports_progress_over_the_whole_space():
+    # 3 policies' worth of assignments: lru 1, arc 2, s3fifo 3 x 2 = 9 (hand count).
+    space = parse_space({"space": NESTED})
+    assert space_size(space) == 9
+    seen = []
+    candidates = build_candidates(base_config(), space,
+                                  on_progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(i, 9) for i in range(1, 10)]
+    assert len(candidates) == 9
+    sampled = parse_space({"method": "random", "samples": 4, "seed": 1, "space": NESTED})
+    assert space_size(sampled) == 4
+    seen.clear()
+    build_candidates(base_config(), sampled, on_progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (4, 4) and all(d <= 4 and t == 4 for d, t in seen)
+
+
+class SteppingClock:
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_progress_lines_say_rate_and_time_left_every_interval():
+    import io
+
+    out = io.StringIO()
+    # The clock advances 1 s per reading: constructed at t=1, reports read t=2, 3, ...
+    lines = ProgressLines("validating", out, interval=2.0, clock=SteppingClock(1.0))
+    for done in range(1, 11):
+        lines(done, 10)
+    lines(10, 10)  # a repeated final report prints nothing more
+    text = out.getvalue().splitlines()
+    # Reports at t=2..11; a line once 2 s have passed since the start or the last line: t=3
+    # (done 2), t=5 (4), t=7 (6), t=9 (8), and the final one at t=11 (10 in 10 s).
+    assert [t.split(":")[1].split("(")[0].strip() for t in text] == \
+        ["2/10", "4/10", "6/10", "8/10", "10/10"]
+    # At t=3, 2 done in 2 s: 1.0/s, 8 left -> 8 s.
+    assert text[0] == "validating: 2/10 (20 %), 1.0/s, about 8.0 s left"
+    assert text[-1] == "validating: 10/10 (100 %), 1.0/s, 10.0 s in total"
+
+
+def test_first_candidates_timed_for_an_estimate_are_not_replayed_twice(trace):
+    space = parse_space({"space": NESTED})
+    candidates = build_candidates(base_config(), space)
+    clock = SteppingClock(0.5)  # one reading before and one after: 0.5 s for 2 candidates
+    first, estimate = measure_first(trace, candidates, space, sample=2, jobs=3, clock=clock)
+    assert [e.candidate.index for e in first] == [0, 1]
+    assert estimate.seconds_per_candidate == pytest.approx(0.25)
+    # 7 candidates left x 0.25 s over 3 workers.
+    assert estimate.seconds == pytest.approx(7 * 0.25 / 3)
+    assert "7 candidates left x 0.25 s each (measured on the first 2) / 3 worker(s)" \
+        in estimate.describe()
+    counted = []
+    resumed = evaluate(trace, candidates, space, done=first, on_result=counted.append)
+    assert counted == list(range(3, 10))
+    whole = evaluate(trace, candidates, space)
+    assert [e.hit_ratio for e in resumed] == [e.hit_ratio for e in whole]
+    with pytest.raises(ValueError, match=r"done\[0\] is not an evaluation of candidate 0"):
+        evaluate(trace, candidates, space, done=first[1:])

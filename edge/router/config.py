@@ -77,10 +77,17 @@ class LinUCBConfig:
     # Share of requests routed to a uniformly random arm instead (epsilon-greedy on top of the
     # scores; 0 leaves exploration to the confidence bonus and the optimistic prior).
     epsilon: float = 0.0
+    # "ucb": score = mean + alpha * sqrt(x'A^-1 x). "thompson": linear Thompson sampling, score
+    # = mean + alpha * sqrt(x'A^-1 x) * z_a with z_a ~ N(0, 1) drawn per arm and decision (the
+    # score of theta_a ~ N(theta_a, alpha^2 A_a^-1) at x; alpha is the posterior scale). The
+    # epoch planner still plans on the optimistic mean + bonus either way.
+    exploration: Literal["ucb", "thompson"] = "ucb"
 
     def __post_init__(self) -> None:
         for name in ("alpha", "ridge_lambda", "prior_reward", "discount", "epsilon"):
             _check_finite(name, getattr(self, name))
+        if self.exploration not in ("ucb", "thompson"):
+            raise ValueError(f"exploration must be 'ucb' or 'thompson', got {self.exploration!r}")
         if not 0 <= self.epsilon <= 1:
             raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
         if self.alpha < 0:

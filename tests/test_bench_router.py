@@ -1,0 +1,65 @@
+"""scripts/bench_router.py: tunables are chosen on instances held out from the reported ones,
+and the chosen values are in the JSON."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_router.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_router", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_default_tuning_and_reported_seeds_are_disjoint(bench):
+    args = bench.parse_args([])
+    for n in (16, 64, 256, 1024):
+        tuning = bench.instance_seeds(args.tune_seed, n, args.tune_instances)
+        reported = bench.instance_seeds(args.seed, n, args.quality_repeats)
+        assert len(reported) == 5 and len(tuning) == 2
+        assert not set(tuning) & set(reported)
+    # The reported family is the earlier benchmark's (seed + N + 7919 r), by hand:
+    assert bench.instance_seeds(20260, 16, 3) == [20276, 28195, 36114]
+
+
+def test_a_reported_seed_in_the_tuning_set_stops_the_benchmark(bench, tmp_path):
+    with pytest.raises(ValueError, match=r"reported instance seed\(s\) \[28195\]"):
+        bench.check_seed_split([28195, 1], [20276, 28195])
+    # Through the script: tuning seeds 20276 + 7919 r overlap the reported ones at r = 1.
+    with pytest.raises(ValueError, match="are also tuning seeds"):
+        bench.main(["--arms", "16", "--quality-repeats", "2", "--tune-instances", "2",
+                    "--tune-seed", str(20260 + 7919), "--skip-speed", "--horizon", "50"])
+
+
+def test_the_json_names_the_seed_split_and_every_chosen_value(bench, tmp_path, capsys):
+    out = tmp_path / "b.json"
+    bench.main(["--arms", "8", "--dim", "8", "--horizon", "200", "--quality-repeats", "1",
+                "--tune-instances", "1", "--skip-speed", "--out", str(out)])
+    data = json.loads(out.read_text())
+    q = data["quality"]["8"]
+    assert not set(q["tuning_seeds"]) & set(q["reported_seeds"])
+    assert set(q["strategies"]) == {"random", "greedy+lru", "linucb+lru",
+                                    "linucb+best-eviction", "lints+lru", "polar", "polar+",
+                                    "oracle"}
+    for label, (_, stages) in bench.STRATEGIES.items():
+        assert set(q["tuning"][label]["chosen"]) == {path for path, _ in stages}
+        for path, choices in stages:
+            assert q["tuning"][label]["chosen"][path] in choices
+    assert q["tuning"]["linucb+best-eviction"]["chosen"]["cache.policy"] in bench.EVICTION
+    # The objective charges all paging, for every strategy.
+    for s in q["strategies"].values():
+        assert s["total_paging_s"] >= s["blocking_paging_s"]
+    assert q["checks"]["best_baseline"] not in ("polar", "polar+", "random", "oracle")
+    # The README/docs rows come from the JSON: POLAR+'s row carries its median objective.
+    row = next(line for line in bench.markdown_tables(data).splitlines()
+               if line.startswith("| 8 | polar+ |"))
+    assert f"| {q['strategies']['polar+']['objective']:.1f} |" in row
