@@ -21,6 +21,13 @@ or, from Python (the tests' fixture, ``edge demo``):
 
 The same seed gives the same weights: the base draws from ``default_rng([seed, 0])``, adapter i
 from ``default_rng([seed, i + 1])``, so adding adapters does not change the earlier ones.
+
+MoE models for expert paging (``--moe``, or ``make_tiny_moe``): a Mixtral-style llama GGUF, 8
+layers of 32 experts, top 4, experts stored as f32, f16, bf16 or q8_0; a structured one whose
+router prefers one group of experts per token cluster (routing locality) and a plain-random one:
+
+    from edge.tiny_models import make_tiny_moe
+    moe = make_tiny_moe(tmp_path, structured=True, seed=0, dtype="q8_0")   # TinyMoe(path, ...)
 """
 
 from __future__ import annotations
@@ -232,6 +239,199 @@ def make_tiny_models(outdir: str | os.PathLike[str], n_adapters: int = 3, seed: 
     return TinyModels(base=base, adapters=adapters, shape=shape)
 
 
+# ---- MoE test models -------------------------------------------------------------------------
+# A Mixtral-style model is the llama architecture with <arch>.expert_count/expert_used_count, a
+# router per block (blk.N.ffn_gate_inp) and the experts' FFNs stacked in one tensor per
+# projection (blk.N.ffn_{gate,up,down}_exps); llama.cpp runs it as llama (FIELD-NOTES "MoE in
+# GGUF").
+MOE_N_LAYER = 8
+MOE_N_EXPERT = 32
+MOE_N_EXPERT_USED = 4
+MOE_N_FF = 128
+# The expert tensors' storage type; every other tensor stays F32, so a disagreement with
+# llama.cpp points at the expert bytes, the ones the expert store pages.
+MOE_DTYPES = {
+    "f32": (gguf.GGMLQuantizationType.F32, gguf.LlamaFileType.ALL_F32),
+    "f16": (gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
+    "bf16": (gguf.GGMLQuantizationType.BF16, gguf.LlamaFileType.MOSTLY_BF16),
+    "q8_0": (gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+}
+# Structured routing: every token belongs to one of n_expert / (2 * n_expert_used) clusters, and
+# in each layer each cluster prefers its own group of 2 * n_expert_used experts (the paper's
+# "about 2x the active experts" working set). The embedding puts the cluster's direction in the
+# residual stream, the router adds MOE_ROUTER_PULL per unit of alignment to the group's experts,
+# and the output head favours next tokens of the current cluster, so generated text runs in
+# segments of one cluster and consecutive tokens reuse experts.
+MOE_EMBD_CLUSTER = 2.0  # cluster direction's weight per sqrt(n_embd) in a token's embedding
+MOE_EMBD_NOISE = 0.5  # the token's own random part, same units
+MOE_ROUTER_PULL = 0.6  # router logit per unit of (RMS-normed hidden . cluster direction)
+MOE_OUTPUT_PULL = 0.5  # output logit, same units: the pull towards staying in the cluster
+# Attention and expert outputs enter the residual stream at this fraction of unit scale, so the
+# token's cluster still dominates the router's input after the earlier blocks.
+MOE_BRANCH_SCALE = 0.25
+
+
+@dataclass(frozen=True)
+class MoeShape:
+    """A tiny MoE model's dimensions; the defaults are the tests' 8 layers x 32 experts, top 4."""
+
+    n_embd: int = N_EMBD
+    n_layer: int = MOE_N_LAYER
+    n_head: int = N_HEAD
+    n_head_kv: int = N_HEAD_KV
+    n_ff: int = MOE_N_FF  # per expert
+    n_expert: int = MOE_N_EXPERT
+    n_expert_used: int = MOE_N_EXPERT_USED
+    n_ctx_train: int = N_CTX_TRAIN
+
+    def __post_init__(self) -> None:
+        for name in ("n_embd", "n_layer", "n_head", "n_head_kv", "n_ff", "n_expert",
+                     "n_expert_used", "n_ctx_train"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head or self.n_head % self.n_head_kv:
+            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head "
+                             f"({self.n_head}), and n_head of n_head_kv ({self.n_head_kv})")
+        if self.n_expert_used > self.n_expert:
+            raise ValueError(f"n_expert_used ({self.n_expert_used}) must be <= n_expert "
+                             f"({self.n_expert})")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def n_clusters(self) -> int:
+        return max(1, self.n_expert // (2 * self.n_expert_used))
+
+
+@dataclass(frozen=True)
+class TinyMoe:
+    path: Path
+    shape: MoeShape
+    structured: bool
+    dtype: str
+    # Structured models: each token's cluster (n_vocab,) and, per layer, each cluster's
+    # preferred experts (n_layer, n_clusters, experts per group); None for plain-random ones.
+    token_cluster: np.ndarray | None = field(default=None, compare=False, repr=False)
+    cluster_experts: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+def _moe_expert_tensor(data: np.ndarray, dtype: str
+                       ) -> tuple[np.ndarray, gguf.GGMLQuantizationType]:
+    qtype = MOE_DTYPES[dtype][0]
+    if dtype in ("f32", "f16"):
+        return data.astype(np.float16 if dtype == "f16" else np.float32), qtype
+    return gguf.quants.quantize(data, qtype), qtype  # uint8 blocks in the type's byte layout
+
+
+def _unit_directions(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    """n orthonormal directions (rows) when n <= dim, else n random unit vectors."""
+    raw = rng.normal(size=(dim, max(n, 1)))
+    if n <= dim:
+        q, _ = np.linalg.qr(raw)
+        return q[:, :n].T.copy()
+    return (raw / np.linalg.norm(raw, axis=0)).T[:n].copy()
+
+
+def make_tiny_moe(outdir: str | os.PathLike[str], *, structured: bool, seed: int = 0,
+                  n_layer: int = MOE_N_LAYER, n_expert: int = MOE_N_EXPERT,
+                  n_expert_used: int = MOE_N_EXPERT_USED, n_embd: int = N_EMBD,
+                  n_ff: int = MOE_N_FF, n_head: int = N_HEAD, n_head_kv: int = N_HEAD_KV,
+                  dtype: str = "f32") -> TinyMoe:
+    """Write ``moe-structured-<dtype>.gguf`` or ``moe-random-<dtype>.gguf`` into ``outdir``: a
+    Mixtral-style llama MoE whose experts are stored as ``dtype`` (f32, f16, bf16, q8_0).
+
+    ``structured``: the router has locality (see MOE_EMBD_CLUSTER above); otherwise embedding,
+    router and output head are plain random and routing has no structure to exploit. The same
+    arguments write the same bytes; the weights draw from ``default_rng([seed, 100 + variant])``,
+    apart from the base's and adapters' streams."""
+    if dtype not in MOE_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(MOE_DTYPES)}, got {dtype!r}")
+    shape = MoeShape(n_embd, n_layer, n_head, n_head_kv, n_ff, n_expert, n_expert_used)
+    if dtype == "q8_0" and (n_embd % 32 or n_ff % 32):
+        raise ValueError(f"q8_0 stores rows in blocks of 32: n_embd ({n_embd}) and n_ff "
+                         f"({n_ff}) must be multiples of 32")
+    rng = np.random.default_rng([seed, 100 + int(bool(structured))])
+    tokens, scores, types = tokenizer_vocab()
+    n_vocab, d, ff, hd = len(tokens), shape.n_embd, shape.n_ff, shape.head_dim
+    n_clusters, group = shape.n_clusters, min(2 * n_expert_used, n_expert)
+    root_d = np.sqrt(d)
+
+    def normal(*dims: int, scale: float = 1.0) -> np.ndarray:
+        return rng.normal(0.0, scale / np.sqrt(dims[-1]), size=dims).astype(np.float32)
+
+    token_cluster = cluster_experts = None
+    if structured:
+        directions = _unit_directions(rng, n_clusters, d)
+        token_cluster = rng.integers(n_clusters, size=n_vocab)
+        embd = (MOE_EMBD_CLUSTER * root_d * directions[token_cluster]
+                + MOE_EMBD_NOISE * rng.normal(size=(n_vocab, d))).astype(np.float32)
+        output = (MOE_OUTPUT_PULL * directions[token_cluster]
+                  + normal(n_vocab, d, scale=0.5)).astype(np.float32)
+        cluster_experts = np.empty((n_layer, n_clusters, group), dtype=np.int64)
+    else:
+        embd = rng.normal(size=(n_vocab, d)).astype(np.float32)
+        output = normal(n_vocab, d)
+
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"moe-{'structured' if structured else 'random'}-{dtype}.gguf"
+    tmp = path.with_name(path.name + ".tmp")
+    w = gguf.GGUFWriter(str(tmp), ARCH)
+    w.add_name(f"edge-tiny-moe-{'structured' if structured else 'random'}")
+    w.add_file_type(MOE_DTYPES[dtype][1])
+    w.add_context_length(shape.n_ctx_train)
+    w.add_embedding_length(d)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_rope_dimension_count(hd)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_expert_count(n_expert)
+    w.add_expert_used_count(n_expert_used)
+    w.add_vocab_size(n_vocab)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_unk_token_id(UNK)
+    w.add_bos_token_id(BOS)
+    w.add_eos_token_id(EOS)
+    w.add_add_bos_token(True)
+    w.add_tensor("token_embd.weight", embd)
+    w.add_tensor("output_norm.weight", np.ones(d, dtype=np.float32))
+    w.add_tensor("output.weight", output)
+    branch = MOE_BRANCH_SCALE
+    for i in range(n_layer):
+        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(d, dtype=np.float32))
+        w.add_tensor(f"blk.{i}.attn_q.weight", normal(n_head * hd, d))
+        w.add_tensor(f"blk.{i}.attn_k.weight", normal(n_head_kv * hd, d))
+        w.add_tensor(f"blk.{i}.attn_v.weight", normal(n_head_kv * hd, d))
+        w.add_tensor(f"blk.{i}.attn_output.weight", normal(d, n_head * hd, scale=branch))
+        w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(d, dtype=np.float32))
+        router = normal(n_expert, d)
+        if structured:
+            # This layer's experts, shuffled, cut into one group per cluster (spares stay
+            # unpreferred); the layers differ, so cross-layer transitions carry information.
+            order = rng.permutation(n_expert)
+            for c in range(n_clusters):
+                chosen = order[c * group:(c + 1) * group]
+                cluster_experts[i, c] = chosen
+                router[chosen] += MOE_ROUTER_PULL * directions[c]
+        w.add_tensor(f"blk.{i}.ffn_gate_inp.weight", router)
+        for name, dims, scale in (("ffn_gate_exps", (n_expert, ff, d), 1.0),
+                                  ("ffn_up_exps", (n_expert, ff, d), 1.0),
+                                  ("ffn_down_exps", (n_expert, d, ff), branch)):
+            data, qtype = _moe_expert_tensor(normal(*dims, scale=scale), dtype)
+            w.add_tensor(f"blk.{i}.{name}.weight", data, raw_dtype=qtype)
+    _write(w, tmp, path)
+    return TinyMoe(path=path, shape=shape, structured=bool(structured), dtype=dtype,
+                   token_cluster=token_cluster, cluster_experts=cluster_experts)
+
+
 def _int_list(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(","))
 
@@ -256,15 +456,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", type=_targets, default=ADAPTER_TARGETS,
                         help=f"comma-separated projections to adapt, or 'all' "
                              f"({','.join(ALL_TARGETS)}); default {','.join(ADAPTER_TARGETS)}")
+    parser.add_argument("--moe", action="store_true",
+                        help=f"also write moe-structured-<dtype>.gguf and "
+                             f"moe-random-<dtype>.gguf ({MOE_N_LAYER} layers, {MOE_N_EXPERT} "
+                             f"experts, top {MOE_N_EXPERT_USED})")
+    parser.add_argument("--moe-dtype", choices=sorted(MOE_DTYPES), default="f32",
+                        help="storage type of the MoE models' experts (default f32)")
     args = parser.parse_args(argv)
     try:
         shape = Shape(args.n_embd, args.n_layer, args.n_head, args.n_head_kv, args.n_ff,
                       args.n_ctx_train)
         models = make_tiny_models(args.outdir, n_adapters=args.adapters, seed=args.seed,
                                   shape=shape, ranks=args.ranks, targets=args.targets)
+        moe = [make_tiny_moe(args.outdir, structured=kind, seed=args.seed,
+                             dtype=args.moe_dtype).path for kind in (True, False)] \
+            if args.moe else []
     except ValueError as exc:
         parser.error(str(exc))
-    for path in [models.base, *models.adapters]:
+    for path in [models.base, *models.adapters, *moe]:
         print(f"{path}\t{path.stat().st_size} bytes")
     return 0
 

@@ -1,0 +1,336 @@
+"""``ExpertStore``: one MoE GGUF's experts, each readable on its own by positional reads.
+
+A Mixtral-style GGUF stacks a layer's experts in one tensor per projection
+(``blk.N.ffn_{gate,up,down}_exps.weight``, numpy shape (n_expert, rows, cols)), so expert e of
+a tensor is one contiguous slice: bytes [data_offset + e * n_bytes / n_expert, + n_bytes /
+n_expert) of the file (FIELD-NOTES "MoE in GGUF"). The layout comes from ``gguf.GGUFReader``,
+which is dropped once read; loading an expert then reads only its three slices with
+``os.pread`` on one descriptor (thread-safe: a pread has no shared file position), so the file
+is never mapped whole and only the experts in use occupy memory. Dequantisation is gguf's own
+(``gguf.quants.dequantize``; Q8_0 is blocks of one f16 scale and 32 int8) to float32, at load
+time, for F32, F16, BF16 and Q8_0; any other storage type is refused by name.
+
+Keys for ``PagedCache`` are integers, ``layer << 32 | expert``, so a layer's batch of experts
+takes the C core's batch hit path; ``nbytes(layer, expert)`` is what a loaded expert holds in
+memory (the cache's budget unit) and ``file_nbytes`` what loading it reads.
+
+    store = ExpertStore("moe.gguf")
+    cache = PagedCache(budget, "lru", loader=store.load_key, sizer=store.size_of_key)
+    with cache.acquire_many([expert_key(0, e) for e in (3, 7)]) as experts: ...
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Hashable
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+from edge.errors import EdgeError
+
+# Storage types an expert may have; the dequantiser for each is gguf.quants.dequantize.
+SUPPORTED_TYPES = frozenset({
+    gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16,
+    gguf.GGMLQuantizationType.BF16, gguf.GGMLQuantizationType.Q8_0,
+})
+PROJECTIONS = ("gate", "up", "down")  # blk.N.ffn_<projection>_exps.weight
+KEY_SHIFT = 32
+EXPERT_MASK = (1 << KEY_SHIFT) - 1
+
+
+class MoeFormatError(EdgeError, ValueError):
+    """A file is not a MoE GGUF this store can page (missing keys or tensors, bad shapes)."""
+
+
+class UnsupportedExpertType(MoeFormatError):
+    """An expert tensor's storage type has no dequantiser here; the message names both."""
+
+
+def expert_key(layer: int, expert: int) -> int:
+    """The cache key of one expert of one layer: ``layer << 32 | expert``."""
+    return (layer << KEY_SHIFT) | expert
+
+
+def split_key(key: int) -> tuple[int, int]:
+    """(layer, expert) of a key made by ``expert_key``."""
+    return key >> KEY_SHIFT, key & EXPERT_MASK
+
+
+@dataclass(frozen=True)
+class ExpertSlice:
+    """One expert's part of one stacked tensor: where its bytes are and what they hold."""
+
+    tensor: str
+    offset: int  # absolute file offset
+    nbytes: int
+    qtype: gguf.GGMLQuantizationType
+    shape: tuple[int, int]  # numpy (rows, cols) of the dequantised matrix
+
+
+@dataclass(frozen=True)
+class ExpertWeights:
+    """One expert's SwiGLU FFN, float32: out = down @ (silu(gate @ x) * (up @ x)).
+
+    gate and up are (n_ff, n_embd), down (n_embd, n_ff); the arrays are read-only because a
+    cached expert is shared by every caller that acquires it."""
+
+    gate: np.ndarray
+    up: np.ndarray
+    down: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return self.gate.nbytes + self.up.nbytes + self.down.nbytes
+
+
+@dataclass(frozen=True)
+class MoeLayout:
+    """What the store read from the file's metadata and tensor table."""
+
+    arch: str
+    n_layer: int
+    n_expert: int
+    n_expert_used: int
+    n_embd: int
+    n_ff: int
+    moe_layers: tuple[int, ...]  # blocks with a router (all of them in a Mixtral-style model)
+    metadata: dict  # the <arch>.* scalar keys, for gating rules (expert_weights_norm, ...)
+
+
+def _scalar(reader: gguf.GGUFReader, key: str) -> object | None:
+    field = reader.get_field(key)
+    if field is None:
+        return None
+    value = field.contents()
+    return value.item() if hasattr(value, "item") else value
+
+
+def _required_int(reader: gguf.GGUFReader, key: str, path: Path) -> int:
+    value = _scalar(reader, key)
+    if value is None:
+        raise MoeFormatError(f"{path}: not a MoE GGUF: metadata key {key} is missing")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise MoeFormatError(f"{path}: metadata {key} = {value!r}; expected a positive integer")
+    return value
+
+
+class ExpertStore:
+    """The experts of one MoE GGUF, loadable one (layer, expert) at a time; see the module
+    docstring. ``bytes_read`` and ``loads`` count expert loads (routers are not counted;
+    thread-safe)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            reader = gguf.GGUFReader(self.path)
+        except (ValueError, OSError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise MoeFormatError(f"{self.path}: not a readable GGUF file: {exc}") from None
+        try:
+            self.layout, self._slices, self._routers = self._read_layout(reader)
+        finally:
+            del reader  # its memmap of the whole file goes with it
+        self._fd: int | None = os.open(self.path, os.O_RDONLY)
+        self._lock = threading.Lock()
+        self._bytes_read = 0
+        self._loads = 0
+        self._resident_nbytes = 4 * 3 * self.layout.n_ff * self.layout.n_embd  # float32
+
+    # ---- layout ------------------------------------------------------------------------------
+
+    def _read_layout(self, reader: gguf.GGUFReader):
+        path = self.path
+        arch = _scalar(reader, "general.architecture")
+        if not isinstance(arch, str):
+            raise MoeFormatError(f"{path}: not a model GGUF: general.architecture is missing")
+        n_layer = _required_int(reader, f"{arch}.block_count", path)
+        n_expert = _required_int(reader, f"{arch}.expert_count", path)
+        n_used = _required_int(reader, f"{arch}.expert_used_count", path)
+        n_embd = _required_int(reader, f"{arch}.embedding_length", path)
+        if n_used > n_expert:
+            raise MoeFormatError(f"{path}: {arch}.expert_used_count ({n_used}) exceeds "
+                                 f"{arch}.expert_count ({n_expert})")
+        tensors = {t.name: t for t in reader.tensors}
+        moe_layers = tuple(i for i in range(n_layer) if f"blk.{i}.ffn_gate_inp.weight" in tensors)
+        if not moe_layers:
+            raise MoeFormatError(f"{path}: not a MoE GGUF: no router tensor "
+                                 f"blk.N.ffn_gate_inp.weight in any of its {n_layer} blocks")
+        missing = [f"blk.{i}.ffn_{p}_exps.weight" for i in moe_layers for p in PROJECTIONS
+                   if f"blk.{i}.ffn_{p}_exps.weight" not in tensors]
+        if missing:
+            shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more"
+                                              if len(missing) > 4 else "")
+            raise MoeFormatError(f"{path}: not a MoE GGUF this store can page: missing the "
+                                 f"stacked expert tensors {shown}")
+        n_ff = int(tensors[f"blk.{moe_layers[0]}.ffn_up_exps.weight"].shape[1])
+        expected = {"gate": (n_embd, n_ff, n_expert), "up": (n_embd, n_ff, n_expert),
+                    "down": (n_ff, n_embd, n_expert)}  # ggml order: fastest dimension first
+        slices: dict[tuple[int, int], tuple[ExpertSlice, ...]] = {}
+        routers: dict[int, ExpertSlice] = {}
+        for i in moe_layers:
+            router = tensors[f"blk.{i}.ffn_gate_inp.weight"]
+            if tuple(int(d) for d in router.shape) != (n_embd, n_expert):
+                raise MoeFormatError(f"{path}: {router.name} has shape "
+                                     f"{tuple(router.shape.tolist())} (ggml order); expected "
+                                     f"({n_embd}, {n_expert})")
+            _check_type(router, path)
+            routers[i] = ExpertSlice(router.name, int(router.data_offset), int(router.n_bytes),
+                                     router.tensor_type, (n_expert, n_embd))
+            per_layer = []
+            for projection in PROJECTIONS:
+                t = tensors[f"blk.{i}.ffn_{projection}_exps.weight"]
+                dims = tuple(int(d) for d in t.shape)
+                if dims != expected[projection]:
+                    raise MoeFormatError(f"{path}: {t.name} has shape {dims} (ggml order); "
+                                         f"expected {expected[projection]}")
+                _check_type(t, path)
+                per_layer.append((t, int(t.n_bytes) // n_expert, (dims[1], dims[0])))
+            for e in range(n_expert):
+                slices[(i, e)] = tuple(
+                    ExpertSlice(t.name, int(t.data_offset) + e * size, size, t.tensor_type,
+                                shape) for t, size, shape in per_layer)
+        metadata = {}
+        for key in reader.fields:
+            if key.startswith(f"{arch}."):
+                value = _scalar(reader, key)
+                if isinstance(value, (bool, int, float, str)):
+                    metadata[key[len(arch) + 1:]] = value
+        n_ff_meta = metadata.get("expert_feed_forward_length", metadata.get(
+            "feed_forward_length", n_ff))
+        if n_ff_meta != n_ff:
+            raise MoeFormatError(f"{path}: experts are {n_ff} wide but the metadata says "
+                                 f"{n_ff_meta}")
+        layout = MoeLayout(arch, n_layer, n_expert, n_used, n_embd, n_ff, moe_layers, metadata)
+        return layout, slices, routers
+
+    @property
+    def n_layer(self) -> int:
+        return self.layout.n_layer
+
+    @property
+    def n_expert(self) -> int:
+        return self.layout.n_expert
+
+    @property
+    def n_expert_used(self) -> int:
+        return self.layout.n_expert_used
+
+    def slices(self, layer: int, expert: int) -> tuple[ExpertSlice, ExpertSlice, ExpertSlice]:
+        """Where expert ``expert`` of block ``layer`` lies: its gate, up and down slices."""
+        try:
+            return self._slices[(layer, expert)]
+        except (KeyError, TypeError):
+            raise KeyError(self._unknown(layer, expert)) from None
+
+    def _unknown(self, layer: object, expert: object) -> str:
+        return (f"{self.path}: no expert {expert!r} in layer {layer!r} (MoE layers "
+                f"{self.layout.moe_layers[0]}..{self.layout.moe_layers[-1]}, experts "
+                f"0..{self.n_expert - 1})")
+
+    def nbytes(self, layer: int, expert: int) -> int:
+        """Bytes a loaded expert holds in memory (float32 gate, up and down): its cache size."""
+        self.slices(layer, expert)
+        return self._resident_nbytes
+
+    def file_nbytes(self, layer: int, expert: int) -> int:
+        """Bytes ``load`` reads from the file for this expert (its stored size)."""
+        return sum(s.nbytes for s in self.slices(layer, expert))
+
+    # ---- reads -------------------------------------------------------------------------------
+
+    def load(self, layer: int, expert: int) -> ExpertWeights:
+        """Read and dequantise one expert: three positional reads, nothing else of the file."""
+        pieces = self.slices(layer, expert)
+        gate, up, down = (self._read_matrix(s) for s in pieces)
+        with self._lock:
+            self._loads += 1
+            self._bytes_read += sum(s.nbytes for s in pieces)
+        return ExpertWeights(gate, up, down)
+
+    def router(self, layer: int) -> np.ndarray:
+        """Block ``layer``'s router, float32 (n_expert, n_embd): logits = router @ x."""
+        try:
+            piece = self._routers[layer]
+        except (KeyError, TypeError):
+            raise KeyError(f"{self.path}: layer {layer!r} has no router (MoE layers: "
+                           f"{list(self.layout.moe_layers)})") from None
+        return self._read_matrix(piece)
+
+    def load_key(self, key: Hashable) -> tuple[ExpertWeights, int]:
+        """``PagedCache`` loader for keys made by ``expert_key``."""
+        layer, expert = self._split(key)
+        weights = self.load(layer, expert)
+        return weights, weights.nbytes
+
+    def size_of_key(self, key: Hashable) -> int:
+        """``PagedCache`` sizer for keys made by ``expert_key``."""
+        return self.nbytes(*self._split(key))
+
+    def _split(self, key: Hashable) -> tuple[int, int]:
+        if isinstance(key, bool) or not isinstance(key, int) or key < 0:
+            raise KeyError(f"{self.path}: expert keys are ints layer << 32 | expert, "
+                           f"got {key!r}")
+        return split_key(key)
+
+    def _read_matrix(self, piece: ExpertSlice) -> np.ndarray:
+        raw = self._pread(piece.offset, piece.nbytes, piece.tensor)
+        rows = piece.shape[0]
+        blocks = np.frombuffer(raw, dtype=np.uint8).reshape(rows, piece.nbytes // rows)
+        matrix = gguf.quants.dequantize(blocks, piece.qtype)
+        # F32 comes back as a view of the read buffer; everything else is already a new array.
+        matrix = np.ascontiguousarray(matrix, dtype=np.float32).reshape(piece.shape)
+        matrix.flags.writeable = False
+        return matrix
+
+    def _pread(self, offset: int, nbytes: int, what: str) -> bytearray:
+        fd = self._fd
+        if fd is None:
+            raise EdgeError(f"{self.path}: the expert store is closed")
+        buffer = bytearray(nbytes)
+        view = memoryview(buffer)
+        done = 0
+        while done < nbytes:  # a pread may return less than asked; EOF returns 0
+            n = os.preadv(fd, [view[done:]], offset + done)
+            if n == 0:
+                raise MoeFormatError(f"{self.path}: truncated: {what} needs bytes "
+                                     f"{offset}..{offset + nbytes}, the file ends first")
+            done += n
+        return buffer
+
+    @property
+    def bytes_read(self) -> int:
+        with self._lock:
+            return self._bytes_read
+
+    @property
+    def loads(self) -> int:
+        with self._lock:
+            return self._loads
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __enter__(self) -> ExpertStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            self.close()
+
+
+def _check_type(tensor: object, path: Path) -> None:
+    qtype = tensor.tensor_type
+    if qtype not in SUPPORTED_TYPES:
+        names = ", ".join(sorted(t.name for t in SUPPORTED_TYPES))
+        raise UnsupportedExpertType(f"{path}: {tensor.name} is stored as {qtype.name}; the "
+                                    f"expert store dequantises only {names}")

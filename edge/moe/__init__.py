@@ -1,0 +1,1 @@
+"""MoE expert paging: the executor, routing traces and their analysis."""
