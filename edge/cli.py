@@ -10,6 +10,8 @@ from edge.cache_demo import cache_demo
 from edge.daemon.commands import serve
 from edge.daemon.stats_command import stats
 from edge.demo import demo
+from edge.learned.train_command import train_eviction
+from edge.moe.commands import moe
 from edge.run_command import run
 from edge.sim.commands import calibrate, sim, tune
 from edge.sim.routing_commands import route_bench
@@ -23,7 +25,7 @@ def main() -> None:
 
 
 for _command in (demo, cache_demo, sim, tune, calibrate, trace, route_bench, adapters, serve,
-                 run, stats):
+                 run, stats, train_eviction, moe):
     main.add_command(_command)
 
 

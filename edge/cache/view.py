@@ -24,6 +24,12 @@ _GOLDEN = 0x9E3779B97F4A7C15
 _MASK64 = (1 << 64) - 1
 
 
+def candidate_seed(cache_seed: int, evictions: int) -> int:
+    """The seed of the candidate draw a cache seeded ``cache_seed`` makes after ``evictions``
+    evictions (the offline trainer replays the same draws)."""
+    return ((cache_seed & _MASK64) * _GOLDEN + evictions) & _MASK64
+
+
 class PagedCacheView:
     """Read-only access to one ``PagedCache`` for its policy (see ``CacheView``)."""
 
@@ -82,7 +88,7 @@ class PagedCacheView:
         if k_sample:
             # Seeded by the eviction count: the same state gives the same draw (asking twice
             # changes nothing), and each eviction round draws afresh.
-            seed = (self._seed * _GOLDEN + self._cache._evictions) & _MASK64
+            seed = candidate_seed(self._seed, self._cache._evictions)
             drawn = self._index.sample_unpinned_seeded(k_sample, seed)
             taken = set(slots)
             slots = slots + [s for s in drawn if s not in taken]

@@ -36,8 +36,9 @@ KEEP, EVICT = 0, 1
 N_ACTIONS = 2
 
 
-def model_inputs(features: np.ndarray, demand: np.ndarray | float, free_fraction: float,
-                 need_fraction: float) -> np.ndarray:
+def model_inputs(features: np.ndarray, demand: np.ndarray | float,
+                 free_fraction: np.ndarray | float, need_fraction: np.ndarray | float
+                 ) -> np.ndarray:
     """The network's (n, N_INPUTS) float32 input from the C core's (n, 6) feature matrix."""
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2 or features.shape[1] != len(CANDIDATE_FEATURES):
