@@ -90,9 +90,9 @@ def test_peers_are_measured_or_skipped_with_a_reason(result):
     peers = result["peers"]
     assert "--llama-server" in peers["llama_server"]["skipped"]
     lcs = peers["llama_cpp_server"]
-    if any(importlib.util.find_spec(m) is None for m in EXTRAS):
-        assert "llama_cpp.server needs" in lcs["skipped"]
-        return
+    # Its extras are in the dev extra, so the peer must have run here.
+    assert all(importlib.util.find_spec(m) is not None for m in EXTRAS), EXTRAS
+    assert "skipped" not in lcs, lcs.get("skipped")
     assert lcs["version"] == result["inputs"]["versions"]["llama_cpp_python"]
     assert [m["model_alias"] for m in lcs["config_models"]] == \
         result["edge"]["adapters"]["repeat_switch"]
@@ -100,9 +100,8 @@ def test_peers_are_measured_or_skipped_with_a_reason(result):
     for name in PEER_CASES:
         check_summary(lcs["cases"][name]["latency_ms"], name)
         assert lcs["cases"][name]["requests_per_s"] > 0
-    # Its only way to another adapter is a model reload: far slower than a repeat.
-    assert lcs["cases"]["switch"]["latency_ms"]["p50"] > \
-        2 * lcs["cases"]["repeat"]["latency_ms"]["p50"]
+    # (That its switch, a model reload, is far slower than a repeat is the benchmark's to
+    # measure: a timed assertion here would fail on a loaded machine.)
 
 
 def test_ratios_and_targets_follow_from_the_figures(result):

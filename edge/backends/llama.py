@@ -26,6 +26,13 @@ set and scales, and only when the earlier tokens are a prefix of the new prompt;
 clears that context's memory, because KV computed under one adapter set is wrong under another
 (llama-cpp-python keys its reuse by tokens alone: FIELD-NOTES).
 
+Per request, what the backend adds to llama.cpp's evaluation is kept small: a repeated prompt's
+tokens come from ``LlamaModel.tokenize``'s cache; logits are read in place; the log-probability
+of a token (a pass over the whole vocabulary) is computed when the next decode would overwrite its
+logits, and for the last token only when ``mean_logprob`` is read (by the "response-likelihood"
+reward source) or when the context decodes again, whichever comes first; a ``Completion`` no
+longer referenced by then costs nothing.
+
 ``format_chat`` renders a conversation with the model's own chat template (the GGUF's
 ``tokenizer.chat_template``, through llama-cpp-python's ``Jinja2ChatFormatter``), or as
 ``role: content`` lines when the model has none. Prompts are tokenized with control-token text
@@ -39,9 +46,11 @@ because the tokenizer adds BOS itself.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,6 +67,47 @@ from edge.stops import StopScanner
 DEFAULT_MAX_TOKENS = 16
 
 
+class _LogprobSum:
+    """The log-probabilities of a completion's tokens, summed; the last one may still be in its
+    context's logits (``defer``), read when ``mean`` is asked for or just before the context's
+    logits change (``LlamaContext.before_logits_change``), whichever comes first. Thread-safe:
+    a reader in another thread holds back the context's next decode until it has read them."""
+
+    def __init__(self, total: float, count: int) -> None:
+        self._total = total
+        self._count = count
+        self._pending: Optional[tuple[np.ndarray, int, np.floating]] = None
+        self._lock = threading.Lock()
+
+    def defer(self, context: LlamaContext, logits: np.ndarray, token: int,
+              top: np.floating) -> None:
+        """Add ``token``'s log-probability under ``logits`` (a view of ``context``'s, whose
+        maximum is ``top``) later. Called by the context's only user, before it is released."""
+        earlier = context.before_logits_change
+        if earlier is not None:
+            earlier()  # another reader of the same logits: let it read them now
+        self._pending = (logits, token, top)
+        owner = weakref.ref(self)  # a completion no one holds any more needs nothing read
+
+        def read_before_change() -> None:
+            alive = owner()
+            if alive is not None:
+                alive._settle()
+
+        context.before_logits_change = read_before_change
+
+    def _settle(self) -> None:
+        with self._lock:
+            if self._pending is not None:
+                logits, token, top = self._pending
+                self._total += _log_softmax_at(logits, token, top)
+                self._pending = None
+
+    def mean(self) -> float:
+        self._settle()
+        return self._total / self._count if self._count else math.nan
+
+
 @dataclass(frozen=True)
 class Completion:
     """What ``serve`` returns: the generated text and its token counts."""
@@ -67,9 +117,14 @@ class Completion:
     completion_tokens: int
     finish_reason: str  # "stop" (end of generation) or "length" (max_tokens reached)
     reused_tokens: int  # prompt tokens whose KV was kept from an earlier request
-    # Mean log-probability of the generated tokens under the adapter set that generated them
-    # (NaN without tokens); the "response-likelihood" reward source turns it into a reward.
-    mean_logprob: float
+    _logprobs: _LogprobSum = field(repr=False, compare=False)
+
+    @property
+    def mean_logprob(self) -> float:
+        """Mean log-probability of the generated tokens under the adapter set that generated
+        them (NaN without tokens); the "response-likelihood" reward source turns it into a
+        reward. Computed on first read (see the module docstring)."""
+        return self._logprobs.mean()
 
 
 AdapterSet = tuple  # ((Adapter, scale), ...): compared by adapter identity and scale
@@ -85,6 +140,9 @@ class _Slot:
     kv_tokens: list[int] = field(default_factory=list)
     serving: Optional[AdapterSet] = None  # the set of the request it is leased to; None: idle
     last_used: int = 0
+    # n_vocab floats for the log-softmax of a token, made once: a fresh one per token would be
+    # allocated and page-faulted anew (1 MB on Gemma 3).
+    scratch: Optional[np.ndarray] = None
 
 
 class _ModelGate:
@@ -316,7 +374,7 @@ class LlamaBackend:
             with self._gate.shared():
                 self._attach(slot, adapters, key)
                 reused = self._prefill(slot, tokens)
-            out, finish, logprob, text = yield from self._generate(
+            out, finish, logprobs, text = yield from self._generate(
                 slot, max_tokens, temperature, seed, stop)
             with self._pool:
                 self.served += 1
@@ -328,10 +386,7 @@ class LlamaBackend:
             raise
         finally:
             self._release(slot)
-        if text is None:
-            text = self.model.detokenize(out).decode("utf-8", errors="replace")
-        mean = logprob / len(out) if out else float("nan")
-        return Completion(text, len(tokens), len(out), finish, reused, mean)
+        return Completion(text, len(tokens), len(out), finish, reused, logprobs)
 
     def _lease(self, key: AdapterSet, tokens: list[int]) -> _Slot:
         """Wait for an idle context and take the best one for this request: its memory computed
@@ -363,34 +418,38 @@ class LlamaBackend:
 
     def _generate(self, slot: _Slot, max_tokens: int, temperature: float, seed: Optional[int],
                   stop: tuple[str, ...] = ()
-                  ) -> Generator[str, None, tuple[list[int], str, float, Optional[str]]]:
+                  ) -> Generator[str, None, tuple[list[int], str, _LogprobSum, str]]:
         """Yield the text of each token as it is sampled (whole UTF-8 characters); return the
-        tokens, why generation stopped, the sum of their log-probabilities, and, with ``stop``
-        sequences, the text up to the first one (None without: the tokens are the text).
+        tokens, why generation stopped, their log-probabilities (the last one deferred when no
+        decode follows it), and the text (with ``stop`` sequences, up to the first one).
 
         A stop sequence ends generation as soon as it is complete (finish "stop"); until then a
         piece that could still begin one is held back. Its tokens were generated, so they count
         in the tokens returned."""
         scanner = StopScanner(stop) if stop else None
         sent: list[str] = []
-        rng = np.random.default_rng(seed)
+        # Greedy decoding draws nothing: no generator to seed (tens of microseconds).
+        rng = np.random.default_rng(seed) if temperature > 0 else None
         out: list[int] = []
+        pieces: list[bytes] = []
         logprob = 0.0
         finish = "length"
         pending = b""  # bytes of a character split across tokens
         context = slot.context
+        if slot.scratch is None:
+            slot.scratch = np.empty(self.model.n_vocab, dtype=np.float32)
         # Views of the context's logits, read before the next decode overwrites them.
         with self._gate.shared():
             logits = llama_api.last_logits(context, copy=False)
         for step in range(max_tokens):
-            token = _sample(logits, temperature, rng)
+            token, top = _sample(logits, temperature, rng)
             if llama_api.is_end_of_generation(self.model, token):
                 finish = "stop"
                 break
             out.append(token)
-            logprob += _log_softmax_at(logits, token)
-            pending += self.model.detokenize([token])
-            text, pending = _whole_characters(pending)
+            piece = self.model.piece(token)
+            pieces.append(piece)
+            text, pending = _whole_characters(pending + piece)
             if scanner is not None:
                 text = scanner.feed(text)
                 sent.append(text)
@@ -398,22 +457,52 @@ class LlamaBackend:
                     finish = "stop"  # the token is not decoded: nothing will follow it
                     if text:
                         yield text
-                    return out, finish, logprob, "".join(sent)
+                    return out, finish, self._logprobs(context, logits, token, top, logprob,
+                                                       len(out)), "".join(sent)
             if text:
                 yield text  # before the decode: a stream's reader gets it a step sooner
             if step + 1 == max_tokens:
-                break  # the last token's logits would never be read: no decode for them
+                # The last token's logits would never be read: no decode for them; its
+                # log-probability is read from them if asked for.
+                rest = self._rest(pending, scanner, sent)
+                if rest:
+                    yield rest
+                return out, finish, self._logprobs(context, logits, token, top, logprob,
+                                                   len(out)), self._text(pieces, scanner, sent)
+            logprob += _log_softmax_at(logits, token, top, slot.scratch)
             with self._gate.shared():  # one step at a time, so a load waits for one step only
                 llama_api.decode(context, [token])
                 slot.kv_tokens.append(token)
                 logits = llama_api.last_logits(context, copy=False)
+        rest = self._rest(pending, scanner, sent)
+        if rest:
+            yield rest
+        return out, finish, _LogprobSum(logprob, len(out)), self._text(pieces, scanner, sent)
+
+    @staticmethod
+    def _rest(pending: bytes, scanner: Optional[StopScanner], sent: list[str]) -> str:
+        """The text still held back once generation ends."""
         rest = pending.decode("utf-8", errors="replace") if pending else ""
         if scanner is not None:
             rest = scanner.feed(rest) + scanner.flush()
             sent.append(rest)
-        if rest:
-            yield rest
-        return out, finish, logprob, None if scanner is None else "".join(sent)
+        return rest
+
+    @staticmethod
+    def _text(pieces: list[bytes], scanner: Optional[StopScanner], sent: list[str]) -> str:
+        # The tokens' bytes decoded at once, as detokenizing them together gives them (a
+        # character split across tokens is whole here).
+        if scanner is not None:
+            return "".join(sent)
+        return b"".join(pieces).decode("utf-8", errors="replace")
+
+    @staticmethod
+    def _logprobs(context: LlamaContext, logits: np.ndarray, token: int, top: np.floating,
+                  total: float, count: int) -> _LogprobSum:
+        """The sum so far and, deferred, ``token``'s under the logits no decode has replaced."""
+        logprobs = _LogprobSum(total, count)
+        logprobs.defer(context, logits, token, top)
+        return logprobs
 
     def _attach(self, slot: _Slot, adapters: list[tuple[Adapter, float]],
                 key: AdapterSet) -> None:
@@ -544,14 +633,18 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def _sample(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
+def _sample(logits: np.ndarray, temperature: float, rng: Optional[np.random.Generator]
+            ) -> tuple[int, np.floating]:
+    """The token, and the logits' maximum (the log-softmax needs it too: one pass fewer)."""
     if temperature <= 0:
-        return int(np.argmax(logits))
+        token = int(np.argmax(logits))
+        return token, logits[token]
+    top = logits.max()
     # In float64: a temperature below float32's smallest value would turn into 0 (0/0: NaN).
-    z = (logits - logits.max()).astype(np.float64) / temperature
+    z = (logits - top).astype(np.float64) / temperature
     p = np.exp(z)
     p /= p.sum()
-    return int(rng.choice(len(p), p=p))
+    return int(rng.choice(len(p), p=p)), top
 
 
 def _whole_characters(data: bytes) -> tuple[str, bytes]:
@@ -564,11 +657,14 @@ def _whole_characters(data: bytes) -> tuple[str, bytes]:
     return data.decode("utf-8", errors="replace"), b""
 
 
-def _log_softmax_at(logits: np.ndarray, token: int) -> float:
+def _log_softmax_at(logits: np.ndarray, token: int, top: np.floating,
+                    scratch: Optional[np.ndarray] = None) -> float:
+    """log softmax(logits)[token], ``top`` being the logits' maximum; ``scratch`` (as many
+    float32 as logits) saves allocating the terms."""
     # exp in float32 (each term is in (0, 1]), summed in float64: a float64 pass over a
     # 262k-token vocabulary cost 1.4 ms per token.
-    top = logits.max()
-    total = np.exp(logits - top).sum(dtype=np.float64)
+    terms = np.subtract(logits, top, out=scratch)
+    total = np.exp(terms, out=terms).sum(dtype=np.float64)
     return float(logits[token]) - float(top) - float(np.log(total))
 
 
