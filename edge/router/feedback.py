@@ -123,10 +123,10 @@ class ResponseLikelihood:
     """The reward is the response's normalised likelihood under the adapter that produced it:
     exp(mean log-probability of its tokens) = exp(-NLL / n), in (0, 1]. A backend reports the
     mean in ``response.mean_logprob`` (the llama.cpp backend computes it on first read, from
-    the logits it generated with; a request nobody reads it for pays nothing). A response without it, or without tokens, gets
-    no automatic reward (None: explicit feedback can still come). It measures how sure the
-    adapter is of its own answer, not whether the answer is right: a proxy for when no user
-    rates the answers."""
+    the logits it generated with; a request nobody reads it for pays nothing). A response
+    without it, or without tokens, gets no automatic reward (None: explicit feedback can still
+    come). It measures how sure the adapter is of its own answer, not whether the answer is
+    right: a proxy for when no user rates the answers."""
 
     name = "response-likelihood"
 
