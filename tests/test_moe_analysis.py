@@ -262,7 +262,8 @@ def test_belady_never_below_lru_or_lfu(case):
 def test_lru_and_belady_match_libcachesim_on_a_converted_trace(tmp_path):
     # libCacheSim counts every first use as a miss; ours counts the first uses that found a
     # free slot as hits: at capacity C those are the first min(C, distinct experts) of them.
-    lcs = pytest.importorskip("libcachesim")
+    import libcachesim as lcs  # a dev dependency: never skipped
+
     from edge.sim.generate import moe_routing
     routing = moe_routing(300, 1, 16, 2, 0.5, seed=3).experts
     path = tmp_path / "layer.oracleGeneral.bin"
