@@ -11,9 +11,14 @@ When a batch's distinct experts need more bytes than the whole budget (a long pr
 small budget), its tokens are split, in order, into the fewest consecutive groups whose experts
 fit, one ``acquire_many`` each: the result is the same, only more reads.
 
-``on_layer(layer, keys)`` is called inside the pinned block (for tests and tracing: the cache's
-state is the one the layer runs under). ``counters()`` are the cache's and the store's numbers
-since the executor was made (or ``reset_counters``).
+With a ``prefetcher`` (``edge.moe.prefetch.Prefetcher``), each layer first tells it what it
+chose (scoring the last prediction, learning transitions), and once its experts are pinned asks
+it to predict and prefetch the next layer's experts, so those reads overlap this layer's compute.
+Prefetching changes which reads happen and when, never a result.
+
+``on_layer(layer, keys)`` is called inside the pinned block, after the prefetch was issued (for
+tests and tracing: the cache's state is the one the layer runs under). ``counters()`` are the
+cache's and the store's numbers since the executor was made (or ``reset_counters``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 
 from edge.backends.experts import ExpertStore, ExpertWeights, expert_key
 from edge.moe.gating import GatingRule, gating_rule
+from edge.moe.prefetch import PrefetchCounters
 
 LayerHook = Callable[[int, list[int]], None]
 
@@ -41,6 +47,7 @@ class RunCounters:
     loads: int
     evictions: int
     layer_calls: int  # acquire_many calls: one per layer per step unless a batch was split
+    coalesced: int = 0  # misses that joined a load already running (a prefetch in flight)
 
     @property
     def hit_ratio(self) -> float:
@@ -51,7 +58,7 @@ class RunCounters:
         return {"hits": self.hits, "misses": self.misses, "hit_ratio": self.hit_ratio,
                 "bytes_loaded": self.bytes_loaded, "bytes_read": self.bytes_read,
                 "loads": self.loads, "evictions": self.evictions,
-                "layer_calls": self.layer_calls}
+                "layer_calls": self.layer_calls, "coalesced": self.coalesced}
 
 
 def silu(x: np.ndarray) -> np.ndarray:
@@ -71,7 +78,7 @@ class ExpertExecutor:
     this class passes ``store.load_key`` and the sizes on every call."""
 
     def __init__(self, store: ExpertStore, cache, *, rule: GatingRule | None = None,
-                 on_layer: LayerHook | None = None) -> None:
+                 on_layer: LayerHook | None = None, prefetcher=None) -> None:
         self.store = store
         self.cache = cache
         self.rule = rule or gating_rule(store.layout)
@@ -82,19 +89,28 @@ class ExpertExecutor:
         self._expert_nbytes = {layer: store.nbytes(layer, 0) for layer in self.routers}
         self._layer_calls = 0
         self.last_experts: np.ndarray | None = None
+        self.prefetcher = prefetcher  # an edge.moe.prefetch.Prefetcher, or None
         self.reset_counters()
 
     def route(self, layer: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(experts, weights) of each row of x in ``layer``, each (n_tokens, k)."""
         return self.rule.route(x @ self.routers[layer].T, self.k)
 
-    def forward(self, layer: int, x: np.ndarray) -> np.ndarray:
-        """The MoE FFN output of block ``layer`` for hidden states x (n_tokens, n_embd)."""
+    def forward(self, layer: int, x: np.ndarray, residual: np.ndarray | None = None
+                ) -> np.ndarray:
+        """The MoE FFN output of block ``layer`` for hidden states x (n_tokens, n_embd).
+
+        ``residual``: the residual stream x was normed from, for the prefetcher's router
+        prediction of the next layer (x itself when None)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         experts, weights = self.route(layer, x)
         self.last_experts = experts  # (n_tokens, k), most probable first: for routing traces
+        prefetcher = self.prefetcher
+        if prefetcher is not None:
+            prefetcher.observe(layer, experts)
         out = np.zeros_like(x)
-        for tokens in self._token_groups(layer, experts):
+        groups = self._token_groups(layer, experts)
+        for group, tokens in enumerate(groups):
             chosen = experts[tokens]
             distinct = np.unique(chosen)
             keys = [expert_key(layer, int(e)) for e in distinct]
@@ -102,6 +118,10 @@ class ExpertExecutor:
             with self.cache.acquire_many(keys, self.store.load_key,
                                          nbytes=[size] * len(keys)) as values:
                 self._layer_calls += 1
+                if prefetcher is not None and group == len(groups) - 1:
+                    # Now, with this layer's experts pinned: a prefetch cannot evict them, and
+                    # its reads overlap the expert compute below.
+                    prefetcher.issue(layer, x if residual is None else residual, experts)
                 for expert, value in zip(distinct, values, strict=True):
                     rows, slots = np.nonzero(chosen == expert)
                     y = expert_ffn(value, x[tokens[rows]])
@@ -132,13 +152,24 @@ class ExpertExecutor:
 
     def reset_counters(self) -> None:
         self._base = self._snapshot()
+        self._prefetch_base = (self.prefetcher.counters() if self.prefetcher is not None
+                               else PrefetchCounters())
+
+    def prefetch_counters(self) -> PrefetchCounters | None:
+        """The prefetcher's ``PrefetchCounters`` since the last reset (None without one)."""
+        if self.prefetcher is None:
+            return None
+        return self.prefetcher.counters() - self._prefetch_base
 
     def _snapshot(self) -> RunCounters:
         stats = self.cache.stats()
-        return RunCounters(hits=stats.hits, misses=stats.misses,
+        # The prefetcher's protective pins are cache accesses, not the layers' (prefetch.py).
+        pins = self.prefetcher
+        return RunCounters(hits=stats.hits - (pins.protect_hits if pins else 0),
+                           misses=stats.misses - (pins.protect_misses if pins else 0),
                            bytes_loaded=stats.bytes_loaded, bytes_read=self.store.bytes_read,
                            loads=stats.loads, evictions=stats.evictions,
-                           layer_calls=self._layer_calls)
+                           layer_calls=self._layer_calls, coalesced=stats.coalesced)
 
     def counters(self) -> RunCounters:
         now, base = self._snapshot(), self._base
@@ -146,4 +177,4 @@ class ExpertExecutor:
 
 
 _COUNTER_FIELDS: Sequence[str] = ("hits", "misses", "bytes_loaded", "bytes_read", "loads",
-                                  "evictions", "layer_calls")
+                                  "evictions", "layer_calls", "coalesced")

@@ -14,6 +14,10 @@ Dense tensors are read once with ``gguf.GGUFReader`` and copied out (F32/F16/BF1
     with MoeModel.open("moe.gguf", budget="2MiB", policy="lru") as model:
         tokens = model.generate([1, 300, 301], max_tokens=16)
         print(model.counters())      # hits, misses, bytes read
+
+With ``prefetch=True`` each MoE layer predicts the next layer's experts and loads them on the
+cache's background workers (``edge.moe.prefetch``; ``predictor`` picks how). Outputs are the
+same with and without; ``prefetch_counters()`` says how well it predicted.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 
 from edge.backends.experts import ExpertStore, MoeFormatError
 from edge.moe.executor import ExpertExecutor, LayerHook, RunCounters
+from edge.moe.prefetch import PrefetchCounters, Prefetcher
 
 DEFAULT_ROPE_BASE = 10000.0
 DEFAULT_RMS_EPS = 1e-5
@@ -123,7 +128,7 @@ class MoeModel:
 
     def __init__(self, store: ExpertStore, cache, *, n_ctx: int = 512,
                  on_layer: LayerHook | None = None, record_routing: bool = False,
-                 owns: bool = False) -> None:
+                 prefetch: bool = False, predictor: str = "router", owns: bool = False) -> None:
         if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1:
             raise ValueError(f"n_ctx must be a positive integer, got {n_ctx!r}")
         self.store = store
@@ -131,6 +136,14 @@ class MoeModel:
         self.dense = DenseWeights(store.path, store.n_layer)
         self.params = read_params(store, self.dense)
         self.executor = ExpertExecutor(store, cache, on_layer=on_layer)
+        if prefetch:
+            executor = self.executor
+            # The next layer's router input is RMSNorm(residual) * its ffn_norm weight; the
+            # RMS divides a token's logits by a positive number, which changes no top k.
+            self.executor.prefetcher = Prefetcher(
+                cache, store, executor.routers, executor.k, predictor=predictor,
+                normalise=lambda layer, x: x * self.dense.blocks[layer]["ffn_norm"])
+            executor.reset_counters()
         self.n_ctx = n_ctx
         p = self.params
         self._k = np.zeros((p.n_layer, n_ctx, p.n_head_kv, p.head_dim), dtype=np.float32)
@@ -142,7 +155,8 @@ class MoeModel:
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, budget: int | str, policy: str = "lru",
              n_ctx: int = 512, load_workers: int = 0, on_layer: LayerHook | None = None,
-             policy_params: dict | None = None, record_routing: bool = False) -> MoeModel:
+             policy_params: dict | None = None, record_routing: bool = False,
+             prefetch: bool = False, predictor: str = "router") -> MoeModel:
         """A model with its own store and cache (closed with the model)."""
         from edge.cache import PagedCache
 
@@ -155,7 +169,8 @@ class MoeModel:
             raise
         try:
             return cls(store, cache, n_ctx=n_ctx, on_layer=on_layer,
-                       record_routing=record_routing, owns=True)
+                       record_routing=record_routing, prefetch=prefetch, predictor=predictor,
+                       owns=True)
         except BaseException:
             cache.close()
             store.close()
@@ -179,11 +194,14 @@ class MoeModel:
         positions = np.arange(self.n_past, self.n_past + ids.size)
         x = self.dense.token_embd[ids]
         chosen = []
+        if self.executor.prefetcher is not None:
+            self.executor.prefetcher.reset_sequence()  # transitions are learned within a batch
         for layer in range(p.n_layer):
             block = self.dense.blocks[layer]
             x = x + self._attention(layer, rms_norm(x, block["attn_norm"], p.rms_eps),
                                     positions)
-            x = x + self.executor.forward(layer, rms_norm(x, block["ffn_norm"], p.rms_eps))
+            x = x + self.executor.forward(layer, rms_norm(x, block["ffn_norm"], p.rms_eps),
+                                          residual=x)
             chosen.append(self.executor.last_experts)
         self.n_past += ids.size
         if self._routing is not None:
@@ -245,6 +263,10 @@ class MoeModel:
 
     def counters(self) -> RunCounters:
         return self.executor.counters()
+
+    def prefetch_counters(self) -> PrefetchCounters | None:
+        """How the prefetcher did (None when prefetch is off)."""
+        return self.executor.prefetch_counters()
 
     def close(self) -> None:
         if self._owns:

@@ -7,6 +7,11 @@ stream of requests. Prints, per prompt, the generated text, then tokens/s, hit r
 read; ``--json FILE`` writes the same figures (atomically), ``--routing FILE.npy`` every token's
 experts as the (tokens, layers, top_k) array ``edge moe analyze`` reads.
 
+``--prefetch on`` predicts each next layer's experts while a layer runs and reads them on the
+cache's background load workers (``--predictor``: the next layer's router, the learned
+cross-layer transition table, or both; see ``edge.moe.prefetch``); the figures then include the
+prefetch counters (issued, useful, wasted bytes, precision and recall of the predictions).
+
 ``--budget`` is bytes (``4MiB``) or a multiple of the active experts (``2x``: twice top_k
 experts per MoE layer, summed over the layers). Prompts are tokenized by llama.cpp's tokenizer
 for the file (vocabulary only; no weights are loaded). llama.cpp, numpy and the cache are
@@ -26,6 +31,7 @@ import click
 from edge.cli_errors import friendly_errors
 
 DEFAULT_PROMPTS = ("The quick brown fox", "Once upon a time", "SELECT name FROM users")
+PREFETCH_WORKERS = 2  # background readers with --prefetch on (off: loads in the calling thread)
 _MULTIPLE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*x\s*$", re.IGNORECASE)
 
 
@@ -81,6 +87,11 @@ class _Tokenizer:
                    "(2x: twice top_k experts per layer, summed over layers).")
 @click.option("--policy", default="lru", show_default=True,
               help="Eviction policy of the expert cache (edge cache-demo lists them).")
+@click.option("--prefetch", type=click.Choice(["on", "off"]), default="off", show_default=True,
+              help="Prefetch each next layer's predicted experts on background readers.")
+@click.option("--predictor", type=click.Choice(["router", "transitions", "both"]),
+              default="router", show_default=True,
+              help="With --prefetch on: how the next layer's experts are predicted.")
 @click.option("--prompt", "prompts", multiple=True,
               help="A prompt (repeatable); default: three short built-in ones.")
 @click.option("--max-tokens", type=click.IntRange(0), default=32, show_default=True,
@@ -97,7 +108,8 @@ class _Tokenizer:
               help="Write every token's experts to this .npy file (tokens, layers, top_k).")
 @click.option("--quiet", is_flag=True, help="Print only the figures, not the generated text.")
 @friendly_errors
-def run(model: Path, budget: str, policy: str, prompts: tuple[str, ...], max_tokens: int,
+def run(model: Path, budget: str, policy: str, prefetch: str, predictor: str,
+        prompts: tuple[str, ...], max_tokens: int,
         temperature: float, seed: int, n_ctx: int, json_path: Path | None,
         routing_path: Path | None, quiet: bool) -> None:
     """Generate from MODEL (a MoE GGUF) with experts paged from disk under a budget."""
@@ -113,8 +125,9 @@ def run(model: Path, budget: str, policy: str, prompts: tuple[str, ...], max_tok
         limit = budget_bytes(budget, store.nbytes(layout.moe_layers[0], 0),
                              layout.n_expert_used, len(layout.moe_layers))
         with PagedCache(limit, policy, loader=store.load_key, sizer=store.size_of_key,
-                        load_workers=0) as cache:
-            moe = MoeModel(store, cache, n_ctx=n_ctx, record_routing=routing_path is not None)
+                        load_workers=PREFETCH_WORKERS if prefetch == "on" else 0) as cache:
+            moe = MoeModel(store, cache, n_ctx=n_ctx, record_routing=routing_path is not None,
+                           prefetch=prefetch == "on", predictor=predictor)
             tokenizer = _Tokenizer(model)
             try:
                 generated, seconds = 0, 0.0
@@ -130,16 +143,23 @@ def run(model: Path, budget: str, policy: str, prompts: tuple[str, ...], max_tok
             finally:
                 tokenizer.close()
             counters = moe.counters()
+            prefetched = moe.prefetch_counters()
             routing = moe.routing() if routing_path is not None else None
     finally:
         store.close()
     figures = {"model": str(model), "budget": limit, "policy": policy,
                "tokens": generated, "seconds": seconds,
-               "tokens_per_s": generated / seconds if seconds else 0.0, **counters.as_dict()}
+               "tokens_per_s": generated / seconds if seconds else 0.0, **counters.as_dict(),
+               "prefetch": None if prefetched is None else
+               {"predictor": predictor, **prefetched.as_dict()}}
     click.echo(f"{generated} tokens in {seconds:.2f} s ({figures['tokens_per_s']:.1f} tokens/s); "
                f"budget {format_bytes(limit)} ({policy}); hit ratio {counters.hit_ratio:.3f} "
                f"({counters.hits} hits, {counters.misses} misses); "
                f"{counters.bytes_read} bytes read")
+    if prefetched is not None:
+        click.echo(f"prefetch ({predictor}): {prefetched.issued} issued, {prefetched.useful} "
+                   f"useful, {prefetched.wasted_bytes} bytes wasted; predictions precision "
+                   f"{prefetched.precision:.3f}, recall {prefetched.recall:.3f}")
     if json_path is not None:
         write_atomic(json_path, (json.dumps(figures, indent=2) + "\n").encode())
     if routing is not None:
