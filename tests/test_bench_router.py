@@ -25,7 +25,7 @@ def test_default_tuning_and_reported_seeds_are_disjoint(bench):
     for n in (16, 64, 256, 1024):
         tuning = bench.instance_seeds(args.tune_seed, n, args.tune_instances)
         reported = bench.instance_seeds(args.seed, n, args.quality_repeats)
-        assert len(reported) == 5 and len(tuning) == 2
+        assert len(reported) == 5 and len(tuning) == 8
         assert not set(tuning) & set(reported)
     # The reported family is the earlier benchmark's (seed + N + 7919 r), by hand:
     assert bench.instance_seeds(20260, 16, 3) == [20276, 28195, 36114]

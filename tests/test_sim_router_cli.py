@@ -57,8 +57,13 @@ def test_the_runtime_path_reproduces_the_retired_harness_request_for_request(tmp
                                     "32MiB", "--size-sigma", "0.5", "--seed", "3", "--out",
                                     str(path)])
     assert gen.exit_code == 0, gen.output
+    # POLAR+ has charged the expected reload of what a page-in evicts since (docs/router.md,
+    # polar.charge_eviction): the retired harness had no such rule, so it is off here.
+    config = tmp_path / "retired.yaml"
+    config.write_text("version: 1\nrouter:\n  polar:\n    charge_eviction: false\n")
     result = CliRunner().invoke(main, ["sim", "--trace", str(path), "--router", "--budget",
-                                       "40%", "--strategy", ",".join(RETIRED_HARNESS)])
+                                       "40%", "--strategy", ",".join(RETIRED_HARNESS),
+                                       "--config", str(config)])
     assert result.exit_code == 0, result.output
     printed = {line.split()[0]: line.split()[1:6]
                for line in result.output.splitlines() if line.split()[:1] != []

@@ -126,6 +126,10 @@ class PolarConfig:
     # the requests the adapter is expected to serve while resident (docs/router.md). False
     # charges the whole lambda * c_a to the one request that triggers it.
     amortise_paging: bool = True
+    # polar+: a non-resident adapter that does not fit in the free bytes is also charged the
+    # expected re-paging cost of the residents it would evict, cheapest first (docs/router.md).
+    # Needs a budget; False charges only its own page-in.
+    charge_eviction: bool = True
 
     def __post_init__(self) -> None:
         _check_finite("paging_weight", self.paging_weight)
