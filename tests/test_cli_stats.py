@@ -13,17 +13,14 @@ import contextlib
 import json
 import os
 import socket
-import threading
-import time
 
+import daemons
 import httpx
 import pytest
 from click.testing import CliRunner
 
 from edge.backends.llama import LlamaBackend
 from edge.cli import main
-from edge.daemon.config import DaemonConfig
-from edge.daemon.server import Daemon
 from edge.daemon.stats_command import histogram_quantile
 from edge.runtime import Runtime
 
@@ -66,29 +63,8 @@ def running_daemon(tiny_models):
               "router": {"features": {"dim": 16}},
               "catalogue": {"directory": str(tiny_models.base.parent), "pattern": "lora-*.gguf"}}
     runtime = Runtime.from_config(policy, backend=LlamaBackend(tiny_models.base, n_ctx=N_CTX))
-    daemon = Daemon(runtime, DaemonConfig(port=0, log_level="warning", api_key=KEY))
-    failures = []
-
-    def serve():
-        try:
-            daemon.run()
-        except BaseException as exc:  # reported by the test, not lost in the thread
-            failures.append(exc)
-
-    thread = threading.Thread(target=serve, name="daemon", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not daemon.started:
-        assert thread.is_alive() and not failures, f"the daemon died while starting: {failures}"
-        assert time.monotonic() < deadline, "the daemon did not start within 20 s"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{daemon.port}"
-    finally:
-        daemon.stop()
-        thread.join(30)
-        assert not thread.is_alive(), "the daemon did not stop within 30 s"
-        assert not failures, failures
+    with daemons.running_daemon(runtime, api_key=KEY) as (_, url):
+        yield url
 
 
 def edge_stats(*args, key: str | None = KEY):

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from daemons import running_daemon
 from prometheus_client.parser import text_string_to_metric_families
 from threads import run_threads
 
@@ -59,23 +60,9 @@ def make_runtime(tiny_models, budget=None, **kwargs) -> Runtime:
 def running(runtime: Runtime, **config):
     """The daemon over ``runtime`` on a free loopback port in a thread; yields (daemon, url).
     On the way out it is stopped as the first signal would, and must have closed the runtime."""
-    daemon = Daemon(runtime, DaemonConfig(port=0, log_level="warning", **config))
-    thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not daemon.started:
-        assert thread.is_alive(), "the daemon thread died while starting"
-        assert time.monotonic() < deadline, "the daemon did not start within 20 s"
-        time.sleep(0.01)
-    url = f"http://127.0.0.1:{daemon.port}"
-    assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
-    try:
+    with running_daemon(runtime, **config) as (daemon, url):
+        assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
         yield daemon, url
-    finally:
-        daemon.stop()
-        thread.join(30)
-        assert not thread.is_alive(), "the daemon did not stop within 30 s"
-    assert runtime.closed
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,12 @@ evicted and paged in again in between; each with one llama context and with a po
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
 
 import httpx
 import pytest
+from daemons import running_daemon
 
 from edge.backends.llama import LlamaBackend
-from edge.daemon.config import DaemonConfig
-from edge.daemon.server import Daemon
 from edge.runtime import InferenceRequest, Runtime
 
 N_CTX = 256
@@ -92,21 +89,8 @@ def fresh(tiny_models):
 def daemon_over(runtime: Runtime):
     """The daemon over ``runtime`` on a free loopback port (in a thread); yields an httpx client.
     Stopped on the way out as the first signal would; its thread must have ended."""
-    daemon = Daemon(runtime, DaemonConfig(port=0, log_level="warning"))
-    thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not daemon.started:
-            assert thread.is_alive(), "the daemon thread died while starting"
-            assert time.monotonic() < deadline, "the daemon did not start within 20 s"
-            time.sleep(0.01)
-        with httpx.Client(base_url=f"http://127.0.0.1:{daemon.port}", timeout=30) as client:
-            yield client
-    finally:
-        daemon.stop()
-        thread.join(30)
-    assert not thread.is_alive(), "the daemon did not stop within 30 s"
+    with running_daemon(runtime) as (_, url), httpx.Client(base_url=url, timeout=30) as client:
+        yield client
 
 
 def ask(client: httpx.Client, model: str, prompt: str) -> dict:

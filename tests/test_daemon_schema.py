@@ -15,13 +15,12 @@ serve a normal completion exactly as a fresh runtime does.
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
 from collections import defaultdict
 
 import httpx
 import pytest
 import schemathesis
+from daemons import running_daemon
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
@@ -35,8 +34,7 @@ from schemathesis.checks import (
 
 from edge.backends.llama import LlamaBackend
 from edge.daemon.app import create_app
-from edge.daemon.config import DaemonConfig, Limits
-from edge.daemon.server import Daemon
+from edge.daemon.config import Limits
 from edge.runtime import InferenceRequest, Runtime
 
 N_CTX = 256
@@ -67,22 +65,8 @@ def new_runtime(tiny_models, reuse_prefix=True) -> Runtime:
 def documented_daemon(runtime: Runtime):
     """The daemon over ``runtime`` on a free loopback port in a thread; yields its URL. Stopped
     as the first signal would."""
-    daemon = Daemon(runtime, DaemonConfig(port=0, log_level="warning",
-                                          limits=Limits(max_tokens=MAX_TOKENS)))
-    thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not daemon.started:
-            assert thread.is_alive(), "the daemon thread died while starting"
-            assert time.monotonic() < deadline, "the daemon did not start within 20 s"
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{daemon.port}"
-    finally:
-        daemon.stop()
-        thread.join(30)
-    assert not thread.is_alive(), "the daemon did not stop within 30 s"
-    assert runtime.closed
+    with running_daemon(runtime, limits=Limits(max_tokens=MAX_TOKENS)) as (_, url):
+        yield url
 
 
 # The fields a steered request keeps: what every backend serves (the others, and fields the

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 import time
 
 import httpx
 import openai
 import pytest
+from daemons import running_daemon
 
 from edge.backends.llama import LlamaBackend
-from edge.daemon.config import DaemonConfig
-from edge.daemon.server import Daemon
 from edge.runtime import InferenceRequest, Runtime
 from edge.stops import StopScanner
 
@@ -48,21 +46,8 @@ def make_runtime(tiny_models, budget=None, **kwargs) -> Runtime:
 @contextlib.contextmanager
 def running(runtime: Runtime, **config):
     """The daemon over ``runtime`` on a free loopback port in a thread; yields its url."""
-    daemon = Daemon(runtime, DaemonConfig(port=0, log_level="warning", **config))
-    thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not daemon.started:
-        assert thread.is_alive(), "the daemon thread died while starting"
-        assert time.monotonic() < deadline, "the daemon did not start within 20 s"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{daemon.port}"
-    finally:
-        daemon.stop()
-        thread.join(30)
-        assert not thread.is_alive(), "the daemon did not stop within 30 s"
-    assert runtime.closed
+    with running_daemon(runtime, **config) as (_, url):
+        yield url
 
 
 @pytest.fixture(scope="module")
