@@ -15,10 +15,6 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-# The chat template until the backend applies a model's own: one line per message, then the
-# assistant's turn (the tiny test models, like most base models, have no template of their own).
-CHAT_LINE = "{role}: {content}\n"
-CHAT_TURN = "assistant:"
 MAX_STOP_SEQUENCES = 4  # OpenAI's limit
 
 
@@ -131,12 +127,6 @@ class ChatCompletionRequest(_Generation):
     parallel_tool_calls: Optional[bool] = None
     functions: Optional[list[Any]] = None
     function_call: Optional[Any] = None
-
-    def prompt(self) -> str:
-        """The messages under the chat template: ``"<role>: <content>\\n"`` each, then
-        ``"assistant:"``."""
-        return "".join(CHAT_LINE.format(role=m.role, content=m.text())
-                       for m in self.messages) + CHAT_TURN
 
 
 class FeedbackRequest(_Body):

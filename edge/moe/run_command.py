@@ -86,7 +86,7 @@ class _Tokenizer:
               help="Expert cache budget: bytes (4MiB), or a multiple of the active experts "
                    "(2x: twice top_k experts per layer, summed over layers).")
 @click.option("--policy", default="lru", show_default=True,
-              help="Eviction policy of the expert cache (edge cache-demo lists them).")
+              help="Eviction policy of the expert cache: lru, s3fifo, learned, ...")
 @click.option("--prefetch", type=click.Choice(["on", "off"]), default="off", show_default=True,
               help="Prefetch each next layer's predicted experts on background readers.")
 @click.option("--predictor", type=click.Choice(["router", "transitions", "both"]),
