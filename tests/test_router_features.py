@@ -5,7 +5,13 @@ import yaml
 from edge.config import from_mapping
 from edge.errors import ConfigError
 from edge.router.config import FeatureConfig, RouterConfig
-from edge.router.features import EXTRACTORS, SHAPE_FEATURES, HashingExtractor, make_extractor
+from edge.router.features import (
+    EXTRACTORS,
+    SHAPE_FEATURES,
+    HashingExtractor,
+    _shape,
+    make_extractor,
+)
 
 
 def test_features_are_deterministic_unit_norm_and_fixed_size():
@@ -100,3 +106,48 @@ def test_vector_features_take_the_requests_vector_and_refuse_text():
     assert ex.dim == 3 and ex.fingerprint == FeatureConfig(extractor="vector", dim=3).fingerprint()
     with pytest.raises(ValueError, match="3-number context vectors .* the request gave text"):
         ex.extract("hello")
+
+
+def _reference_hashed_block(text: str, config: FeatureConfig) -> np.ndarray:
+    """The hashing extractor's definition, gram by gram in Python with zlib's CRC-32 (the C core
+    computes the same counts in one call): the unit-norm hashed block before the shape block."""
+    import re
+    import zlib
+
+    norm = text[: config.max_chars]
+    norm = norm.lower() if config.lowercase else norm
+    words = re.findall(r"\w+", norm)
+    grams = [f"w{n}\x1f" + "\x1f".join(words[i:i + n])
+             for n in config.word_ngrams for i in range(len(words) - n + 1)]
+    padded = f" {' '.join(words)} "
+    grams += [f"c{n}\x1f" + padded[i:i + n]
+              for n in config.char_ngrams for i in range(len(padded) - n + 1)]
+    buckets = config.dim - len(SHAPE_FEATURES)
+    counts = np.zeros(buckets)
+    for gram in grams:
+        h = zlib.crc32(gram.encode(), config.hash_seed)
+        counts[(h & 0x7FFFFFFF) % buckets] += -1.0 if h >> 31 else 1.0
+    norm2 = np.sqrt(counts @ counts)
+    return counts / norm2 if norm2 > 0 else counts
+
+
+@pytest.mark.parametrize("config", [
+    FeatureConfig(),
+    FeatureConfig(dim=64, word_ngrams=(1, 3), char_ngrams=(2, 5), hash_seed=12345),
+    FeatureConfig(dim=16, word_ngrams=(), char_ngrams=(1,), lowercase=False, max_chars=40),
+    FeatureConfig(dim=40, word_ngrams=(2,), char_ngrams=(), hash_seed=2**32 - 1),
+])
+def test_c_hashing_equals_the_gram_by_gram_definition(config):
+    rng = np.random.default_rng(3)
+    alphabet = list("abcXYZ019 _.,\n\t-") + ["ü", "é", "東", "京", "ß", "😀", "\u0301", "İ"]
+    texts = ["", " ", "a", "hello world", "Zürich 東京 😀 straße", "x" * 5000,
+             "one two three four five six"]
+    texts += ["".join(rng.choice(alphabet, size=rng.integers(0, 120))) for _ in range(200)]
+    ex = HashingExtractor(config)
+    for text in texts:
+        # The shape block is not hashed: taken from the extractor's own shape function.
+        shape = 0.5 * _shape(text[: config.max_chars])
+        expected = np.concatenate([_reference_hashed_block(text, config), shape])
+        expected /= np.sqrt(expected @ expected)
+        np.testing.assert_allclose(ex.extract(text), expected, rtol=0, atol=1e-12,
+                                   err_msg=repr(text))

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 import re
-import zlib
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
 
+from edge._native.hashing import NgramHasher
 from edge.errors import ConfigError
 from edge.router.config import FeatureConfig
 
@@ -63,6 +63,13 @@ _SHAPE_WEIGHT = 0.5
 class HashingExtractor:
     """Signed feature hashing of word and character n-grams, plus shape features, L2-normalised.
 
+    The grams of a prompt: its words (``\\w+`` of the lowercased text) taken n at a time for
+    each n of ``word_ngrams``, as "w<n>\\x1f" + the words joined by "\\x1f"; and its padded
+    text (" " + the words joined by spaces + " ") taken n code points at a time for each n of
+    ``char_ngrams``, as "c<n>\\x1f" + the characters. Each gram's UTF-8 is hashed with CRC-32
+    (zlib's) from ``hash_seed``: the low 31 bits pick the bucket, bit 31 the sign. The C core
+    does the hashing (``edge_hash_ngrams``).
+
     The last ``len(SHAPE_FEATURES)`` coordinates are the shape block; the rest are hash buckets.
     A sign bit taken from the hash makes collisions cancel in expectation instead of adding up.
     """
@@ -75,19 +82,8 @@ class HashingExtractor:
         self.dim = config.dim
         self.fingerprint = config.fingerprint()
         self._buckets = config.dim - len(SHAPE_FEATURES)
-
-    def _grams(self, text: str) -> list[bytes]:
-        words = _WORD_RE.findall(text)
-        grams: list[str] = []
-        for n in self.config.word_ngrams:
-            # The "w<n>" prefix keeps a 1-word gram and a 3-char gram of the same text apart.
-            prefix = f"w{n}\x1f"
-            grams += [prefix + "\x1f".join(words[i:i + n]) for i in range(len(words) - n + 1)]
-        padded = f" {' '.join(words)} "
-        for n in self.config.char_ngrams:
-            prefix = f"c{n}\x1f"
-            grams += [prefix + padded[i:i + n] for i in range(len(padded) - n + 1)]
-        return [g.encode() for g in grams]
+        self._hasher = NgramHasher(config.word_ngrams, config.char_ngrams, config.hash_seed,
+                                   self._buckets)
 
     def extract(self, text: str) -> np.ndarray:
         if not isinstance(text, str):
@@ -95,14 +91,8 @@ class HashingExtractor:
         raw = text[: self.config.max_chars]
         norm = raw.lower() if self.config.lowercase else raw
         out = np.zeros(self.dim, dtype=np.float64)
-        grams = self._grams(norm)
+        hashed, grams = self._hasher.counts(_WORD_RE.findall(norm))
         if grams:
-            seed, crc32 = self.config.hash_seed, zlib.crc32
-            hashes = np.array([crc32(g, seed) for g in grams], dtype=np.uint64)
-            buckets = (hashes & 0x7FFFFFFF) % self._buckets
-            signs = np.where(hashes >> 31, -1.0, 1.0)
-            hashed = np.bincount(buckets.astype(np.intp), weights=signs,
-                                 minlength=self._buckets)
             norm2 = math.sqrt(float(hashed @ hashed))
             if norm2 > 0:
                 out[: self._buckets] = hashed / norm2

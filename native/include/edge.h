@@ -173,6 +173,20 @@ int edge_index_replay(edge_index *idx, int policy, const uint64_t *keys, const u
                       uint64_t *n_hits, uint64_t *bytes_hit, uint64_t *n_evictions,
                       uint64_t *n_done);
 
+/* ---- the router's feature hashing -------------------------------------------------------- */
+
+/* Signed feature hashing of n-grams (edge/router/features.py, the "hashing" extractor). words:
+ * the prompt's words joined by 0x1F (UTF-8; no word contains 0x1F); padded: " " + the words
+ * joined by spaces + " " (UTF-8). Each gram - "w<n>\x1f" + n consecutive words joined by 0x1F,
+ * for n in word_ngrams, and "c<n>\x1f" + n consecutive code points of padded, for n in
+ * char_ngrams - is hashed with zlib's CRC-32 started at seed; out[(h & 0x7FFFFFFF) % n_buckets]
+ * gains -1 if bit 31 of h is set, else +1. out (n_buckets doubles) is zeroed first; *n_grams =
+ * grams counted. An n of 0, or a NULL pointer with a non-zero length, is EDGE_ERR_INVALID. */
+int edge_hash_ngrams(const uint8_t *words, size_t words_len, const uint8_t *padded,
+                     size_t padded_len, const uint32_t *word_ngrams, uint32_t n_word_ngrams,
+                     const uint32_t *char_ngrams, uint32_t n_char_ngrams, uint32_t seed,
+                     double *out, uint32_t n_buckets, uint32_t *n_grams);
+
 /* ---- checking ---------------------------------------------------------------------------- */
 
 /* Checks every invariant (hash table <-> slots, LRU list, byte and pin totals, free list).

@@ -1562,6 +1562,60 @@ static void random_run(void) {
            (unsigned long long)max_pinned);
 }
 
+/* edge_hash_ngrams against zlib: the expected (bucket, signed count) pairs were computed with
+ * Python's zlib.crc32(gram.encode(), 7) over the grams of the definition in edge.h, 97 buckets. */
+static void expect_buckets(const double *out, const int (*want)[2], int n_want, const char *what) {
+    double expected[97] = {0};
+    for (int i = 0; i < n_want; i++)
+        expected[want[i][0]] = want[i][1];
+    for (int b = 0; b < 97; b++)
+        EXPECT(out[b] == expected[b], "%s: bucket %d = %g, expected %g", what, b, out[b],
+               expected[b]);
+}
+
+static void test_hash_ngrams(void) {
+    cur_test = "hash_ngrams";
+    double out[97];
+    uint32_t grams = 0;
+    const uint32_t words12[] = {1, 2};
+    const char *hw = "hello\x1fworld", *hw_padded = " hello world ";
+    CHECK_OK(edge_hash_ngrams((const uint8_t *)hw, strlen(hw), (const uint8_t *)hw_padded,
+                              strlen(hw_padded), words12, 2, NULL, 0, 7, out, 97, &grams));
+    const int want_hw[][2] = {{29, -1}, {32, -1}, {44, -1}};
+    expect_buckets(out, want_hw, 3, "hello world, word 1- and 2-grams");
+    EXPECT(grams == 3, "hello world: %u grams, expected 3", grams);
+
+    /* Character 3-grams over code points: ü is two bytes, 東 and 京 three each. */
+    const uint32_t chars3[] = {3};
+    const char *zt = "z\xc3\xbcrich\x1f\xe6\x9d\xb1\xe4\xba\xac";
+    const char *zt_padded = " z\xc3\xbcrich \xe6\x9d\xb1\xe4\xba\xac ";
+    CHECK_OK(edge_hash_ngrams((const uint8_t *)zt, strlen(zt), (const uint8_t *)zt_padded,
+                              strlen(zt_padded), NULL, 0, chars3, 1, 7, out, 97, &grams));
+    const int want_zt[][2] = {{1, 1}, {2, -1}, {8, -1}, {9, -1}, {12, 1},
+                              {26, 1}, {47, -1}, {84, -1}, {85, 1}};
+    expect_buckets(out, want_zt, 9, "zurich tokyo, char 3-grams");
+    EXPECT(grams == 9, "zurich tokyo: %u grams, expected 9", grams);
+
+    /* Fewer words or code points than n: no gram, and out is still zeroed. */
+    const uint32_t big[] = {5};
+    out[3] = 42.0;
+    CHECK_OK(edge_hash_ngrams((const uint8_t *)"a", 1, (const uint8_t *)" a ", 3, big, 1, big, 1,
+                              0, out, 97, &grams));
+    EXPECT(grams == 0 && out[3] == 0.0, "short text: %u grams, out[3] = %g", grams, out[3]);
+    CHECK_OK(edge_hash_ngrams(NULL, 0, NULL, 0, words12, 2, chars3, 1, 0, out, 97, &grams));
+    EXPECT(grams == 0, "empty text: %u grams", grams);
+
+    const uint32_t zero[] = {0};
+    EXPECT_RC(edge_hash_ngrams((const uint8_t *)"a", 1, NULL, 0, zero, 1, NULL, 0, 0, out, 97,
+                               &grams), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_hash_ngrams(NULL, 1, NULL, 0, words12, 2, NULL, 0, 0, out, 97, &grams),
+              EDGE_ERR_INVALID);
+    EXPECT_RC(edge_hash_ngrams((const uint8_t *)"a", 1, NULL, 0, words12, 2, NULL, 0, 0, out, 0,
+                               &grams), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_hash_ngrams((const uint8_t *)"a", 1, NULL, 0, words12, 2, NULL, 0, 0, NULL, 97,
+                               &grams), EDGE_ERR_INVALID);
+}
+
 int main(void) {
     test_status_names();
     test_init_and_free();
@@ -1575,6 +1629,7 @@ int main(void) {
     test_seeded_sampling();
     test_full_index();
     test_replay_golden();
+    test_hash_ngrams();
     if (failures) {
         fprintf(stderr, "%d failures in the directed tests\n", failures);
         return 1;
