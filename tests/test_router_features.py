@@ -143,10 +143,16 @@ def test_c_hashing_equals_the_gram_by_gram_definition(config):
     texts = ["", " ", "a", "hello world", "Zürich 東京 😀 straße", "x" * 5000,
              "one two three four five six"]
     texts += ["".join(rng.choice(alphabet, size=rng.integers(0, 120))) for _ in range(200)]
+    # ASCII prompts take the C core's whole-vector path (shape block included): every ASCII
+    # character, the control and separator ones too (\x1c-\x1f are spaces to str.isspace).
+    ascii_chars = [chr(c) for c in range(128)]
+    texts += ["".join(rng.choice(ascii_chars, size=rng.integers(0, 200))) for _ in range(200)]
+    texts += ["Translate to SQL: the TEN newest orders\n\nof customer_42 in Berlin!\x1f\x0b"]
+    assert sum(t.isascii() for t in texts) > 200
     ex = HashingExtractor(config)
     for text in texts:
         # The shape block is not hashed: taken from the extractor's own shape function.
-        shape = 0.5 * _shape(text[: config.max_chars])
+        shape = np.array(_shape(text[: config.max_chars], 0.5))
         expected = np.concatenate([_reference_hashed_block(text, config), shape])
         expected /= np.sqrt(expected @ expected)
         np.testing.assert_allclose(ex.extract(text), expected, rtol=0, atol=1e-12,

@@ -1,7 +1,10 @@
-"""``NgramHasher``: the C core's signed n-gram feature hashing (``edge_hash_ngrams``).
+"""``NgramHasher``: the C core's signed n-gram feature hashing (``edge_hash_ngrams``, and
+``edge_hash_features_ascii`` for the whole vector of an ASCII prompt).
 
-The router's ``hashing`` extractor calls it once per prompt; hashing each gram from Python
-(``zlib.crc32`` per gram) cost about 60 µs on a short prompt, most of the route step.
+The router's ``hashing`` extractor calls it once per prompt: hashing each gram from Python
+(``zlib.crc32`` per gram) cost about 60 µs of a ~90 µs route step on a short prompt, and
+between a daemon's requests (caches cold after llama.cpp's evaluation) every Python and numpy
+step of the features cost several times its warm time, so an ASCII prompt takes one C call.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from edge._native.index import _OK, _raise, ffi, lib
+
+N_SHAPE_FEATURES: int = lib.EDGE_N_SHAPE_FEATURES
 
 
 class NgramHasher:
@@ -24,18 +29,46 @@ class NgramHasher:
         self._char = ffi.new("uint32_t[]", list(char_ngrams) or [0])
         self._n_word, self._n_char = len(word_ngrams), len(char_ngrams)
         self._seed = seed
-        self._n_buckets = n_buckets
+        self.n_buckets = n_buckets
 
-    def counts(self, words: Sequence[str]) -> tuple[np.ndarray, int]:
-        """(float64 counts of n_buckets, grams hashed) for the words of a prompt, in order."""
+    def hash_into(self, words: Sequence[str], out: np.ndarray, *, normalise: bool) -> int:
+        """Write the bucket counts of a prompt's words (in order) into ``out[:n_buckets]`` (a
+        C-contiguous float64 array), divided by their L2 norm with ``normalise``; the number of
+        grams hashed."""
+        if out.dtype != np.float64 or not out.flags.c_contiguous or len(out) < self.n_buckets:
+            raise ValueError(f"out must be C-contiguous float64 with at least {self.n_buckets} "
+                             f"entries, got {out.dtype} {out.shape}")
         joined = "\x1f".join(words).encode()
         padded = f" {' '.join(words)} ".encode()
-        out = np.empty(self._n_buckets, dtype=np.float64)
         n_grams = ffi.new("uint32_t *")
         status = lib.edge_hash_ngrams(joined, len(joined), padded, len(padded), self._word,
                                       self._n_word, self._char, self._n_char, self._seed,
-                                      ffi.cast("double *", out.ctypes.data), self._n_buckets,
+                                      normalise, ffi.from_buffer("double[]", out), self.n_buckets,
                                       n_grams)
         if status != _OK:
             _raise(status, "edge_hash_ngrams")
-        return out, n_grams[0]
+        return n_grams[0]
+
+    def ascii_features(self, text: bytes, lowercase: bool, shape_weight: float,
+                       out: np.ndarray) -> int:
+        """The whole feature vector of an ASCII prompt (``edge_hash_features_ascii``) into
+        ``out`` (C-contiguous float64, the extractor's dim); the number of grams hashed."""
+        if out.dtype != np.float64 or not out.flags.c_contiguous \
+                or len(out) != self.n_buckets + lib.EDGE_N_SHAPE_FEATURES:
+            raise ValueError(f"out must be C-contiguous float64 of "
+                             f"{self.n_buckets + lib.EDGE_N_SHAPE_FEATURES}, got {out.dtype} "
+                             f"{out.shape}")
+        n_grams = ffi.new("uint32_t *")
+        status = lib.edge_hash_features_ascii(text, len(text), lowercase, self._word,
+                                              self._n_word, self._char, self._n_char, self._seed,
+                                              shape_weight, ffi.from_buffer("double[]", out),
+                                              len(out), n_grams)
+        if status != _OK:
+            _raise(status, "edge_hash_features_ascii")
+        return n_grams[0]
+
+    def counts(self, words: Sequence[str]) -> np.ndarray:
+        """The signed bucket counts (float64, n_buckets) of a prompt's words."""
+        out = np.empty(self.n_buckets, dtype=np.float64)
+        self.hash_into(words, out, normalise=False)
+        return out

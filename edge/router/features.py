@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from edge._native.hashing import NgramHasher
+from edge._native.hashing import N_SHAPE_FEATURES, NgramHasher
 from edge.errors import ConfigError
 from edge.router.config import FeatureConfig
 
@@ -55,6 +55,7 @@ _WORD_RE = re.compile(r"\w+", re.UNICODE)
 # punctuation / whitespace-line fractions. The bias gives the linear models an intercept.
 SHAPE_FEATURES = ("bias", "log_chars", "log_words", "digit_frac", "upper_frac", "punct_frac",
                   "newline_frac")
+assert len(SHAPE_FEATURES) == N_SHAPE_FEATURES  # the C core writes the block for ASCII prompts
 # Weight of the shape block against the (unit-norm) hashed block before the final normalisation.
 _SHAPE_WEIGHT = 0.5
 
@@ -68,7 +69,8 @@ class HashingExtractor:
     text (" " + the words joined by spaces + " ") taken n code points at a time for each n of
     ``char_ngrams``, as "c<n>\\x1f" + the characters. Each gram's UTF-8 is hashed with CRC-32
     (zlib's) from ``hash_seed``: the low 31 bits pick the bucket, bit 31 the sign. The C core
-    does the hashing (``edge_hash_ngrams``).
+    does the hashing (``edge_hash_ngrams``), and for an ASCII prompt the whole vector
+    (``edge_hash_features_ascii``).
 
     The last ``len(SHAPE_FEATURES)`` coordinates are the shape block; the rest are hash buckets.
     A sign bit taken from the hash makes collisions cancel in expectation instead of adding up.
@@ -89,14 +91,15 @@ class HashingExtractor:
         if not isinstance(text, str):
             raise TypeError(f"a prompt must be a str, got {type(text).__name__}")
         raw = text[: self.config.max_chars]
+        out = np.empty(self.dim, dtype=np.float64)
+        if raw.isascii():  # a flag of the str: free to ask
+            self._hasher.ascii_features(raw.encode("ascii"), self.config.lowercase,
+                                        _SHAPE_WEIGHT, out)
+            return out
         norm = raw.lower() if self.config.lowercase else raw
-        out = np.zeros(self.dim, dtype=np.float64)
-        hashed, grams = self._hasher.counts(_WORD_RE.findall(norm))
-        if grams:
-            norm2 = math.sqrt(float(hashed @ hashed))
-            if norm2 > 0:
-                out[: self._buckets] = hashed / norm2
-        out[self._buckets:] = _SHAPE_WEIGHT * _shape(raw)
+        # The hashed block, unit-norm (all zero when there is no gram), in one C call.
+        self._hasher.hash_into(_WORD_RE.findall(norm), out, normalise=True)
+        out[self._buckets:] = _shape(raw, _SHAPE_WEIGHT)
         return out / math.sqrt(float(out @ out))  # never zero: the bias is always 1
 
     def extract_batch(self, texts: Sequence[str]) -> np.ndarray:
@@ -123,10 +126,11 @@ class VectorExtractor:
         return self.extract("")
 
 
-def _shape(text: str) -> np.ndarray:
+def _shape(text: str, weight: float = 1.0) -> tuple[float, ...]:
+    """The shape block (``SHAPE_FEATURES``), each value times ``weight``."""
     n = len(text)
     if n == 0:
-        return np.array([1.0, 0, 0, 0, 0, 0, 0])
+        return (weight, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     # map() over str methods counts in C; the same counts as a loop over the characters.
     digits = sum(map(str.isdigit, text))
     upper = sum(map(str.isupper, text))
@@ -134,5 +138,10 @@ def _shape(text: str) -> np.ndarray:
     lines = text.count("\n")
     words = len(_WORD_RE.findall(text))
     # Log lengths scaled so a 4k-char prompt lands near 1, like the fractions.
-    return np.array([1.0, math.log1p(n) / math.log1p(4096), math.log1p(words) / math.log1p(1024),
-                     digits / n, upper / n, punct / n, min(1.0, 20 * lines / n)])
+    return (weight, weight * (math.log1p(n) / _LOG_4096), weight * (math.log1p(words) / _LOG_1024),
+            weight * (digits / n), weight * (upper / n), weight * (punct / n),
+            weight * min(1.0, 20 * lines / n))
+
+
+_LOG_4096 = math.log1p(4096)
+_LOG_1024 = math.log1p(1024)

@@ -180,12 +180,33 @@ int edge_index_replay(edge_index *idx, int policy, const uint64_t *keys, const u
  * joined by spaces + " " (UTF-8). Each gram - "w<n>\x1f" + n consecutive words joined by 0x1F,
  * for n in word_ngrams, and "c<n>\x1f" + n consecutive code points of padded, for n in
  * char_ngrams - is hashed with zlib's CRC-32 started at seed; out[(h & 0x7FFFFFFF) % n_buckets]
- * gains -1 if bit 31 of h is set, else +1. out (n_buckets doubles) is zeroed first; *n_grams =
- * grams counted. An n of 0, or a NULL pointer with a non-zero length, is EDGE_ERR_INVALID. */
+ * gains -1 if bit 31 of h is set, else +1. out (n_buckets doubles) is zeroed first; with
+ * normalise != 0 the counts are then divided by their L2 norm (left at 0 when all are 0).
+ * *n_grams = grams counted. An n of 0, or a NULL pointer with a non-zero length, is
+ * EDGE_ERR_INVALID. */
 int edge_hash_ngrams(const uint8_t *words, size_t words_len, const uint8_t *padded,
                      size_t padded_len, const uint32_t *word_ngrams, uint32_t n_word_ngrams,
                      const uint32_t *char_ngrams, uint32_t n_char_ngrams, uint32_t seed,
-                     double *out, uint32_t n_buckets, uint32_t *n_grams);
+                     int normalise, double *out, uint32_t n_buckets, uint32_t *n_grams);
+
+/* The shape block that ends the "hashing" extractor's vector (edge/router/features.py's
+ * SHAPE_FEATURES): bias, log length in characters, log length in words, digit, upper-case and
+ * punctuation fractions, newline density. */
+#define EDGE_N_SHAPE_FEATURES 7
+
+/* The whole "hashing" feature vector (dim doubles into out) of an ASCII prompt, already cut to
+ * its max_chars: the words are the runs of [A-Za-z0-9_] (lower-cased with lowercase != 0), their
+ * n-grams hashed as edge_hash_ngrams does (normalised) into out[0 .. dim - 7), the shape block
+ * (each value times shape_weight) into the last 7, and then the whole vector divided by its L2
+ * norm. Computes what the Python definition computes for such a prompt (for other text the
+ * extractor hashes through edge_hash_ngrams). A byte >= 0x80, dim <= 7, an n of 0 or a NULL
+ * pointer is EDGE_ERR_INVALID. Allocates 2 * len + 2 bytes of scratch for the call
+ * (EDGE_ERR_NOMEM). */
+int edge_hash_features_ascii(const uint8_t *text, size_t len, int lowercase,
+                             const uint32_t *word_ngrams, uint32_t n_word_ngrams,
+                             const uint32_t *char_ngrams, uint32_t n_char_ngrams, uint32_t seed,
+                             double shape_weight, double *out, uint32_t dim,
+                             uint32_t *n_grams);
 
 /* ---- checking ---------------------------------------------------------------------------- */
 

@@ -10,7 +10,9 @@
  */
 #include "edge.h"
 
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 static uint32_t crc_table[256];
 static int crc_table_ready;
@@ -47,12 +49,9 @@ static size_t gram_prefix(char kind, uint32_t n, uint8_t *buf) {
     return (size_t)len;
 }
 
-int edge_hash_ngrams(const uint8_t *words, size_t words_len, const uint8_t *padded,
-                     size_t padded_len, const uint32_t *word_ngrams, uint32_t n_word_ngrams,
-                     const uint32_t *char_ngrams, uint32_t n_char_ngrams, uint32_t seed,
-                     double *out, uint32_t n_buckets, uint32_t *n_grams) {
-    if ((words_len && !words) || (padded_len && !padded) || (n_word_ngrams && !word_ngrams) ||
-        (n_char_ngrams && !char_ngrams) || !out || n_buckets == 0 || !n_grams)
+static int check_ngrams(const uint32_t *word_ngrams, uint32_t n_word_ngrams,
+                        const uint32_t *char_ngrams, uint32_t n_char_ngrams) {
+    if ((n_word_ngrams && !word_ngrams) || (n_char_ngrams && !char_ngrams))
         return EDGE_ERR_INVALID;
     for (uint32_t j = 0; j < n_word_ngrams; j++)
         if (word_ngrams[j] == 0)
@@ -60,6 +59,14 @@ int edge_hash_ngrams(const uint8_t *words, size_t words_len, const uint8_t *padd
     for (uint32_t j = 0; j < n_char_ngrams; j++)
         if (char_ngrams[j] == 0)
             return EDGE_ERR_INVALID;
+    return EDGE_OK;
+}
+
+/* edge_hash_ngrams after its checks. */
+static void hash_ngrams(const uint8_t *words, size_t words_len, const uint8_t *padded,
+                        size_t padded_len, const uint32_t *word_ngrams, uint32_t n_word_ngrams,
+                        const uint32_t *char_ngrams, uint32_t n_char_ngrams, uint32_t seed,
+                        int normalise, double *out, uint32_t n_buckets, uint32_t *n_grams) {
     if (!crc_table_ready)
         crc_table_init(); /* idempotent: a race writes the same table twice */
     for (uint32_t b = 0; b < n_buckets; b++)
@@ -126,6 +133,113 @@ int edge_hash_ngrams(const uint8_t *words, size_t words_len, const uint8_t *padd
                 end++;
         }
     }
+    if (normalise) {
+        /* The counts are small integers: their sum of squares is exact, so this equals numpy's
+         * counts / sqrt(counts @ counts) bit for bit. */
+        double sum_sq = 0.0;
+        for (uint32_t b = 0; b < n_buckets; b++)
+            sum_sq += out[b] * out[b];
+        if (sum_sq > 0.0) {
+            double norm = sqrt(sum_sq);
+            for (uint32_t b = 0; b < n_buckets; b++)
+                out[b] /= norm;
+        }
+    }
     *n_grams = grams;
+}
+
+int edge_hash_ngrams(const uint8_t *words, size_t words_len, const uint8_t *padded,
+                     size_t padded_len, const uint32_t *word_ngrams, uint32_t n_word_ngrams,
+                     const uint32_t *char_ngrams, uint32_t n_char_ngrams, uint32_t seed,
+                     int normalise, double *out, uint32_t n_buckets, uint32_t *n_grams) {
+    if ((words_len && !words) || (padded_len && !padded) || !out || n_buckets == 0 || !n_grams)
+        return EDGE_ERR_INVALID;
+    int status = check_ngrams(word_ngrams, n_word_ngrams, char_ngrams, n_char_ngrams);
+    if (status != EDGE_OK)
+        return status;
+    hash_ngrams(words, words_len, padded, padded_len, word_ngrams, n_word_ngrams, char_ngrams,
+                n_char_ngrams, seed, normalise, out, n_buckets, n_grams);
+    return EDGE_OK;
+}
+
+/* Python's \w and str methods, restricted to ASCII. */
+static int is_word(uint8_t c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+static int is_space(uint8_t c) { /* str.isspace: \t \n \v \f \r, 0x1C-0x1F and the space */
+    return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20);
+}
+
+int edge_hash_features_ascii(const uint8_t *text, size_t len, int lowercase,
+                             const uint32_t *word_ngrams, uint32_t n_word_ngrams,
+                             const uint32_t *char_ngrams, uint32_t n_char_ngrams, uint32_t seed,
+                             double shape_weight, double *out, uint32_t dim,
+                             uint32_t *n_grams) {
+    if ((len && !text) || !out || dim <= EDGE_N_SHAPE_FEATURES || !n_grams)
+        return EDGE_ERR_INVALID;
+    int status = check_ngrams(word_ngrams, n_word_ngrams, char_ngrams, n_char_ngrams);
+    if (status != EDGE_OK)
+        return status;
+    for (size_t i = 0; i < len; i++)
+        if (text[i] >= 0x80u)
+            return EDGE_ERR_INVALID;
+    /* The words joined by 0x1F (at most len bytes) and the padded text (at most len + 2). */
+    uint8_t *words = malloc(2 * len + 2);
+    if (!words)
+        return EDGE_ERR_NOMEM;
+    uint8_t *padded = words + len;
+    size_t words_len = 0, padded_len = 0;
+    uint64_t n_words = 0, digits = 0, upper = 0, alnum = 0, space = 0, lines = 0;
+    padded[padded_len++] = ' ';
+    for (size_t i = 0; i < len;) {
+        if (!is_word(text[i])) {
+            uint8_t c = text[i++];
+            space += is_space(c);
+            lines += c == '\n';
+            continue;
+        }
+        if (n_words++ > 0) {
+            words[words_len++] = 0x1Fu;
+            padded[padded_len++] = ' ';
+        }
+        for (; i < len && is_word(text[i]); i++) {
+            uint8_t c = text[i];
+            int is_upper = c >= 'A' && c <= 'Z';
+            digits += c >= '0' && c <= '9';
+            upper += is_upper;
+            alnum += c != '_';
+            if (lowercase && is_upper)
+                c = (uint8_t)(c - 'A' + 'a');
+            words[words_len++] = c;
+            padded[padded_len++] = c;
+        }
+    }
+    padded[padded_len++] = ' ';
+    uint32_t n_buckets = dim - EDGE_N_SHAPE_FEATURES;
+    hash_ngrams(words, words_len, padded, padded_len, word_ngrams, n_word_ngrams, char_ngrams,
+                n_char_ngrams, seed, 1, out, n_buckets, n_grams);
+    free(words);
+
+    /* The shape block, each value as edge/router/features.py's _shape computes it. */
+    double *shape = out + n_buckets, w = shape_weight, n = (double)len;
+    shape[0] = w;
+    if (len == 0) {
+        for (int k = 1; k < EDGE_N_SHAPE_FEATURES; k++)
+            shape[k] = 0.0;
+    } else {
+        double punct = n - (double)alnum - (double)space;
+        shape[1] = w * (log1p(n) / log1p(4096.0));
+        shape[2] = w * (log1p((double)n_words) / log1p(1024.0));
+        shape[3] = w * ((double)digits / n);
+        shape[4] = w * ((double)upper / n);
+        shape[5] = w * (punct / n);
+        shape[6] = w * fmin(1.0, 20.0 * (double)lines / n);
+    }
+    double sum_sq = 0.0;
+    for (uint32_t k = 0; k < dim; k++)
+        sum_sq += out[k] * out[k];
+    double norm = sqrt(sum_sq); /* never 0: the bias */
+    for (uint32_t k = 0; k < dim; k++)
+        out[k] /= norm;
     return EDGE_OK;
 }

@@ -1580,7 +1580,7 @@ static void test_hash_ngrams(void) {
     const uint32_t words12[] = {1, 2};
     const char *hw = "hello\x1fworld", *hw_padded = " hello world ";
     CHECK_OK(edge_hash_ngrams((const uint8_t *)hw, strlen(hw), (const uint8_t *)hw_padded,
-                              strlen(hw_padded), words12, 2, NULL, 0, 7, out, 97, &grams));
+                              strlen(hw_padded), words12, 2, NULL, 0, 7, 0, out, 97, &grams));
     const int want_hw[][2] = {{29, -1}, {32, -1}, {44, -1}};
     expect_buckets(out, want_hw, 3, "hello world, word 1- and 2-grams");
     EXPECT(grams == 3, "hello world: %u grams, expected 3", grams);
@@ -1590,30 +1590,80 @@ static void test_hash_ngrams(void) {
     const char *zt = "z\xc3\xbcrich\x1f\xe6\x9d\xb1\xe4\xba\xac";
     const char *zt_padded = " z\xc3\xbcrich \xe6\x9d\xb1\xe4\xba\xac ";
     CHECK_OK(edge_hash_ngrams((const uint8_t *)zt, strlen(zt), (const uint8_t *)zt_padded,
-                              strlen(zt_padded), NULL, 0, chars3, 1, 7, out, 97, &grams));
+                              strlen(zt_padded), NULL, 0, chars3, 1, 7, 0, out, 97, &grams));
     const int want_zt[][2] = {{1, 1}, {2, -1}, {8, -1}, {9, -1}, {12, 1},
                               {26, 1}, {47, -1}, {84, -1}, {85, 1}};
     expect_buckets(out, want_zt, 9, "zurich tokyo, char 3-grams");
     EXPECT(grams == 9, "zurich tokyo: %u grams, expected 9", grams);
+    /* Normalised: the same counts over their L2 norm, sqrt(9) here (nine grams of weight 1). */
+    CHECK_OK(edge_hash_ngrams((const uint8_t *)zt, strlen(zt), (const uint8_t *)zt_padded,
+                              strlen(zt_padded), NULL, 0, chars3, 1, 7, 1, out, 97, &grams));
+    EXPECT(close_to(out[1], 1.0 / 3.0) && close_to(out[2], -1.0 / 3.0) && out[0] == 0.0,
+           "zurich tokyo normalised: out[0..2] = %g %g %g", out[0], out[1], out[2]);
 
     /* Fewer words or code points than n: no gram, and out is still zeroed. */
     const uint32_t big[] = {5};
     out[3] = 42.0;
     CHECK_OK(edge_hash_ngrams((const uint8_t *)"a", 1, (const uint8_t *)" a ", 3, big, 1, big, 1,
-                              0, out, 97, &grams));
+                              0, 0, out, 97, &grams));
     EXPECT(grams == 0 && out[3] == 0.0, "short text: %u grams, out[3] = %g", grams, out[3]);
-    CHECK_OK(edge_hash_ngrams(NULL, 0, NULL, 0, words12, 2, chars3, 1, 0, out, 97, &grams));
-    EXPECT(grams == 0, "empty text: %u grams", grams);
+    out[3] = 42.0;
+    CHECK_OK(edge_hash_ngrams(NULL, 0, NULL, 0, words12, 2, chars3, 1, 0, 1, out, 97, &grams));
+    EXPECT(grams == 0 && out[3] == 0.0, "empty text, normalised: %u grams, out[3] = %g", grams,
+           out[3]);
 
     const uint32_t zero[] = {0};
-    EXPECT_RC(edge_hash_ngrams((const uint8_t *)"a", 1, NULL, 0, zero, 1, NULL, 0, 0, out, 97,
+    EXPECT_RC(edge_hash_ngrams((const uint8_t *)"a", 1, NULL, 0, zero, 1, NULL, 0, 0, 0, out, 97,
                                &grams), EDGE_ERR_INVALID);
-    EXPECT_RC(edge_hash_ngrams(NULL, 1, NULL, 0, words12, 2, NULL, 0, 0, out, 97, &grams),
+    EXPECT_RC(edge_hash_ngrams(NULL, 1, NULL, 0, words12, 2, NULL, 0, 0, 0, out, 97, &grams),
               EDGE_ERR_INVALID);
-    EXPECT_RC(edge_hash_ngrams((const uint8_t *)"a", 1, NULL, 0, words12, 2, NULL, 0, 0, out, 0,
+    EXPECT_RC(edge_hash_ngrams((const uint8_t *)"a", 1, NULL, 0, words12, 2, NULL, 0, 0, 0, out, 0,
                                &grams), EDGE_ERR_INVALID);
-    EXPECT_RC(edge_hash_ngrams((const uint8_t *)"a", 1, NULL, 0, words12, 2, NULL, 0, 0, NULL, 97,
+    EXPECT_RC(edge_hash_ngrams((const uint8_t *)"a", 1, NULL, 0, words12, 2, NULL, 0, 0, 0, NULL, 97,
                                &grams), EDGE_ERR_INVALID);
+}
+
+/* The whole vector of an ASCII prompt: "hello world" at dim 16 with the extractor's defaults
+ * (word 1- and 2-grams, char 3- and 4-grams, seed 0, shape weight 0.5) is the Python
+ * definition's value pinned in tests/test_router_features.py (GOLDEN, 6 decimals). */
+static void test_hash_features_ascii(void) {
+    cur_test = "hash_features_ascii";
+    const double golden[16] = {-0.346879, -0.173439, -0.346879, 0.0, -0.693758, 0.0, 0.0,
+                               0.173439, 0.0, 0.442185, 0.132098, 0.070075, 0.0, 0.0, 0.0, 0.0};
+    const uint32_t words12[] = {1, 2}, chars34[] = {3, 4};
+    double out[16];
+    uint32_t grams = 0;
+    CHECK_OK(edge_hash_features_ascii((const uint8_t *)"hello world", 11, 1, words12, 2, chars34,
+                                      2, 0, 0.5, out, 16, &grams));
+    for (int k = 0; k < 16; k++)
+        EXPECT(fabs(out[k] - golden[k]) < 1e-6, "hello world [%d] = %.6f, expected %.6f", k,
+               out[k], golden[k]);
+    /* 2 + 1 word grams; 11 char 3-grams and 10 4-grams of " hello world " (13 characters). */
+    EXPECT(grams == 24, "hello world: %u grams, expected 24", grams);
+
+    /* Lower-cased, "Hello World" hashes the same grams; its shape block (from 9: bias, log
+     * chars, log words, digits, upper, punctuation, newlines) counts 2 upper-case letters of 11. */
+    CHECK_OK(edge_hash_features_ascii((const uint8_t *)"Hello World", 11, 1, words12, 2, chars34,
+                                      2, 0, 0.5, out, 16, &grams));
+    EXPECT(grams == 24 && close_to(out[13] / out[9], 2.0 / 11.0),
+           "Hello World: %u grams, upper / bias = %g, expected 2/11", grams, out[13] / out[9]);
+    for (int k = 0; k < 9; k++)
+        EXPECT((out[k] > 0) == (golden[k] > 0) && (out[k] < 0) == (golden[k] < 0),
+               "Hello World bucket %d = %g, hello world's %g", k, out[k], golden[k]);
+
+    /* No text: no gram (" " + "" + " " is shorter than 3), the bias alone, normalised to 1. */
+    CHECK_OK(edge_hash_features_ascii(NULL, 0, 1, words12, 2, chars34, 2, 0, 0.5, out, 16,
+                                      &grams));
+    EXPECT(grams == 0 && out[9] == 1.0, "empty text: %u grams, bias %g", grams, out[9]);
+    for (int k = 0; k < 16; k++)
+        EXPECT(k == 9 || out[k] == 0.0, "empty text [%d] = %g", k, out[k]);
+
+    EXPECT_RC(edge_hash_features_ascii((const uint8_t *)"caf\xc3\xa9", 5, 1, words12, 2, chars34, 2,
+                                       0, 0.5, out, 16, &grams), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_hash_features_ascii((const uint8_t *)"a", 1, 1, words12, 2, chars34, 2, 0, 0.5,
+                                       out, EDGE_N_SHAPE_FEATURES, &grams), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_hash_features_ascii(NULL, 1, 1, words12, 2, chars34, 2, 0, 0.5, out, 16,
+                                       &grams), EDGE_ERR_INVALID);
 }
 
 int main(void) {
@@ -1630,6 +1680,7 @@ int main(void) {
     test_full_index();
     test_replay_golden();
     test_hash_ngrams();
+    test_hash_features_ascii();
     if (failures) {
         fprintf(stderr, "%d failures in the directed tests\n", failures);
         return 1;
