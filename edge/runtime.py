@@ -224,6 +224,9 @@ class Runtime:
             self.cache.close()
             self._close_extractor()
             raise
+        if getattr(self.router.reward_source, "needs_logprobs", False) \
+                and hasattr(backend, "track_logprobs"):
+            backend.track_logprobs = True  # the reward is Completion.mean_logprob
         serving = config.serving
         self.scheduler = Scheduler(
             serving.slots or getattr(backend, "slots", None) or 1,

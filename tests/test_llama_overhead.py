@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from threads import run_threads
 
+from edge.backends import llama as llama_module
 from edge.backends import llama_api
 from edge.backends.llama import LlamaBackend
 from edge.runtime import InferenceRequest
@@ -42,7 +43,7 @@ def serve(backend: LlamaBackend, prompt: str, max_tokens: int):
 
 @pytest.fixture
 def backend(tiny_models):
-    b = LlamaBackend(tiny_models.base, n_ctx=N_CTX)
+    b = LlamaBackend(tiny_models.base, n_ctx=N_CTX, track_logprobs=True)
     yield b
     b.close()
 
@@ -63,7 +64,7 @@ def test_a_kept_completion_keeps_its_log_probability_while_the_context_serves_ot
 
 
 def test_a_completion_read_after_the_backend_closed_has_its_value(tiny_models):
-    backend = LlamaBackend(tiny_models.base, n_ctx=N_CTX)
+    backend = LlamaBackend(tiny_models.base, n_ctx=N_CTX, track_logprobs=True)
     completion = serve(backend, PROMPTS[1], 1)
     backend.close()  # frees the logits it had not read yet
     assert completion.mean_logprob == pytest.approx(
@@ -78,6 +79,30 @@ def test_reading_in_another_thread_while_the_context_serves_again(tiny_models, b
         run_threads([lambda kept=kept, read=read: read.append(kept.mean_logprob),
                      lambda: serve(backend, PROMPTS[1], 2)])
         assert read[0] == pytest.approx(expected, abs=1e-4)
+
+
+def test_log_probabilities_are_computed_only_when_tracked(tiny_models, monkeypatch):
+    calls = []
+    real = llama_module._log_softmax_at
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(llama_module, "_log_softmax_at", counting)
+    backend = LlamaBackend(tiny_models.base, n_ctx=N_CTX)  # track_logprobs off: the default
+    try:
+        untracked = serve(backend, PROMPTS[0], 4)
+        serve(backend, PROMPTS[1], 2)
+        assert untracked.mean_logprob is None and calls == []
+        backend.track_logprobs = True
+        tracked = serve(backend, PROMPTS[0], 4)
+        assert len(calls) == 3  # one per token a decode followed; the last one on reading
+        assert tracked.mean_logprob == pytest.approx(
+            np.mean(greedy_logprobs(tiny_models, PROMPTS[0], 4)), abs=1e-4)
+        assert len(calls) == 4
+    finally:
+        backend.close()
 
 
 def test_tokenize_gives_llama_cpp_pythons_tokens(tiny_models):

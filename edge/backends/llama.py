@@ -27,11 +27,12 @@ clears that context's memory, because KV computed under one adapter set is wrong
 (llama-cpp-python keys its reuse by tokens alone: FIELD-NOTES).
 
 Per request, what the backend adds to llama.cpp's evaluation is kept small: a repeated prompt's
-tokens come from ``LlamaModel.tokenize``'s cache; logits are read in place; the log-probability
-of a token (a pass over the whole vocabulary) is computed when the next decode would overwrite its
-logits, and for the last token only when ``mean_logprob`` is read (by the "response-likelihood"
-reward source) or when the context decodes again, whichever comes first; a ``Completion`` no
-longer referenced by then costs nothing.
+tokens come from ``LlamaModel.tokenize``'s cache; logits are read in place; log-probabilities (a
+pass over the whole vocabulary per token: ~0.2 ms on a 262k-token vocabulary) are computed only
+with ``track_logprobs`` (set by ``Runtime`` when its reward source is "response-likelihood"),
+each when the next decode would overwrite its logits, and for the last token only when
+``mean_logprob`` is read or when the context decodes again, whichever comes first; a
+``Completion`` no longer referenced by then costs nothing.
 
 ``format_chat`` renders a conversation with the model's own chat template (the GGUF's
 ``tokenizer.chat_template``, through llama-cpp-python's ``Jinja2ChatFormatter``), or as
@@ -117,14 +118,15 @@ class Completion:
     completion_tokens: int
     finish_reason: str  # "stop" (end of generation) or "length" (max_tokens reached)
     reused_tokens: int  # prompt tokens whose KV was kept from an earlier request
-    _logprobs: _LogprobSum = field(repr=False, compare=False)
+    _logprobs: Optional[_LogprobSum] = field(repr=False, compare=False)
 
     @property
-    def mean_logprob(self) -> float:
+    def mean_logprob(self) -> Optional[float]:
         """Mean log-probability of the generated tokens under the adapter set that generated
-        them (NaN without tokens); the "response-likelihood" reward source turns it into a
-        reward. Computed on first read (see the module docstring)."""
-        return self._logprobs.mean()
+        them (NaN without tokens; None unless the backend had ``track_logprobs`` on); the
+        "response-likelihood" reward source turns it into a reward. Its last term is computed on
+        first read (see the module docstring)."""
+        return None if self._logprobs is None else self._logprobs.mean()
 
 
 AdapterSet = tuple  # ((Adapter, scale), ...): compared by adapter identity and scale
@@ -193,7 +195,7 @@ class LlamaBackend:
     def __init__(self, model_path: str | os.PathLike[str], *, n_ctx: int = 2048, seed: int = 0,
                  n_threads: Optional[int] = None, reuse_prefix: bool = True,
                  model: Optional[LlamaModel] = None, n_contexts: int = 1,
-                 n_threads_batch: Optional[int] = None) -> None:
+                 n_threads_batch: Optional[int] = None, track_logprobs: bool = False) -> None:
         if isinstance(n_contexts, bool) or not isinstance(n_contexts, int) or n_contexts < 1:
             raise ConfigError(f"n_contexts must be a positive integer (the llama contexts "
                               f"served at once), got {n_contexts!r}")
@@ -202,6 +204,8 @@ class LlamaBackend:
             n_threads_batch=n_threads_batch)
         self.n_ctx = self.model.llama.n_ctx()
         self.reuse_prefix = reuse_prefix
+        # Completion.mean_logprob is None without it (read per request, at its start).
+        self.track_logprobs = track_logprobs
         self.clock = time.monotonic
         self.slots = n_contexts  # requests served at once (the runtime's scheduler reads it)
         self._gate = _ModelGate()
@@ -375,7 +379,7 @@ class LlamaBackend:
                 self._attach(slot, adapters, key)
                 reused = self._prefill(slot, tokens)
             out, finish, logprobs, text = yield from self._generate(
-                slot, max_tokens, temperature, seed, stop)
+                slot, max_tokens, temperature, seed, stop, self.track_logprobs)
             with self._pool:
                 self.served += 1
         except GeneratorExit:
@@ -417,11 +421,12 @@ class LlamaBackend:
             self._pool.notify_all()
 
     def _generate(self, slot: _Slot, max_tokens: int, temperature: float, seed: Optional[int],
-                  stop: tuple[str, ...] = ()
-                  ) -> Generator[str, None, tuple[list[int], str, _LogprobSum, str]]:
+                  stop: tuple[str, ...] = (), track_logprobs: bool = True
+                  ) -> Generator[str, None, tuple[list[int], str, Optional[_LogprobSum], str]]:
         """Yield the text of each token as it is sampled (whole UTF-8 characters); return the
         tokens, why generation stopped, their log-probabilities (the last one deferred when no
-        decode follows it), and the text (with ``stop`` sequences, up to the first one).
+        decode follows it; None without ``track_logprobs``), and the text (with ``stop``
+        sequences, up to the first one).
 
         A stop sequence ends generation as soon as it is complete (finish "stop"); until then a
         piece that could still begin one is held back. Its tokens were generated, so they count
@@ -458,7 +463,7 @@ class LlamaBackend:
                     if text:
                         yield text
                     return out, finish, self._logprobs(context, logits, token, top, logprob,
-                                                       len(out)), "".join(sent)
+                                                       len(out), track_logprobs), "".join(sent)
             if text:
                 yield text  # before the decode: a stream's reader gets it a step sooner
             if step + 1 == max_tokens:
@@ -468,8 +473,10 @@ class LlamaBackend:
                 if rest:
                     yield rest
                 return out, finish, self._logprobs(context, logits, token, top, logprob,
-                                                   len(out)), self._text(pieces, scanner, sent)
-            logprob += _log_softmax_at(logits, token, top, slot.scratch)
+                                                   len(out), track_logprobs), \
+                    self._text(pieces, scanner, sent)
+            if track_logprobs:
+                logprob += _log_softmax_at(logits, token, top, slot.scratch)
             with self._gate.shared():  # one step at a time, so a load waits for one step only
                 llama_api.decode(context, [token])
                 slot.kv_tokens.append(token)
@@ -477,7 +484,8 @@ class LlamaBackend:
         rest = self._rest(pending, scanner, sent)
         if rest:
             yield rest
-        return out, finish, _LogprobSum(logprob, len(out)), self._text(pieces, scanner, sent)
+        return out, finish, _LogprobSum(logprob, len(out)) if track_logprobs else None, \
+            self._text(pieces, scanner, sent)
 
     @staticmethod
     def _rest(pending: bytes, scanner: Optional[StopScanner], sent: list[str]) -> str:
@@ -498,8 +506,11 @@ class LlamaBackend:
 
     @staticmethod
     def _logprobs(context: LlamaContext, logits: np.ndarray, token: int, top: np.floating,
-                  total: float, count: int) -> _LogprobSum:
-        """The sum so far and, deferred, ``token``'s under the logits no decode has replaced."""
+                  total: float, count: int, track: bool) -> Optional[_LogprobSum]:
+        """The sum so far and, deferred, ``token``'s under the logits no decode has replaced
+        (None when not tracked)."""
+        if not track:
+            return None
         logprobs = _LogprobSum(total, count)
         logprobs.defer(context, logits, token, top)
         return logprobs

@@ -129,6 +129,9 @@ class ResponseLikelihood:
     right: a proxy for when no user rates the answers."""
 
     name = "response-likelihood"
+    # The backend must compute log-probabilities (Runtime turns the llama backend's
+    # track_logprobs on for this source; they cost a pass over the vocabulary per token).
+    needs_logprobs = True
 
     def reward_for(self, request_id: Hashable, prompt: Optional[str], response: Any
                    ) -> Optional[float]:
