@@ -356,7 +356,7 @@ class Runtime:
         if request.routed:
             with self._router_lock:
                 x = self.router.features(request.prompt)
-                decision = self.router.route(request_id, x, self.cache.resident())
+                decision = self.router.route_features(request_id, x, self.cache.resident())
                 plan = self.router.take_plan()
             names = (decision.arm_id,)
         else:

@@ -267,3 +267,44 @@ def test_thompson_scores_are_posterior_draws_around_the_mean():
 def test_exploration_must_be_ucb_or_thompson():
     with pytest.raises(ValueError, match="exploration must be 'ucb' or 'thompson', got 'ts'"):
         LinUCBConfig(exploration="ts")
+
+
+@pytest.mark.parametrize("n_arms", [5, 40])  # the plain stack and the packed rows (d = 32)
+def test_decide_scores_in_the_c_core_equal_a_direct_solve(n_arms):
+    # decide() scores through the C core (edge_linucb_scores); the reference is a direct solve
+    # on the same updates, the penalty subtracted by hand.
+    rng = np.random.default_rng(11)
+    d, T = 32, 1500
+    cfg = LinUCBConfig(alpha=0.8, ridge_lambda=0.9, prior_reward=0.3)
+    ids = [f"a{i}" for i in range(n_arms)]
+    model = LinUCB(d, cfg, np.random.default_rng(2), ids)
+    assert model._packed == (n_arms > 32)
+    X, arms, R = _unit_rows(rng, T, d), rng.integers(n_arms, size=T), rng.uniform(size=T)
+    for x, a, r in zip(X, arms, R, strict=True):
+        model.update(ids[a], x, r)
+    direct = [_direct(d, cfg.ridge_lambda, cfg.prior_reward, X[arms == a], R[arms == a])
+              for a in range(n_arms)]
+    for x in _unit_rows(rng, 10, d):
+        penalty = rng.uniform(0, 0.2, size=n_arms)
+        decision = model.decide(x, penalty)
+        mean = np.array([cfg.prior_reward + theta @ x for _, _, theta in direct])
+        bonus = np.array([cfg.alpha * np.sqrt(x @ np.linalg.solve(A, x)) for A, _, _ in direct])
+        np.testing.assert_allclose(decision.mean, mean, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(decision.bonus, bonus, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(decision.score, mean + bonus - penalty, rtol=0, atol=1e-9)
+        assert decision.arm_index == int(np.argmax(mean + bonus - penalty))
+        np.testing.assert_array_equal(decision.penalty, penalty)
+
+
+def test_ties_among_untried_arms_draw_as_flatnonzero_and_integers_do():
+    # The C core lists the tied arms; the draw is rng.integers over them in index order, the
+    # same draws as np.flatnonzero(score >= best - 1e-12) indexed by a generator of one seed.
+    d, n = 4, 12
+    model = LinUCB(d, LinUCBConfig(), np.random.default_rng(5), [f"a{i}" for i in range(n)])
+    reference = np.random.default_rng(5)
+    penalty = np.where(np.arange(n) % 3 == 0, 0.0, 0.5)  # arms 0, 3, 6, 9 tie at the top
+    for _ in range(40):
+        decision = model.decide(np.array([0.0, 1.0, 0.0, 0.0]), penalty)
+        ties = np.flatnonzero(decision.score >= decision.score.max() - 1e-12)
+        assert ties.tolist() == [0, 3, 6, 9]
+        assert decision.arm_index == int(ties[reference.integers(len(ties))])

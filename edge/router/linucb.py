@@ -21,6 +21,7 @@ from typing import Optional
 
 import numpy as np
 
+from edge._native.router import LinUCBScorer
 from edge.router.config import LinUCBConfig
 from edge.router.errors import DuplicateArmError, UnknownArmError
 
@@ -83,6 +84,7 @@ class LinUCB:
         self._triu_flat = rows * dim + cols  # flat indices of the upper triangle of a d x d
         self._triu_weight = np.where(rows == cols, 1.0, 2.0)
         self._packed = False
+        self._scorer = LinUCBScorer(dim)
         self._allocate(8)
         for arm_id in arm_ids:
             self.add_arm(arm_id)
@@ -125,6 +127,8 @@ class LinUCB:
         self._score_theta = self._score[:n, :d]
         self._score_packed = self._score[:n, d:]
         self._ids_tuple = tuple(self._ids)
+        rows = self._score if packed else self._stack.reshape(len(self._stack), (d + 1) * d)
+        self._scorer.set_rows(rows, packed)
 
     def _sync_scoring(self, i: int) -> None:
         """Copy arm ``i``'s theta and packed A^-1 into the scoring rows (after any change)."""
@@ -202,8 +206,8 @@ class LinUCB:
     # ---- scoring -------------------------------------------------------------------------------
 
     def _check_context(self, x: np.ndarray) -> np.ndarray:
-        if type(x) is not np.ndarray or x.dtype != np.float64:
-            x = np.asarray(x, dtype=np.float64)
+        if type(x) is not np.ndarray or x.dtype != np.float64 or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, dtype=np.float64)
         if x.shape != (self.dim,):
             raise ValueError(f"context must have shape ({self.dim},), got {x.shape}")
         return x
@@ -265,27 +269,38 @@ class LinUCB:
         if self._n == 0:
             raise UnknownArmError("cannot route: the catalogue has no arms")
         x = self._check_context(x)
-        mean, bonus = self.mean_and_bonus(x)
+        n_ties = 0  # counted by the C core; 0: not counted (Thompson)
         if self._thompson:
+            mean, bonus = self.mean_and_bonus(x)
             # One posterior draw per arm: the sampled score's deviation from the mean is
             # alpha * sqrt(x'A^-1 x) * N(0, 1), so sampling theta_a in full is not needed.
             bonus *= self.rng.standard_normal(self._n)
-        score = mean + bonus
+            score = mean + bonus
+            if penalty is not None:
+                score -= penalty
+            i = int(score.argmax())
+        else:
+            # The C core: the same numbers as mean_and_bonus (summed in another order), the
+            # penalty subtracted, the best arm and its ties found, in one call.
+            (mean, bonus, score), i, n_ties = self._scorer.scores(
+                self._n, x, self.config.prior_reward, self.config.alpha, penalty,
+                _TIE_TOLERANCE)
         if penalty is None:
             penalty = np.zeros(self._n)
-        else:
-            score -= penalty
         ids = self._ids_tuple
         if forced_index is not None:
             return Decision(ids[forced_index], forced_index, ids, mean, bonus, penalty, score,
                             reason)
-        i = int(score.argmax())
         # Exact ties come from arms that still share the prior (no feedback yet); between
         # trained arms a tie has probability zero with continuous contexts, so only an untried
         # winner pays for the tie check.
-        if self._counts[i] == 0 and np.count_nonzero(score >= score[i] - _TIE_TOLERANCE) > 1:
-            ties = np.flatnonzero(score >= score[i] - _TIE_TOLERANCE)
-            i = int(ties[self.rng.integers(len(ties))])
+        if self._counts[i] == 0:
+            if n_ties == 0:
+                ties = np.flatnonzero(score >= score[i] - _TIE_TOLERANCE)
+                if len(ties) > 1:
+                    i = int(ties[self.rng.integers(len(ties))])
+            elif n_ties > 1:
+                i = self._scorer.tie(int(self.rng.integers(n_ties)))
         return Decision(ids[i], i, ids, mean, bonus, penalty, score)
 
     # ---- learning ------------------------------------------------------------------------------

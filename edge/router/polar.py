@@ -26,6 +26,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from edge._native.router import paging_penalty
 from edge.errors import EdgeError
 from edge.paging_cost import PagingCostModel
 from edge.router.config import PolarConfig
@@ -189,13 +190,10 @@ class PolarRouter:
         """The paging penalty of each arm this round (0 for resident ones)."""
         if self.config.mode == "off":
             return np.zeros(self.linucb.n_arms)
-        if self._amortising and self._residency > 0.0:
-            charge = self.amortised_penalty()
-        else:
-            charge = self._penalty
-        if self._charging_eviction:
-            charge = charge + self._eviction_charge_memo(mask)
-        return np.where(mask, 0.0, charge)
+        # amortised_penalty's left (0 leaves the charge whole), then one C call.
+        left = self._requests_left() if self._amortising and self._residency > 0.0 else 0.0
+        extra = self._eviction_charge_memo(mask) if self._charging_eviction else None
+        return paging_penalty(self._penalty, self._share, float(left), extra, mask)
 
     def _eviction_charge_memo(self, mask: np.ndarray) -> np.ndarray:
         # The resident set changes only on a miss or a plan, so most decisions reuse the last
@@ -249,8 +247,12 @@ class PolarRouter:
         the current one, at most the measured residency of a demand load): a page-in now is
         expected to serve share_a of the requests routed while it stays resident, so each of
         those requests bears 1/k_a of its cost."""
-        left = min(self.schedule.length - self.schedule.step - 1, self._residency)
-        return self._penalty / (1.0 + left * self._share)
+        return self._penalty / (1.0 + self._requests_left() * self._share)
+
+    def _requests_left(self) -> float:
+        """Requests a page-in now is expected to serve after the current one (see
+        ``amortised_penalty``)."""
+        return min(self.schedule.length - self.schedule.step - 1, self._residency)
 
     def _forced_decision(self, x: np.ndarray, penalty: np.ndarray) -> Decision:
         """A forced round serves the least-chosen *under-sampled* arm (ties by the RNG): one

@@ -97,7 +97,11 @@ class Router:
     def route(self, request_id: Hashable, prompt: str | np.ndarray,
               resident: Container[str] | np.ndarray = ()) -> Decision:
         """Pick the adapter for one request and remember the decision for its reward."""
-        x = self.features(prompt)
+        return self.route_features(request_id, self.features(prompt), resident)
+
+    def route_features(self, request_id: Hashable, x: np.ndarray,
+                       resident: Container[str] | np.ndarray = ()) -> Decision:
+        """``route`` for a context ``features`` returned (checked already: not again)."""
         decision = self.polar.decide(x, resident)
         self.pending.add(request_id, decision.arm_id, x)
         return decision

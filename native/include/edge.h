@@ -208,6 +208,29 @@ int edge_hash_features_ascii(const uint8_t *text, size_t len, int lowercase,
                              double shape_weight, double *out, uint32_t dim,
                              uint32_t *n_grams);
 
+/* ---- the router's decision arithmetic ----------------------------------------------------- */
+
+/* LinUCB scores of n arms for one context x (d doubles), as edge/router/linucb.py defines them:
+ * mean_a = theta_a . x + prior, bonus_a = alpha * sqrt(|x' A_a^-1 x|), score_a = mean_a + bonus_a
+ * - penalty_a (penalty may be NULL: none). Arm a's row starts at rows + a * row_len: theta_a (d
+ * doubles), then A_a^-1 (symmetric) either whole, row-major (packed == 0: d * d doubles) or as
+ * its upper triangle row by row (packed != 0: d (d + 1) / 2). weights: scratch of as many
+ * doubles as that part. *best = the first arm of the highest score; ties (n entries) receives
+ * the arms whose score is at least that one's minus tie_tolerance, in index order, *n_ties how
+ * many (at least 1). n or d of 0, a row_len shorter than the row, a negative or NaN tolerance,
+ * or a NULL pointer (but penalty) is EDGE_ERR_INVALID. */
+int edge_linucb_scores(const double *rows, uint32_t n, uint32_t row_len, uint32_t d, int packed,
+                       const double *x, double *weights, double prior, double alpha,
+                       const double *penalty, double *mean, double *bonus, double *score,
+                       double tie_tolerance, int32_t *best, int32_t *ties, uint32_t *n_ties);
+
+/* POLAR's paging penalty of n arms (edge/router/polar.py): out_a = 0 for a resident arm
+ * (resident_a != 0), else charge_a / (1 + left * share_a) + extra_a (extra may be NULL: 0).
+ * left = 0 gives charge_a itself. A NULL pointer (but extra) or a left that is negative or NaN
+ * is EDGE_ERR_INVALID. */
+int edge_paging_penalty(uint32_t n, const double *charge, const double *share, double left,
+                        const double *extra, const uint8_t *resident, double *out);
+
 /* ---- checking ---------------------------------------------------------------------------- */
 
 /* Checks every invariant (hash table <-> slots, LRU list, byte and pin totals, free list).

@@ -1619,8 +1619,8 @@ static void test_hash_ngrams(void) {
               EDGE_ERR_INVALID);
     EXPECT_RC(edge_hash_ngrams((const uint8_t *)"a", 1, NULL, 0, words12, 2, NULL, 0, 0, 0, out, 0,
                                &grams), EDGE_ERR_INVALID);
-    EXPECT_RC(edge_hash_ngrams((const uint8_t *)"a", 1, NULL, 0, words12, 2, NULL, 0, 0, 0, NULL, 97,
-                               &grams), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_hash_ngrams((const uint8_t *)"a", 1, NULL, 0, words12, 2, NULL, 0, 0, 0, NULL,
+                               97, &grams), EDGE_ERR_INVALID);
 }
 
 /* The whole vector of an ASCII prompt: "hello world" at dim 16 with the extractor's defaults
@@ -1666,6 +1666,77 @@ static void test_hash_features_ascii(void) {
                                        &grams), EDGE_ERR_INVALID);
 }
 
+/* edge_linucb_scores and edge_paging_penalty against sums written out by hand (d = 2, so
+ * x'A^-1x = a00 x0^2 + 2 a01 x0 x1 + a11 x1^2), in both row layouts. */
+static void test_linucb_scores(void) {
+    cur_test = "linucb_scores";
+    const double x[2] = {0.6, 0.8};
+    /* Three arms, whole layout: theta (2) then A^-1 row-major (4); row_len 6. */
+    const double whole[3][6] = {{0.5, -0.5, 1.0, 0.0, 0.0, 1.0},
+                                {0.1, 0.2, 2.0, 0.5, 0.5, 1.0},
+                                {0.0, 0.3, 0.25, 0.0, 0.0, 0.25}};
+    /* The same arms packed: theta then a00, a01, a11; rows padded to 6 (row_len > needed). */
+    const double packed[3][6] = {{0.5, -0.5, 1.0, 0.0, 1.0, 99.0},
+                                 {0.1, 0.2, 2.0, 0.5, 1.0, 99.0},
+                                 {0.0, 0.3, 0.25, 0.0, 0.25, 99.0}};
+    double expected_mean[3], expected_bonus[3];
+    for (int a = 0; a < 3; a++) {
+        const double *r = whole[a];
+        expected_mean[a] = r[0] * x[0] + r[1] * x[1] + 0.1;
+        double quad = r[2] * x[0] * x[0] + 2 * r[3] * x[0] * x[1] + r[5] * x[1] * x[1];
+        expected_bonus[a] = 0.5 * sqrt(quad);
+    }
+    const double penalty[3] = {0.0, 0.2, 0.0};
+    double weights[4], mean[3], bonus[3], score[3];
+    int32_t best = -1, ties[3];
+    uint32_t n_ties = 0;
+    for (int layout = 0; layout < 2; layout++) {
+        const double *rows = layout ? &packed[0][0] : &whole[0][0];
+        CHECK_OK(edge_linucb_scores(rows, 3, 6, 2, layout, x, weights, 0.1, 0.5, penalty, mean,
+                                    bonus, score, 1e-12, &best, ties, &n_ties));
+        int want = 0;
+        for (int a = 0; a < 3; a++) {
+            double want_score = expected_mean[a] + expected_bonus[a] - penalty[a];
+            EXPECT(close_to(mean[a], expected_mean[a]) && close_to(bonus[a], expected_bonus[a]) &&
+                       close_to(score[a], want_score),
+                   "layout %d arm %d: mean %g bonus %g score %g, expected %g %g %g", layout, a,
+                   mean[a], bonus[a], score[a], expected_mean[a], expected_bonus[a], want_score);
+            if (want_score > expected_mean[want] + expected_bonus[want] - penalty[want])
+                want = a;
+        }
+        EXPECT(best == want && n_ties == 1 && ties[0] == want,
+               "layout %d: best %d (%u ties), expected %d", layout, best, n_ties, want);
+    }
+    /* Equal rows tie: every arm listed, the first one best. */
+    const double same[2][6] = {{0.1, 0.1, 1.0, 0.0, 0.0, 1.0}, {0.1, 0.1, 1.0, 0.0, 0.0, 1.0}};
+    CHECK_OK(edge_linucb_scores(&same[0][0], 2, 6, 2, 0, x, weights, 0.0, 1.0, NULL, mean, bonus,
+                                score, 1e-12, &best, ties, &n_ties));
+    EXPECT(best == 0 && n_ties == 2 && ties[0] == 0 && ties[1] == 1,
+           "equal arms: best %d, %u ties", best, n_ties);
+    EXPECT_RC(edge_linucb_scores(&whole[0][0], 3, 5, 2, 0, x, weights, 0.0, 1.0, NULL, mean, bonus,
+                                 score, 1e-12, &best, ties, &n_ties), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_linucb_scores(&whole[0][0], 0, 6, 2, 0, x, weights, 0.0, 1.0, NULL, mean, bonus,
+                                 score, 1e-12, &best, ties, &n_ties), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_linucb_scores(&whole[0][0], 3, 6, 2, 0, x, weights, 0.0, 1.0, NULL, mean, bonus,
+                                 score, -1.0, &best, ties, &n_ties), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_linucb_scores(&whole[0][0], 3, 6, 2, 0, NULL, weights, 0.0, 1.0, NULL, mean,
+                                 bonus, score, 1e-12, &best, ties, &n_ties), EDGE_ERR_INVALID);
+
+    cur_test = "paging_penalty";
+    const double charge[3] = {1.0, 2.0, 3.0}, share[3] = {0.5, 0.25, 0.0};
+    const double extra[3] = {0.1, 0.2, 0.3};
+    const uint8_t resident[3] = {0, 1, 0};
+    double out[3];
+    CHECK_OK(edge_paging_penalty(3, charge, share, 2.0, extra, resident, out));
+    EXPECT(close_to(out[0], 1.0 / 2.0 + 0.1) && out[1] == 0.0 && close_to(out[2], 3.0 + 0.3),
+           "penalty %g %g %g, expected 0.6 0 3.3", out[0], out[1], out[2]);
+    CHECK_OK(edge_paging_penalty(3, charge, share, 0.0, NULL, resident, out));
+    EXPECT(out[0] == 1.0 && out[1] == 0.0 && out[2] == 3.0, "left 0: %g %g %g", out[0], out[1],
+           out[2]);
+    EXPECT_RC(edge_paging_penalty(3, charge, share, -1.0, NULL, resident, out), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_paging_penalty(3, charge, NULL, 0.0, NULL, resident, out), EDGE_ERR_INVALID);
+}
+
 int main(void) {
     test_status_names();
     test_init_and_free();
@@ -1681,6 +1752,7 @@ int main(void) {
     test_replay_golden();
     test_hash_ngrams();
     test_hash_features_ascii();
+    test_linucb_scores();
     if (failures) {
         fprintf(stderr, "%d failures in the directed tests\n", failures);
         return 1;

@@ -1,0 +1,79 @@
+"""The C core's router arithmetic (``edge_linucb_scores``, ``edge_paging_penalty``): one call
+each instead of a numpy call per step, which is what a decision costs when the caches are cold
+(a daemon between requests). Callers check shapes and dtypes once, where the arrays are made;
+these wrappers pass pointers and check statuses."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from edge._native.index import _OK, _raise, ffi, lib
+
+
+def double_pointer(array: np.ndarray) -> Any:
+    """A ``double *`` into a C-contiguous float64 array (kept alive by the caller)."""
+    if array.dtype != np.float64 or not array.flags.c_contiguous:
+        raise ValueError(f"expected a C-contiguous float64 array, got {array.dtype}")
+    return ffi.cast("double *", ffi.from_buffer(array))
+
+
+class LinUCBScorer:
+    """Scores all arms of one LinUCB in one call. ``rows``: its scoring rows (theta then A^-1,
+    whole or packed), a C-contiguous float64 2-D array re-given whenever it is reallocated."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._weights = np.empty(dim * dim)
+        self._weights_ptr = double_pointer(self._weights)
+        self._best = ffi.new("int32_t *")
+        self._n_ties = ffi.new("uint32_t *")
+        self._ties: Any = ffi.new("int32_t[]", 8)
+        self._rows: Any = ffi.NULL
+        self._row_len = 0
+        self._packed = False
+
+    def set_rows(self, rows: np.ndarray, packed: bool) -> None:
+        self._rows_array = rows  # kept alive with its pointer
+        self._rows = double_pointer(rows)
+        self._row_len = rows.shape[1]
+        self._packed = packed
+        if len(self._ties) < rows.shape[0]:
+            self._ties = ffi.new("int32_t[]", rows.shape[0])
+
+    def scores(self, n: int, x: np.ndarray, prior: float, alpha: float,
+               penalty: Optional[np.ndarray], tie_tolerance: float
+               ) -> tuple[np.ndarray, int, int]:
+        """((3, n) array of mean, bonus, score; the best arm's index; how many arms score
+        within ``tie_tolerance`` of it, ``tie(k)`` giving the k-th). ``x``: float64 (dim,)."""
+        out = np.empty((3, n))
+        out_ptr = ffi.cast("double *", ffi.from_buffer(out))
+        status = lib.edge_linucb_scores(
+            self._rows, n, self._row_len, self.dim, self._packed, ffi.from_buffer("double[]", x),
+            self._weights_ptr, prior, alpha,
+            ffi.NULL if penalty is None else ffi.from_buffer("double[]", penalty),
+            out_ptr, out_ptr + n, out_ptr + 2 * n, tie_tolerance, self._best, self._ties,
+            self._n_ties)
+        if status != _OK:
+            _raise(status, "edge_linucb_scores")
+        return out, self._best[0], self._n_ties[0]
+
+    def tie(self, k: int) -> int:
+        """The k-th arm (index order) of the last ``scores``' ties."""
+        return self._ties[k]
+
+
+def paging_penalty(charge: np.ndarray, share: np.ndarray, left: float,
+                   extra: Optional[np.ndarray], resident: np.ndarray) -> np.ndarray:
+    """out_a = 0 if resident_a else charge_a / (1 + left share_a) + extra_a (float64 arrays of
+    one length; ``resident`` bool)."""
+    n = len(charge)
+    out = np.empty(n)
+    status = lib.edge_paging_penalty(
+        n, ffi.from_buffer("double[]", charge), ffi.from_buffer("double[]", share), left,
+        ffi.NULL if extra is None else ffi.from_buffer("double[]", extra),
+        ffi.from_buffer("uint8_t[]", resident), ffi.from_buffer("double[]", out))
+    if status != _OK:
+        _raise(status, "edge_paging_penalty")
+    return out
