@@ -104,6 +104,36 @@ def test_a_shared_prefix_is_reused_only_under_the_same_adapter_set(tiny_models, 
         assert first.prompt_tokens == len(backend.model.tokenize(PROMPT))
 
 
+def test_an_exact_repeat_samples_from_the_logits_the_context_kept(tiny_models, backend,
+                                                                  monkeypatch):
+    catalogue = catalogue_of(tiny_models)
+    decodes = []
+    real_decode = llama_api.decode
+    monkeypatch.setattr(llama_api, "decode",
+                        lambda target, tokens: (decodes.append(len(tokens)),
+                                                real_decode(target, tokens)))
+    with Runtime(config(sum(catalogue.sizes().values())), backend, catalogue) as rt:
+        def one(adapter, max_tokens=1):
+            decodes.clear()
+            return rt.handle(InferenceRequest(prompt=PROMPT, adapter=adapter,
+                                              params={"max_tokens": max_tokens})).output
+
+        first, again = one("a0"), one("a0")  # a one-token completion leaves the prompt's logits
+        assert first.reused_tokens == 0 and again.reused_tokens == again.prompt_tokens
+        assert decodes == [] and again.text == first.text
+        assert again.text == fresh_greedy(tiny_models, tiny_models.adapters[0], PROMPT, 1)
+        # Under another adapter the same prompt is decoded afresh, and gives its own token.
+        other = one("a1")
+        assert other.reused_tokens == 0 and decodes == [other.prompt_tokens]
+        assert other.text == fresh_greedy(tiny_models, tiny_models.adapters[1], PROMPT, 1)
+        # After a longer completion the memory holds generated tokens too: the last prompt
+        # token is decoded again (the logits are the last generated token's).
+        one("a1", max_tokens=3)
+        after = one("a1", max_tokens=2)
+        assert after.reused_tokens == after.prompt_tokens - 1 and decodes[0] == 1
+        assert after.text == fresh_greedy(tiny_models, tiny_models.adapters[1], PROMPT, 2)
+
+
 def test_evicted_adapters_are_freed_and_a_pinned_one_is_never_evicted(tiny_models, backend):
     catalogue = catalogue_of(tiny_models)
     # Room for the largest adapter only: most switches evict, and a request for another

@@ -27,7 +27,8 @@ clears that context's memory, because KV computed under one adapter set is wrong
 (llama-cpp-python keys its reuse by tokens alone: FIELD-NOTES).
 
 Per request, what the backend adds to llama.cpp's evaluation is kept small: a repeated prompt's
-tokens come from ``LlamaModel.tokenize``'s cache; logits are read in place; log-probabilities (a
+tokens come from ``LlamaModel.tokenize``'s cache; a prompt the context's memory holds exactly
+(after a one-token completion of it) is not decoded at all, its logits are still there; logits are read in place; log-probabilities (a
 pass over the whole vocabulary per token: ~0.2 ms on a 262k-token vocabulary) are computed only
 with ``track_logprobs`` (set by ``Runtime`` when its reward source is "response-likelihood"),
 each when the next decode would overwrite its logits, and for the last token only when
@@ -533,8 +534,16 @@ class LlamaBackend:
     def _prefill(self, slot: _Slot, tokens: list[int]) -> int:
         """Decode the prompt, keeping the longest prefix of it the memory already holds (under
         this adapter set: ``_attach`` cleared it otherwise), at least the last token decoded
-        anew so its logits exist. Returns how many tokens were reused."""
+        anew so its logits exist, unless the memory holds exactly the prompt: then nothing is
+        decoded. Returns how many tokens were reused."""
         held = slot.kv_tokens
+        if self.reuse_prefix and held == tokens:
+            # The context's logits are those after held[-1]: only a request's own decodes touch
+            # a context, each appends its tokens to kv_tokens, and a failed one empties it. So
+            # the prompt's logits are still there (a one-token completion, or one that ended on
+            # its first token, never decodes the token it sampled): sample from them, as
+            # llama-cpp-python does on an exact repeat.
+            return len(tokens)
         keep = 0
         if self.reuse_prefix:
             keep = _common_prefix(held, tokens[:-1])
