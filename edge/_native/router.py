@@ -1,5 +1,5 @@
-"""The C core's router arithmetic (``edge_linucb_scores``, ``edge_paging_penalty``): one call
-each instead of a numpy call per step, which is what a decision costs when the caches are cold
+"""The C core's router arithmetic (``edge_linucb_scores``, ``edge_linucb_update``,
+``edge_paging_penalty``): one call each instead of a numpy call per step, which is what a decision costs when the caches are cold
 (a daemon between requests). Callers check shapes and dtypes once, where the arrays are made;
 these wrappers pass pointers and check statuses."""
 
@@ -19,14 +19,17 @@ def double_pointer(array: np.ndarray) -> Any:
     return ffi.cast("double *", ffi.from_buffer(array))
 
 
-class LinUCBScorer:
-    """Scores all arms of one LinUCB in one call. ``rows``: its scoring rows (theta then A^-1,
-    whole or packed), a C-contiguous float64 2-D array re-given whenever it is reallocated."""
+class LinUCBKernels:
+    """One LinUCB's decision and update in the C core. ``set_arrays`` gives it the arms' blocks
+    (theta then A^-1, (capacity, (d + 1) d)) and packed scoring rows (capacity, d + d(d+1)/2),
+    C-contiguous float64, again whenever they are reallocated."""
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
         self._weights = np.empty(dim * dim)
         self._weights_ptr = double_pointer(self._weights)
+        self._scratch_array = np.empty(2 * dim)
+        self._scratch = double_pointer(self._scratch_array)
         self._best = ffi.new("int32_t *")
         self._n_ties = ffi.new("uint32_t *")
         self._ties: Any = ffi.new("int32_t[]", 8)
@@ -34,13 +37,27 @@ class LinUCBScorer:
         self._row_len = 0
         self._packed = False
 
-    def set_rows(self, rows: np.ndarray, packed: bool) -> None:
-        self._rows_array = rows  # kept alive with its pointer
-        self._rows = double_pointer(rows)
-        self._row_len = rows.shape[1]
+    def set_arrays(self, blocks: np.ndarray, packed_rows: np.ndarray, packed: bool) -> None:
+        """The arrays, and which of them scores (``packed``: the packed rows)."""
+        self._arrays = (blocks, packed_rows)  # kept alive with their pointers
+        self._blocks, self._block_len = double_pointer(blocks), blocks.shape[1]
+        self._packed_rows, self._packed_len = double_pointer(packed_rows), packed_rows.shape[1]
+        rows = packed_rows if packed else blocks
+        self._rows, self._row_len = double_pointer(rows), rows.shape[1]
         self._packed = packed
         if len(self._ties) < rows.shape[0]:
             self._ties = ffi.new("int32_t[]", rows.shape[0])
+
+    def update(self, i: int, x: np.ndarray, reward: float) -> None:
+        """Sherman-Morrison on arm ``i``'s block (``reward`` centred), and its packed row when
+        scoring from those."""
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        status = lib.edge_linucb_update(
+            self._blocks + i * self._block_len, self.dim, ffi.from_buffer("double[]", x), reward,
+            self._scratch, self._packed_rows + i * self._packed_len if self._packed else ffi.NULL)
+        if status != _OK:
+            _raise(status, f"edge_linucb_update of arm {i} (its A^-1 is not positive definite)")
 
     def scores(self, n: int, x: np.ndarray, prior: float, alpha: float,
                penalty: Optional[np.ndarray], tie_tolerance: float

@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from edge._native.router import LinUCBScorer
+from edge._native.router import LinUCBKernels
 from edge.router.config import LinUCBConfig
 from edge.router.errors import DuplicateArmError, UnknownArmError
 
@@ -84,7 +84,7 @@ class LinUCB:
         self._triu_flat = rows * dim + cols  # flat indices of the upper triangle of a d x d
         self._triu_weight = np.where(rows == cols, 1.0, 2.0)
         self._packed = False
-        self._scorer = LinUCBScorer(dim)
+        self._kernels = LinUCBKernels(dim)
         self._allocate(8)
         for arm_id in arm_ids:
             self.add_arm(arm_id)
@@ -127,8 +127,8 @@ class LinUCB:
         self._score_theta = self._score[:n, :d]
         self._score_packed = self._score[:n, d:]
         self._ids_tuple = tuple(self._ids)
-        rows = self._score if packed else self._stack.reshape(len(self._stack), (d + 1) * d)
-        self._scorer.set_rows(rows, packed)
+        self._kernels.set_arrays(self._stack.reshape(len(self._stack), (d + 1) * d),
+                                 self._score, packed)
 
     def _sync_scoring(self, i: int) -> None:
         """Copy arm ``i``'s theta and packed A^-1 into the scoring rows (after any change)."""
@@ -282,7 +282,7 @@ class LinUCB:
         else:
             # The C core: the same numbers as mean_and_bonus (summed in another order), the
             # penalty subtracted, the best arm and its ties found, in one call.
-            (mean, bonus, score), i, n_ties = self._scorer.scores(
+            (mean, bonus, score), i, n_ties = self._kernels.scores(
                 self._n, x, self.config.prior_reward, self.config.alpha, penalty,
                 _TIE_TOLERANCE)
         if penalty is None:
@@ -300,7 +300,7 @@ class LinUCB:
                 if len(ties) > 1:
                     i = int(ties[self.rng.integers(len(ties))])
             elif n_ties > 1:
-                i = self._scorer.tie(int(self.rng.integers(n_ties)))
+                i = self._kernels.tie(int(self.rng.integers(n_ties)))
         return Decision(ids[i], i, ids, mean, bonus, penalty, score)
 
     # ---- learning ------------------------------------------------------------------------------
@@ -312,16 +312,11 @@ class LinUCB:
         """Fold one (context, reward) into arm ``i``; ``x`` must be a float64 vector of dim."""
         cfg = self.config
         r = reward - cfg.prior_reward
-        A_inv = self._A_inv[i]
         if cfg.discount == 1.0:
             # Sherman-Morrison: (A + xx')^-1 = A^-1 - (A^-1 x)(A^-1 x)' / (1 + x'A^-1 x), and the
-            # matching recursive least-squares step theta += k * (r - theta.x), k = A^-1 x / denom.
-            Ax = A_inv @ x
-            k = Ax / (1.0 + x @ Ax)
-            A_inv -= np.multiply.outer(Ax, k)
-            theta = self._theta[i]
-            theta += (r - theta @ x) * k
-            self._sync_scoring(i)
+            # matching recursive least-squares step theta += k * (r - theta.x), k = A^-1 x / denom,
+            # in the C core (the packed scoring row rewritten too): one call, not eight.
+            self._kernels.update(i, x, r)
             # A and b are only needed for the exact refactorisation (and the state file), so the
             # sample waits in a short per-arm list and is folded in there: same sums, O(d^2)
             # fewer Python-level array operations per update.

@@ -224,6 +224,16 @@ int edge_linucb_scores(const double *rows, uint32_t n, uint32_t row_len, uint32_
                        const double *penalty, double *mean, double *bonus, double *score,
                        double tie_tolerance, int32_t *best, int32_t *ties, uint32_t *n_ties);
 
+/* One LinUCB update of an arm (edge/router/linucb.py, Sherman-Morrison with the matching
+ * recursive least-squares step): block holds theta (d doubles) then A^-1 (d x d, row-major);
+ * with ax = A^-1 x and k = ax / (1 + x.ax): A^-1 -= ax k', theta += (reward - theta.x) k.
+ * reward is already centred (minus the prior). scratch: 2 d doubles. packed_row, if not NULL,
+ * receives theta and the upper triangle of the new A^-1 row by row (the packed scoring row).
+ * d of 0, a NULL pointer (but packed_row), or 1 + x.ax not positive (A^-1 not positive
+ * definite: nothing is changed then) is EDGE_ERR_INVALID. */
+int edge_linucb_update(double *block, uint32_t d, const double *x, double reward,
+                       double *scratch, double *packed_row);
+
 /* POLAR's paging penalty of n arms (edge/router/polar.py): out_a = 0 for a resident arm
  * (resident_a != 0), else charge_a / (1 + left * share_a) + extra_a (extra may be NULL: 0).
  * left = 0 gives charge_a itself. A NULL pointer (but extra) or a left that is negative or NaN

@@ -92,3 +92,35 @@ int edge_paging_penalty(uint32_t n, const double *charge, const double *share, d
     }
     return EDGE_OK;
 }
+
+int edge_linucb_update(double *block, uint32_t d, const double *x, double reward,
+                       double *scratch, double *packed_row) {
+    if (!block || !x || !scratch || d == 0)
+        return EDGE_ERR_INVALID;
+    double *theta = block, *a_inv = block + d;
+    double *ax = scratch, *k = scratch + d;
+    for (uint32_t i = 0; i < d; i++)
+        ax[i] = dot(a_inv + (uint64_t)i * d, x, d);
+    double denom = 1.0 + dot(x, ax, d);
+    if (!(denom > 0.0))
+        return EDGE_ERR_INVALID; /* A^-1 is not positive definite: a corrupt state */
+    for (uint32_t i = 0; i < d; i++)
+        k[i] = ax[i] / denom;
+    for (uint32_t i = 0; i < d; i++) {
+        double *row = a_inv + (uint64_t)i * d;
+        for (uint32_t j = 0; j < d; j++)
+            row[j] -= ax[i] * k[j];
+    }
+    double err = reward - dot(theta, x, d);
+    for (uint32_t i = 0; i < d; i++)
+        theta[i] += err * k[i];
+    if (packed_row) {
+        uint64_t p = d;
+        for (uint32_t i = 0; i < d; i++)
+            packed_row[i] = theta[i];
+        for (uint32_t i = 0; i < d; i++)
+            for (uint32_t j = i; j < d; j++)
+                packed_row[p++] = a_inv[(uint64_t)i * d + j];
+    }
+    return EDGE_OK;
+}

@@ -1722,6 +1722,27 @@ static void test_linucb_scores(void) {
     EXPECT_RC(edge_linucb_scores(&whole[0][0], 3, 6, 2, 0, NULL, weights, 0.0, 1.0, NULL, mean,
                                  bonus, score, 1e-12, &best, ties, &n_ties), EDGE_ERR_INVALID);
 
+    /* Sherman-Morrison against the inverse of A = I + x x' written out: det 2, so A^-1 =
+     * [[0.82, -0.24], [-0.24, 0.68]], and theta = A^-1 (1 * x) = (0.3, 0.4). */
+    cur_test = "linucb_update";
+    double block[6] = {0.0, 0.0, 1.0, 0.0, 0.0, 1.0}, scratch[4], packed_row[5];
+    CHECK_OK(edge_linucb_update(block, 2, x, 1.0, scratch, packed_row));
+    const double want_block[6] = {0.3, 0.4, 0.82, -0.24, -0.24, 0.68};
+    const double want_packed[5] = {0.3, 0.4, 0.82, -0.24, 0.68};
+    for (int k = 0; k < 6; k++)
+        EXPECT(close_to(block[k], want_block[k]), "block[%d] = %g, expected %g", k, block[k],
+               want_block[k]);
+    for (int k = 0; k < 5; k++)
+        EXPECT(close_to(packed_row[k], want_packed[k]), "packed[%d] = %g, expected %g", k,
+               packed_row[k], want_packed[k]);
+    /* A^-1 = -I: 1 + x'A^-1x = 0, refused, and the block is left as it was. */
+    double negative[6] = {0.5, 0.5, -1.0, 0.0, 0.0, -1.0};
+    EXPECT_RC(edge_linucb_update(negative, 2, x, 1.0, scratch, NULL), EDGE_ERR_INVALID);
+    EXPECT(negative[0] == 0.5 && negative[2] == -1.0 && negative[5] == -1.0,
+           "a refused update changed the block");
+    EXPECT_RC(edge_linucb_update(block, 0, x, 1.0, scratch, NULL), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_linucb_update(block, 2, x, 1.0, NULL, NULL), EDGE_ERR_INVALID);
+
     cur_test = "paging_penalty";
     const double charge[3] = {1.0, 2.0, 3.0}, share[3] = {0.5, 0.25, 0.0};
     const double extra[3] = {0.1, 0.2, 0.3};
