@@ -1,7 +1,7 @@
 """The C core's router arithmetic (``edge_linucb_scores``, ``edge_linucb_update``,
-``edge_paging_penalty``): one call each instead of a numpy call per step, which is what a decision costs when the caches are cold
-(a daemon between requests). Callers check shapes and dtypes once, where the arrays are made;
-these wrappers pass pointers and check statuses."""
+``edge_paging_penalty``): one call each instead of a numpy call per step, which is what a
+decision costs when the caches are cold (a daemon between requests). Callers check shapes and
+dtypes once, where the arrays are made; these wrappers pass pointers and check statuses."""
 
 from __future__ import annotations
 
