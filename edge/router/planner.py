@@ -17,6 +17,8 @@ there, and they may save a page-in.
 
 from __future__ import annotations
 
+import heapq
+
 import numpy as np
 
 
@@ -64,24 +66,37 @@ def _value(utility: np.ndarray, floor: np.ndarray, chosen: list[int]) -> float:
 
 def _greedy(utility: np.ndarray, floor: np.ndarray, sizes: np.ndarray, budget: int,
             per_byte: bool) -> list[int]:
+    """The greedy pass: each round adds the first arm of the highest key (marginal gain, per byte
+    with ``per_byte``) among those that still fit, until no gain is left. Evaluated lazily
+    (Minoux's accelerated greedy, the CELF of Leskovec et al. 2007): F is submodular, so an arm's
+    gain only shrinks as the set grows and its last computed key bounds its current one; only
+    the arm on top of the bounds is evaluated again, and it is taken once its key is current.
+    The same choices as evaluating every arm each round (tested), at a few columns per round
+    instead of all of them: at N = 256 a plan took ~24 ms that way."""
     current = floor.copy()
-    left = budget
-    available = sizes <= budget
+    fits = np.flatnonzero(sizes <= budget)
+    if len(fits) == 0:
+        return []
+    gains = np.maximum(utility[:, fits] - current[:, None], 0.0).sum(axis=0)
+    keys = gains / sizes[fits] if per_byte else gains
+    # (-key, arm, round it was computed in): ties go to the lowest arm index, as argmax does.
+    bounds = [(-key, arm, 0) for key, arm in zip(keys.tolist(), fits.tolist(), strict=True)]
+    heapq.heapify(bounds)
     chosen: list[int] = []
-    while True:
-        candidates = np.flatnonzero(available & (sizes <= left))
-        if len(candidates) == 0:
-            break
-        gains = np.maximum(utility[:, candidates] - current[:, None], 0.0).sum(axis=0)
-        keys = gains / sizes[candidates] if per_byte else gains
-        k = int(keys.argmax())
-        if gains[k] <= 0.0:
-            break
-        a = int(candidates[k])
-        chosen.append(a)
-        available[a] = False
-        left -= int(sizes[a])
-        np.maximum(current, utility[:, a], out=current)
+    left = budget
+    while bounds:
+        negative_key, arm, computed = heapq.heappop(bounds)
+        if sizes[arm] > left:
+            continue  # the room only shrinks: it never fits again
+        if computed == len(chosen):  # current: no other arm can beat it
+            if negative_key >= 0.0:
+                break  # no gain left anywhere
+            chosen.append(arm)
+            left -= int(sizes[arm])
+            np.maximum(current, utility[:, arm], out=current)
+            continue
+        gain = float(np.maximum(utility[:, arm] - current, 0.0).sum())
+        heapq.heappush(bounds, (-(gain / sizes[arm] if per_byte else gain), arm, len(chosen)))
     return chosen
 
 
