@@ -66,19 +66,19 @@ def fresh(tiny_models):
     ``"a+b"`` for a set, or the base model's id. One brand-new runtime per adapter set, its
     backend without prefix reuse: every request there is decoded from empty memory."""
     runtimes: dict[tuple[str, ...], Runtime] = {}
-    memo: dict[tuple[str, str], str] = {}
+    memo: dict[tuple[str, str, int], str] = {}
 
-    def text(model: str, prompt: str) -> str:
-        if (model, prompt) not in memo:
+    def text(model: str, prompt: str, max_tokens: int = MAX_TOKENS) -> str:
+        if (model, prompt, max_tokens) not in memo:
             adapters = () if model == BASE else tuple(model.split("+"))
             if adapters not in runtimes:
                 runtimes[adapters] = new_runtime(tiny_models, reuse_prefix=False)
             outcome = runtimes[adapters].handle(InferenceRequest(
                 prompt=prompt, adapter=adapters,
-                params={"max_tokens": MAX_TOKENS, "temperature": 0.0}))
+                params={"max_tokens": max_tokens, "temperature": 0.0}))
             assert outcome.output.reused_tokens == 0
-            memo[model, prompt] = outcome.output.text
-        return memo[model, prompt]
+            memo[model, prompt, max_tokens] = outcome.output.text
+        return memo[model, prompt, max_tokens]
 
     yield text
     for runtime in runtimes.values():
@@ -93,9 +93,9 @@ def daemon_over(runtime: Runtime):
         yield client
 
 
-def ask(client: httpx.Client, model: str, prompt: str) -> dict:
+def ask(client: httpx.Client, model: str, prompt: str, max_tokens: int = MAX_TOKENS) -> dict:
     response = client.post("/v1/completions", json={
-        "model": model, "prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0})
+        "model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0})
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["model"] == model
@@ -105,14 +105,16 @@ def ask(client: httpx.Client, model: str, prompt: str) -> dict:
 
 @pytest.fixture
 def served(tiny_models, fresh, contexts):
-    """served(steps, budget=None): serve ``steps`` ((model, prompt) pairs) in order on a new
-    daemon; every answer must be the fresh run's text. Returns the answers' bodies."""
+    """served(steps, budget=None): serve ``steps`` ((model, prompt) pairs, or (model, prompt,
+    max_tokens)) in order on a new daemon; every answer must be the fresh run's text. Returns
+    the answers' bodies."""
     def serve(steps, budget=None) -> list[dict]:
         bodies = []
         with daemon_over(new_runtime(tiny_models, budget, contexts)) as client:
-            for i, (model, prompt) in enumerate(steps):
-                body = ask(client, model, prompt)
-                assert body["choices"][0]["text"] == fresh(model, prompt), (i, model, prompt)
+            for i, (model, prompt, *rest) in enumerate(steps):
+                body = ask(client, model, prompt, *rest)
+                assert body["choices"][0]["text"] == fresh(model, prompt, *rest), (i, model,
+                                                                                    prompt)
                 bodies.append(body)
         return bodies
 
@@ -160,6 +162,17 @@ def test_the_same_prompt_twice_under_one_adapter_reuses_and_gives_the_same_text(
     assert first["edge"]["reused_tokens"] == 0  # nothing before it
     # The second reuses the prompt's KV: all but the last token, decoded again for its logits.
     assert second["edge"]["reused_tokens"] == second["usage"]["prompt_tokens"] - 1 > 0
+
+
+def test_one_token_repeats_sample_kept_logits_only_under_their_own_adapter(served):
+    # A one-token completion leaves the prompt's logits in the context: an exact repeat under
+    # the same adapter samples from them (nothing decoded), under any other set it must not.
+    bodies = served([(A, P, 1), (A, P, 1), (B, P, 1), (BASE, P, 1), (BOTH, P, 1), (B, P, 1),
+                     (B, P, 1), (A, P, 1), (A, P, MAX_TOKENS), (A, P, 1)])
+    reused = [body["edge"]["reused_tokens"] for body in bodies]
+    prompt_tokens = bodies[0]["usage"]["prompt_tokens"]
+    assert reused[1] == reused[6] == prompt_tokens  # the exact repeats
+    assert reused[9] == prompt_tokens - 1  # after a longer completion: the last token again
 
 
 def test_a_shared_prefix_is_reused_under_one_adapter_and_gives_the_fresh_text(served):
