@@ -204,14 +204,15 @@ def decision_latency(model: Path, k_tail: int, k_rand: int, decisions: int,
 
 def shipped_candidate_rule() -> tuple[int, int]:
     """(k_tail, k_rand) of policies/cold-rl.yaml, the rule the shipped model was trained with;
-    the policy's defaults (16, 16) without that file."""
-    from edge.cache.policies.learned import LearnedPolicy
+    the policy's own defaults (16, 16) without that file."""
+    from edge.cache.policies.learned import DEFAULT_CANDIDATES
 
     params = {}
     if POLICY_FILE.exists():
         params = load_config(POLICY_FILE).cache.policy_params or {}
-    defaults = LearnedPolicy.Params()
-    return params.get("k_tail", defaults.k_tail), params.get("k_rand", defaults.k_rand)
+    tail, drawn = params.get("k_tail"), params.get("k_rand")
+    return (DEFAULT_CANDIDATES[0] if tail is None else tail,
+            DEFAULT_CANDIDATES[1] if drawn is None else drawn)
 
 
 def latency_summary(model: Path, k_tail: int, k_rand: int, decisions: int,

@@ -225,6 +225,24 @@ def test_no_model_setting_means_the_shipped_model(tmp_path):
         assert stats["fallback_decisions"]["no_model"] == stats["decisions"] > 0
 
 
+def test_candidates_default_to_the_rule_the_model_was_trained_with(models, tmp_path):
+    def rule(**params):
+        cache = PagedCache(1000, learned(**params), load_workers=0)
+        stats = cache.policy.stats()
+        cache.close()
+        return stats["k_tail"], stats["k_rand"]
+
+    trained = tmp_path / "trained-4-12.onnx"
+    export_onnx(DuelingQNet.initialise(8, seed=1), trained,
+                metadata={"train_config": {"k_tail": 4, "k_rand": 12, "episodes": 1}})
+    assert rule(model=trained) == (4, 12)
+    assert rule(model=trained, k_rand=3) == (4, 3)  # a configured value wins, each on its own
+    assert rule(model=models["random"]) == (16, 16)  # no train_config: the defaults
+    assert rule(model=tmp_path / "absent.onnx") == (16, 16)  # no model: LRU, defaults shown
+    # The shipped model was trained on 8 LRU-tail + 56 drawn candidates (models/MANIFEST).
+    assert rule() == (8, 56)
+
+
 # -- the breaker, driven decision by decision -----------------------------------------------
 
 def test_the_breaker_opens_after_overruns_and_retries_after_the_cooldown(models):
@@ -366,7 +384,7 @@ def test_a_cache_run_by_the_model_serves_a_trace_within_its_budget(models):
 
 @pytest.mark.parametrize(("params", "message"), [
     ({"k_tail": 0, "k_rand": 0}, "k_tail + k_rand"),
-    ({"k_rand": -1}, "k_rand must be an int >= 0"),
+    ({"k_rand": -1}, "k_rand must be an int >= 0 or null"),
     ({"budget_us": 0}, "budget_us must be a finite number"),
     ({"sha256": "abc"}, "sha256 must be 64 hex digits"),
     ({"breaker_overruns": 5, "breaker_window": 4}, "breaker_window (4) must be at least"),

@@ -52,8 +52,10 @@ class LearnedPolicy(EvictionPolicy):
         # shipped models/eviction-dqn.onnx of this edge checkout.
         model: str | None = None
         sha256: str | None = None  # expected sha256 of the file, when pinned by the config
-        k_tail: int = 16  # least-recently-used candidates
-        k_rand: int = 16  # uniformly drawn unpinned candidates
+        # Candidates: least-recently-used ones and uniformly drawn unpinned ones. null: the rule
+        # the model was trained with (its train_config), else 16 + 16.
+        k_tail: int | None = None
+        k_rand: int | None = None
         budget_us: float = 500.0  # hard budget of one decision, microseconds
         breaker_overruns: int = 5  # failures (overruns, errors) that open the breaker ...
         breaker_window: int = 100  # ... within this many decisions
@@ -63,9 +65,11 @@ class LearnedPolicy(EvictionPolicy):
         def __post_init__(self) -> None:
             for name in ("k_tail", "k_rand"):
                 value = getattr(self, name)
-                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                    raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-            if self.k_tail + self.k_rand < 1:
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                          or value < 0):
+                    raise ValueError(f"{name} must be an int >= 0 or null, got {value!r}")
+            if self.k_tail is not None and self.k_rand is not None \
+                    and self.k_tail + self.k_rand < 1:
                 raise ValueError("k_tail + k_rand must be at least 1 (no candidates to rank)")
             if isinstance(self.budget_us, bool) or not isinstance(self.budget_us, (int, float)) \
                     or not 0 < self.budget_us < math.inf:
@@ -90,6 +94,7 @@ class LearnedPolicy(EvictionPolicy):
         self._inputs = None  # edge.learned.serving.decision_inputs
         self.model_path: str | None = None
         self.model_error: str | None = None
+        self.k_tail, self.k_rand = DEFAULT_CANDIDATES  # resolved by bind()
 
     def bind(self, view: CacheView) -> None:
         super().bind(view)
@@ -115,6 +120,10 @@ class LearnedPolicy(EvictionPolicy):
             if (self.model_path, self.model_error) not in _warned:
                 _warned.add((self.model_path, self.model_error))
                 log.warning("learned eviction policy serves LRU: %s", exc)
+        self.k_tail, self.k_rand = candidate_rule(p, scorer.model.metadata if scorer else {})
+        if self.k_tail + self.k_rand < 1:
+            raise ValueError(f"learned policy: k_tail {self.k_tail} + k_rand {self.k_rand} "
+                             "leaves no candidates to rank")
         breaker = CircuitBreaker(p.breaker_overruns, p.breaker_window, p.breaker_cooldown)
         self._serving = TimedScorer(scorer, budget_us=p.budget_us, breaker=breaker)
         self._inputs = decision_inputs
@@ -138,7 +147,7 @@ class LearnedPolicy(EvictionPolicy):
         started = serving.begin()
         if started is None:
             return None
-        slots = view.candidates(self.params.k_tail, self.params.k_rand)
+        slots = view.candidates(self.k_tail, self.k_rand)
         order = serving.rank(self._inputs(view, slots, need_bytes), started)
         if order is None:
             return None
@@ -186,6 +195,7 @@ class LearnedPolicy(EvictionPolicy):
             state = self._serving.breaker.state
         scorer = self._serving.scorer if self._serving is not None else None
         return {**counters, "breaker_state": state, "budget_us": self.params.budget_us,
+                "k_tail": self.k_tail, "k_rand": self.k_rand,
                 "model": self.model_path, "model_error": self.model_error,
                 "model_sha256": scorer.model.sha256 if scorer is not None else None}
 
@@ -198,3 +208,23 @@ class LearnedPolicy(EvictionPolicy):
     def _lru_victim(self) -> Hashable | None:
         slot = self.view.lru_victim_slot()
         return None if slot < 0 else self.view.key_of_slot(slot)
+
+
+DEFAULT_CANDIDATES = (16, 16)  # k_tail, k_rand when neither the config nor the model says
+
+
+def candidate_rule(params: Any, metadata: dict[str, Any]) -> tuple[int, int]:
+    """(k_tail, k_rand): each as configured, else as the model was trained (its metadata's
+    ``train_config``), else ``DEFAULT_CANDIDATES``. A model ranks best over the candidate set
+    it learned on: the shipped one was trained on 8 + 56."""
+    trained = metadata.get("train_config")
+    trained = trained if isinstance(trained, dict) else {}
+    rule = []
+    for name, default in zip(("k_tail", "k_rand"), DEFAULT_CANDIDATES, strict=True):
+        value = getattr(params, name)
+        if value is None:
+            value = trained.get(name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                value = default
+        rule.append(value)
+    return rule[0], rule[1]
