@@ -369,7 +369,12 @@ class LlamaBackend:
     def _stream(self, prompt: str, adapters: list[tuple[Adapter, float]], max_tokens: int,
                 temperature: float, seed: Optional[int], stop: tuple[str, ...] = ()
                 ) -> Generator[str, None, Completion]:
-        tokens = self.model.tokenize(prompt, special=True)
+        try:
+            tokens = self.model.tokenize(prompt, special=True)
+        except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from a JSON "\ud800"
+            raise RequestError(f"the prompt is not valid Unicode: {exc.reason} "
+                               f"({exc.object[exc.start:exc.end]!r} at character {exc.start})"
+                               ) from None
         if len(tokens) + max_tokens > self.n_ctx:
             raise RequestError(f"prompt of {len(tokens)} tokens + max_tokens {max_tokens} "
                                f"exceeds the context of {self.n_ctx} tokens")
