@@ -308,3 +308,21 @@ def test_ties_among_untried_arms_draw_as_flatnonzero_and_integers_do():
         ties = np.flatnonzero(decision.score >= decision.score.max() - 1e-12)
         assert ties.tolist() == [0, 3, 6, 9]
         assert decision.arm_index == int(ties[reference.integers(len(ties))])
+
+
+def test_penalties_and_contexts_of_other_types_are_converted_or_refused_before_the_c_core():
+    # cffi reads whatever bytes it is given: a float32 penalty read as doubles would be garbage
+    # (and half as long). Lists and float32 give the float64 answer; a wrong length is refused.
+    model = LinUCB(3, LinUCBConfig(), np.random.default_rng(0), ["a", "b", "c"])
+    x = np.array([0.6, 0.8, 0.0])
+    expected = model.decide(x, np.array([0.3, 0.0, 0.1]))
+    for penalty in ([0.3, 0.0, 0.1], np.array([0.3, 0.0, 0.1], dtype=np.float32),
+                    np.array([0.3, 9, 0.0, 9, 0.1])[::2]):
+        got = model.decide(x, penalty)
+        np.testing.assert_allclose(got.score, expected.score, rtol=0, atol=1e-7)
+    with pytest.raises(ValueError, match=r"penalty must have shape \(3,\)"):
+        model.decide(x, np.zeros(2))
+    model.update("a", np.array([0.6, 0.8, 0.0], dtype=np.float32), 1.0)  # converted, not misread
+    reference = LinUCB(3, LinUCBConfig(), np.random.default_rng(0), ["a", "b", "c"])
+    reference.update("a", np.array([0.6, 0.8, 0.0], dtype=np.float32).astype(np.float64), 1.0)
+    np.testing.assert_array_equal(model.mean_and_bonus(x)[0], reference.mean_and_bonus(x)[0])

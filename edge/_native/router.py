@@ -12,6 +12,17 @@ import numpy as np
 from edge._native.index import _OK, _raise, ffi, lib
 
 
+def _vector(array: Any, n: int, name: str, dtype: type = np.float64,
+            ctype: str = "double[]") -> Any:
+    """A C buffer of ``array`` after checking it is ``n`` numbers of ``dtype``: cffi reads
+    whatever bytes it is given, so a float32 or short array must never reach the C core."""
+    if type(array) is not np.ndarray or array.dtype != dtype or not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array, dtype=dtype)
+    if array.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {array.shape}")
+    return ffi.from_buffer(ctype, array), array
+
+
 def double_pointer(array: np.ndarray) -> Any:
     """A ``double *`` into a C-contiguous float64 array (kept alive by the caller)."""
     if array.dtype != np.float64 or not array.flags.c_contiguous:
@@ -51,10 +62,9 @@ class LinUCBKernels:
     def update(self, i: int, x: np.ndarray, reward: float) -> None:
         """Sherman-Morrison on arm ``i``'s block (``reward`` centred), and its packed row when
         scoring from those."""
-        if not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x)
+        x_buf, x = _vector(x, self.dim, "the context")
         status = lib.edge_linucb_update(
-            self._blocks + i * self._block_len, self.dim, ffi.from_buffer("double[]", x), reward,
+            self._blocks + i * self._block_len, self.dim, x_buf, reward,
             self._scratch, self._packed_rows + i * self._packed_len if self._packed else ffi.NULL)
         if status != _OK:
             _raise(status, f"edge_linucb_update of arm {i} (its A^-1 is not positive definite)")
@@ -64,14 +74,16 @@ class LinUCBKernels:
                ) -> tuple[np.ndarray, int, int]:
         """((3, n) array of mean, bonus, score; the best arm's index; how many arms score
         within ``tie_tolerance`` of it, ``tie(k)`` giving the k-th). ``x``: float64 (dim,)."""
+        x_buf, x = _vector(x, self.dim, "the context")
+        penalty_buf = ffi.NULL
+        if penalty is not None:
+            penalty_buf, penalty = _vector(penalty, n, "the penalty")
         out = np.empty((3, n))
         out_ptr = ffi.cast("double *", ffi.from_buffer(out))
         status = lib.edge_linucb_scores(
-            self._rows, n, self._row_len, self.dim, self._packed, ffi.from_buffer("double[]", x),
-            self._weights_ptr, prior, alpha,
-            ffi.NULL if penalty is None else ffi.from_buffer("double[]", penalty),
-            out_ptr, out_ptr + n, out_ptr + 2 * n, tie_tolerance, self._best, self._ties,
-            self._n_ties)
+            self._rows, n, self._row_len, self.dim, self._packed, x_buf, self._weights_ptr, prior,
+            alpha, penalty_buf, out_ptr, out_ptr + n, out_ptr + 2 * n, tie_tolerance, self._best,
+            self._ties, self._n_ties)
         if status != _OK:
             _raise(status, "edge_linucb_scores")
         return out, self._best[0], self._n_ties[0]
@@ -86,11 +98,15 @@ def paging_penalty(charge: np.ndarray, share: np.ndarray, left: float,
     """out_a = 0 if resident_a else charge_a / (1 + left share_a) + extra_a (float64 arrays of
     one length; ``resident`` bool)."""
     n = len(charge)
+    charge_buf, charge = _vector(charge, n, "charge")
+    share_buf, share = _vector(share, n, "share")
+    extra_buf = ffi.NULL
+    if extra is not None:
+        extra_buf, extra = _vector(extra, n, "extra")
+    resident_buf, resident = _vector(resident, n, "resident", np.bool_, "uint8_t[]")
     out = np.empty(n)
-    status = lib.edge_paging_penalty(
-        n, ffi.from_buffer("double[]", charge), ffi.from_buffer("double[]", share), left,
-        ffi.NULL if extra is None else ffi.from_buffer("double[]", extra),
-        ffi.from_buffer("uint8_t[]", resident), ffi.from_buffer("double[]", out))
+    status = lib.edge_paging_penalty(n, charge_buf, share_buf, left, extra_buf, resident_buf,
+                                     ffi.from_buffer("double[]", out))
     if status != _OK:
         _raise(status, "edge_paging_penalty")
     return out
