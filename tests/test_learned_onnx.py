@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 import pytest
 
+from edge._native.learned import learned_inputs
 from edge.errors import EdgeError
 from edge.learned.network import EVICT, INPUT_NAMES, KEEP, N_INPUTS, DuelingQNet, model_inputs
 from edge.learned.onnx_model import (
@@ -314,3 +315,19 @@ def test_without_a_model_every_decision_is_no_model():
     assert timed.stats.fallback_decisions["no_model"] == 3 and timed.stats.decisions == 3
     with pytest.raises(ValueError, match="budget_us"):
         TimedScorer(None, budget_us=0)
+
+
+def test_the_c_cores_input_rows_are_model_inputs():
+    # Serving builds a decision's inputs in the C core (edge_learned_inputs); training uses
+    # model_inputs (numpy). They may differ in the last bit of log1p (numpy's SIMD log1p
+    # against libm's log1pf), never more.
+    rng = np.random.default_rng(4)
+    features = (rng.lognormal(0, 6, size=(3000, 6))
+                * rng.choice([-1, 1], size=(3000, 6), p=[0.1, 0.9])).astype(np.float32)
+    features[:4, :4] = [[np.nan, np.inf, 0.0, -0.0]] * 4
+    got = learned_inputs(features, 0.0, 0.25, 0.01)
+    want = model_inputs(features, 0.0, 0.25, 0.01)
+    np.testing.assert_allclose(got, want, rtol=5e-7, atol=0)  # NaN where model_inputs has NaN
+    assert got.dtype == np.float32 and got.shape == (3000, N_INPUTS)
+    with pytest.raises(ValueError, match=r"features must be \(n, 6\)"):
+        learned_inputs(np.zeros((2, 5), np.float32), 0.0, 0.0, 0.0)

@@ -42,8 +42,13 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from edge.learned.network import CANDIDATE_FEATURES, EVICT, KEEP, model_inputs
+from edge._native.learned import N_LEARNED_INPUTS, learned_inputs
+from edge.learned.network import CANDIDATE_FEATURES, EVICT, KEEP, N_INPUTS
 from edge.learned.onnx_model import INPUT, OUTPUT, ModelError, ModelFile, open_model
+
+if N_LEARNED_INPUTS != N_INPUTS:  # the C core's input rows are the network's schema
+    raise ImportError(f"edge.h's EDGE_N_LEARNED_INPUTS ({N_LEARNED_INPUTS}) is not the learned "
+                      f"policy's input width ({N_INPUTS}): rebuild the C core")
 
 log = logging.getLogger(__name__)
 
@@ -238,4 +243,5 @@ def decision_inputs(view: Any, slots: np.ndarray, need_bytes: int,
     ``demand`` is 0 until the router's per-object estimate reaches the policy."""
     budget = view.budget
     free_fraction = max(view.free_bytes(), 0) / budget
-    return model_inputs(view.features(slots), demand, free_fraction, need_bytes / budget)
+    # model_inputs' transform in the C core: one call, not a numpy call per step.
+    return learned_inputs(view.features(slots), demand, free_fraction, need_bytes / budget)

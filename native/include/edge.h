@@ -173,6 +173,19 @@ int edge_index_replay(edge_index *idx, int policy, const uint64_t *keys, const u
                       uint64_t *n_hits, uint64_t *bytes_hit, uint64_t *n_evictions,
                       uint64_t *n_done);
 
+/* ---- the learned eviction policy's inputs ------------------------------------------------- */
+
+/* Columns of one network input row: the EDGE_N_FEATURES columns, then demand, free fraction and
+ * need fraction (edge/learned/network.py INPUT_NAMES, feature schema 1). */
+#define EDGE_N_LEARNED_INPUTS 9
+
+/* The network's (n, EDGE_N_LEARNED_INPUTS) float32 input rows (row-major) from the feature
+ * matrix edge_index_features writes: log1p of each feature clipped below at 0 (a NaN stays
+ * NaN), the load cost in milliseconds, then the three given cache-level values. As
+ * edge/learned/network.py's model_inputs computes them (up to the last bit of log1pf). */
+int edge_learned_inputs(const float *features, uint32_t n, float demand, float free_fraction,
+                        float need_fraction, float *out);
+
 /* ---- the router's feature hashing -------------------------------------------------------- */
 
 /* Signed feature hashing of n-grams (edge/router/features.py, the "hashing" extractor). words:

@@ -1758,6 +1758,27 @@ static void test_linucb_scores(void) {
     EXPECT_RC(edge_paging_penalty(3, charge, NULL, 0.0, NULL, resident, out), EDGE_ERR_INVALID);
 }
 
+/* edge_learned_inputs on a row worked by hand: log1p(e - 1) = 1, a negative clipped to 0, the
+ * load cost 0.001 s = 1 ms -> log1p(1) = ln 2, and the three cache-level columns copied. */
+static void test_learned_inputs(void) {
+    cur_test = "learned_inputs";
+    const float e1 = (float)expm1(1.0);  /* e - 1 */
+    const float features[2][EDGE_N_FEATURES] = {{0.0f, e1, -5.0f, e1, 0.001f, 0.0f},
+                                                {e1, 0.0f, 0.0f, 0.0f, 0.0f, e1}};
+    float out[2][EDGE_N_LEARNED_INPUTS];
+    CHECK_OK(edge_learned_inputs(&features[0][0], 2, 0.5f, 0.25f, 0.125f, &out[0][0]));
+    const float ln2 = (float)log(2.0);
+    const float want[2][EDGE_N_LEARNED_INPUTS] = {
+        {0.0f, 1.0f, 0.0f, 1.0f, ln2, 0.0f, 0.5f, 0.25f, 0.125f},
+        {1.0f, 0.0f, 0.0f, 0.0f, 0.0f, 1.0f, 0.5f, 0.25f, 0.125f}};
+    for (int i = 0; i < 2; i++)
+        for (int k = 0; k < EDGE_N_LEARNED_INPUTS; k++)
+            EXPECT(closef(out[i][k], want[i][k]), "row %d column %d = %g, expected %g", i, k,
+                   out[i][k], want[i][k]);
+    CHECK_OK(edge_learned_inputs(NULL, 0, 0.0f, 0.0f, 0.0f, NULL));
+    EXPECT_RC(edge_learned_inputs(NULL, 1, 0.0f, 0.0f, 0.0f, &out[0][0]), EDGE_ERR_INVALID);
+}
+
 int main(void) {
     test_status_names();
     test_init_and_free();
@@ -1774,6 +1795,7 @@ int main(void) {
     test_hash_ngrams();
     test_hash_features_ascii();
     test_linucb_scores();
+    test_learned_inputs();
     if (failures) {
         fprintf(stderr, "%d failures in the directed tests\n", failures);
         return 1;
