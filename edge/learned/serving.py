@@ -197,10 +197,13 @@ class TimedScorer:
         if self.clock() - started > self.budget_ns:  # no time left to ask the model at all
             return self._failed("timeout")
         try:
-            preferences = self.scorer.preferences(x)
-            if not np.isfinite(preferences).all():
+            q = self.scorer.q_values(x)
+            # Q(keep) - Q(evict) ascending is the preference descending (IEEE subtraction is
+            # antisymmetric), ties in row order, one numpy call fewer than negating it.
+            reluctance = q[:, KEEP] - q[:, EVICT]
+            if not np.isfinite(reluctance).all():
                 raise ValueError("the model answered a non-finite preference")
-            order = np.argsort(-preferences, kind="stable").tolist()
+            order = np.argsort(reluctance, kind="stable").tolist()
         except Exception:  # any runtime failure costs this decision, never the cache
             if not self._error_logged:
                 self._error_logged = True
