@@ -244,6 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=None, help="default 5; --quick 2")
     parser.add_argument("--quick", action="store_true",
                         help="3,000-request traces, 200 decisions, 2 repeats: a smoke run")
+    parser.add_argument("--latency-only", action="store_true",
+                        help="the decision latency alone (no hit-ratio comparisons)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     shipped = shipped_candidate_rule()
@@ -256,12 +258,13 @@ def main(argv: list[str] | None = None) -> None:
     scorer = OnnxScorer(args.model)
 
     generated = {}
-    for name, params, trace in held_out_workloads(args.requests):
+    for name, params, trace in ([] if args.latency_only else
+                                held_out_workloads(args.requests)):
         result = compare_on(scorer, name, trace, args.k_tail, args.k_rand)
         generated[name] = {"parameters": params, **result, "targets": targets(name, result)}
 
     real = None
-    if not args.no_real and args.real_trace.exists():
+    if not args.no_real and not args.latency_only and args.real_trace.exists():
         try:
             import libcachesim as lcs
         except ImportError:
@@ -289,6 +292,7 @@ def main(argv: list[str] | None = None) -> None:
         "decision_latency": latency,
         "repeats": args.repeats,
         "quick": args.quick,
+        "latency_only": args.latency_only,
         "notes": "hit ratios are deterministic (one replay each); latencies are medians over "
                  "repeats. Oracle: Belady for unit sizes, else the PFOO-L upper bound on hits.",
         "machine": machine(),
