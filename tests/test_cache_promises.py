@@ -500,3 +500,60 @@ def test_the_wait_timeout_comes_from_the_policy_file(tmp_path):
     path.write_text("version: 1\ncache:\n  wait_timeout: -1\n")
     with pytest.raises(ConfigError, match="wait_timeout"):
         load_config(path)
+
+
+# ---- holding without using ----------------------------------------------------------------------
+
+def lfu_cache_of_three(**kw):
+    sizes = {k: 10 for k in range(6)}
+    memory = Memory(sizes)
+    cache = PagedCache(30, "lfu", loader=memory.load, unloader=memory.unload, sizer=sizes.get,
+                       load_workers=0, **kw)
+    for key in (0, 1, 2, 1):  # 1 twice: the most frequent
+        with cache.acquire(key):
+            pass
+    return cache, memory
+
+
+def test_a_hold_records_no_access():
+    cache, memory = lfu_cache_of_three()
+    before = cache.stats()
+    for _ in range(5):  # counted as accesses, these would make 0 and 2 the most frequent
+        with cache.hold([0, 9, 0, 2]) as held:  # 9 is not resident: skipped, not loaded
+            assert held == [0, 2] and cache.stats().pinned_bytes == 20
+    after = cache.stats()
+    assert (after.hits, after.misses, after.loads) == (before.hits, before.misses, before.loads)
+    assert after.pinned_bytes == 0
+    with cache.acquire(3):  # LFU evicts one of the once-used keys, never 1
+        pass
+    assert memory.unloaded in ([0], [2]) and 1 in cache.resident()
+
+
+def test_held_keys_are_not_evicted():
+    cache, memory = lfu_cache_of_three()
+    with cache.hold([0, 2]):
+        with cache.acquire(3):  # room from the one unheld key, the one LFU would keep
+            pass
+    assert memory.unloaded == [1] and set(cache.resident()) == {0, 2, 3}
+    cache.verify()
+
+
+def test_the_end_of_a_hold_gives_its_room_to_a_waiter():
+    cache, _ = lfu_cache_of_three(wait_timeout=10)
+    got, failures = [], []
+
+    def fourth():
+        try:
+            with cache.acquire(3) as value:
+                got.append(value)
+        except BaseException as exc:  # noqa: B036 - reported below, not lost in the thread
+            failures.append(exc)
+
+    with cache.hold([0, 1, 2]):  # every resident byte held: no room
+        waiter = threading.Thread(target=fourth)
+        waiter.start()
+        wait_until(lambda: cache.stats().room_waits == 1)
+        assert got == []
+    waiter.join(5)
+    assert not waiter.is_alive() and not failures and got == ["value-3"]
+    cache.verify()

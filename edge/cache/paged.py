@@ -27,12 +27,13 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -760,6 +761,26 @@ class PagedCache:
                     self._reserved -= held
                     if self._room_queue or self._closed:
                         self._room.notify_all()
+
+    # ---- holding without using --------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def hold(self, keys: Iterable[Hashable]) -> Iterator[list[Hashable]]:
+        """``with cache.hold(keys) as held:`` -- the resident ones among ``keys`` (``held``, in
+        order, each once) are pinned so nothing evicts them, without recording an access: no
+        hit, no miss, no policy event, no recency. For protecting objects while other loads
+        make room (the MoE prefetcher's next-layer experts); their real use records the access.
+        Keys not resident are skipped, not loaded."""
+        with self._lock:
+            self._check_open()
+            entries = [self._entries[key] for key in dict.fromkeys(keys) if key in self._entries]
+            if entries:
+                self._index.pin_many(_slots(entries))
+        try:
+            yield [entry.key for entry in entries]
+        finally:
+            if entries:
+                self._release(entries)
 
     # ---- prefetch ---------------------------------------------------------------------------
 

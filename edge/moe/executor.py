@@ -163,10 +163,7 @@ class ExpertExecutor:
 
     def _snapshot(self) -> RunCounters:
         stats = self.cache.stats()
-        # The prefetcher's protective pins are cache accesses, not the layers' (prefetch.py).
-        pins = self.prefetcher
-        return RunCounters(hits=stats.hits - (pins.protect_hits if pins else 0),
-                           misses=stats.misses - (pins.protect_misses if pins else 0),
+        return RunCounters(hits=stats.hits, misses=stats.misses,
                            bytes_loaded=stats.bytes_loaded, bytes_read=self.store.bytes_read,
                            loads=stats.loads, evictions=stats.evictions,
                            layer_calls=self._layer_calls, coalesced=stats.coalesced)

@@ -6,10 +6,10 @@ cache's background load workers: the reads overlap layer l's expert compute and 
 attention. The cache keeps the budget (a prefetch reserves its declared size, evicts only
 unpinned objects and is not started when there is no room), so the running layer's pinned
 experts are never evicted and resident + reserved bytes never exceed the budget. The predicted
-experts already resident are pinned while the others' prefetches make room, so a prefetch never
-evicts an expert it predicts (the cache's policy would otherwise pick them first at a small
-budget: they are the next layer's, the least recently used); those pins' cache hits are kept
-apart (``protect_hits``) and left out of the run's counters.
+experts already resident are held (``PagedCache.hold``: pinned without recording an access)
+while the others' prefetches make room, so a prefetch never evicts an expert it predicts (the
+cache's policy would otherwise pick them first at a small budget: they are the next layer's, the
+least recently used), and neither the hit counts nor the policy's statistics see the hold.
 
 Two predictors, chosen by ``predictor``:
 
@@ -141,8 +141,6 @@ class Prefetcher:
         self._pending: tuple[int, set[int], dict[int, int]] | None = None
         self._previous: tuple[int, np.ndarray] | None = None  # the last layer and its experts
         self._totals = dict.fromkeys((f.name for f in fields(PrefetchCounters)), 0)
-        # Cache hits and misses of the protective pins (see _protected), not the model's.
-        self.protect_hits = self.protect_misses = 0
 
     # ---- called by the executor --------------------------------------------------------------
 
@@ -203,19 +201,16 @@ class Prefetcher:
 
     @contextlib.contextmanager
     def _protected(self, resident: list[int], size: int | None):
-        """Pin the predicted experts already resident while the others' prefetches make room:
+        """Hold the predicted experts already resident while the others' prefetches make room:
         a prefetch evicts by the cache's policy, which would otherwise pick among them (at a
-        small budget the next layer's resident experts are the least recently used). The pin
-        is an access the policy sees (the expert is about to be used); the hits and misses it
-        adds to the cache's counts are kept here and taken out of the run's (``executor``)."""
+        small budget the next layer's resident experts are the least recently used). A hold
+        pins without recording an access, so neither the run's hit counts nor the policy's
+        statistics (LFU's frequencies, the learned policy's features) see it: the layer's own
+        use, next, is the access."""
         if not resident or size is None:
             yield
             return
-        before = self.cache.stats()
-        with self.cache.acquire_many(resident, self._load, nbytes=[size] * len(resident)):
-            after = self.cache.stats()
-            self.protect_hits += after.hits - before.hits
-            self.protect_misses += after.misses - before.misses
+        with self.cache.hold(resident):
             yield
 
     def predict(self, layer: int, residual: np.ndarray, experts: np.ndarray) -> set[int]:
