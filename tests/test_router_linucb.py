@@ -269,16 +269,18 @@ def test_exploration_must_be_ucb_or_thompson():
         LinUCBConfig(exploration="ts")
 
 
-@pytest.mark.parametrize("n_arms", [5, 40])  # the plain stack and the packed rows (d = 32)
-def test_decide_scores_in_the_c_core_equal_a_direct_solve(n_arms):
-    # decide() scores through the C core (edge_linucb_scores); the reference is a direct solve
-    # on the same updates, the penalty subtracted by hand.
+# The plain stack and the packed rows in the C core; past 2 MiB of rows, numpy's BLAS.
+@pytest.mark.parametrize(("d", "n_arms"), [(32, 5), (32, 40), (64, 130)])
+def test_decide_scores_equal_a_direct_solve(d, n_arms):
+    # decide() scores through the C core (edge_linucb_scores) or numpy; the reference is a
+    # direct solve on the same updates, the penalty subtracted by hand.
     rng = np.random.default_rng(11)
-    d, T = 32, 1500
+    T = 1500
     cfg = LinUCBConfig(alpha=0.8, ridge_lambda=0.9, prior_reward=0.3)
     ids = [f"a{i}" for i in range(n_arms)]
     model = LinUCB(d, cfg, np.random.default_rng(2), ids)
-    assert model._packed == (n_arms > 32)
+    assert model._packed == (n_arms * d * d * 8 > 256 * 1024)
+    assert (model._scoring_bytes > 2 * 1024 * 1024) == (d == 64)
     X, arms, R = _unit_rows(rng, T, d), rng.integers(n_arms, size=T), rng.uniform(size=T)
     for x, a, r in zip(X, arms, R, strict=True):
         model.update(ids[a], x, r)

@@ -30,6 +30,11 @@ _TIE_TOLERANCE = 1e-12
 # (N > 32 at d = 32): below it the stack sits in cache and the plain product is cheaper than
 # building the packed weights; above it reading half the bytes wins (measured, docs/router.md).
 _PACKED_MIN_BYTES = 256 * 1024
+# Score in the C core (one call) while the scoring rows stay this small; beyond, a decision is
+# bound by memory bandwidth and numpy's BLAS reads it faster (measured at d = 64, N = 256:
+# 4.4 MiB of rows, 61 against 87 µs warm, scripts/bench_route_step.py), while its few numpy
+# calls no longer dominate.
+_C_SCORING_MAX_BYTES = 2 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -129,6 +134,7 @@ class LinUCB:
         self._ids_tuple = tuple(self._ids)
         self._kernels.set_arrays(self._stack.reshape(len(self._stack), (d + 1) * d),
                                  self._score, packed)
+        self._scoring_bytes = n * (self._score.shape[1] if packed else (d + 1) * d) * 8
 
     def _sync_scoring(self, i: int) -> None:
         """Copy arm ``i``'s theta and packed A^-1 into the scoring rows (after any change)."""
@@ -269,12 +275,13 @@ class LinUCB:
         if self._n == 0:
             raise UnknownArmError("cannot route: the catalogue has no arms")
         x = self._check_context(x)
-        n_ties = 0  # counted by the C core; 0: not counted (Thompson)
-        if self._thompson:
+        n_ties = 0  # counted by the C core; 0: not counted (numpy's path)
+        if self._thompson or self._scoring_bytes > _C_SCORING_MAX_BYTES:
             mean, bonus = self.mean_and_bonus(x)
-            # One posterior draw per arm: the sampled score's deviation from the mean is
-            # alpha * sqrt(x'A^-1 x) * N(0, 1), so sampling theta_a in full is not needed.
-            bonus *= self.rng.standard_normal(self._n)
+            if self._thompson:
+                # One posterior draw per arm: the sampled score's deviation from the mean is
+                # alpha * sqrt(x'A^-1 x) * N(0, 1), so sampling theta_a in full is not needed.
+                bonus *= self.rng.standard_normal(self._n)
             score = mean + bonus
             if penalty is not None:
                 score -= penalty

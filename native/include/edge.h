@@ -227,10 +227,10 @@ int edge_hash_features_ascii(const uint8_t *text, size_t len, int lowercase,
  * mean_a = theta_a . x + prior, bonus_a = alpha * sqrt(|x' A_a^-1 x|), score_a = mean_a + bonus_a
  * - penalty_a (penalty may be NULL: none). Arm a's row starts at rows + a * row_len: theta_a (d
  * doubles), then A_a^-1 (symmetric) either whole, row-major (packed == 0: d * d doubles) or as
- * its upper triangle row by row (packed != 0: d (d + 1) / 2). weights: scratch of as many
- * doubles as that part. *best = the first arm of the highest score; ties (n entries) receives
- * the arms whose score is at least that one's minus tie_tolerance, in index order, *n_ties how
- * many (at least 1). n or d of 0, a row_len shorter than the row, a negative or NaN tolerance,
+ * its upper triangle row by row (packed != 0: d (d + 1) / 2). weights: scratch of d (d + 1) / 2
+ * doubles (the packed layout's). *best = the first arm of the highest score; ties (n entries)
+ * receives the arms whose score is at least that one's minus tie_tolerance, in index order,
+ * *n_ties how many (at least 1). n or d of 0, a row_len shorter than the row, a negative or NaN tolerance,
  * or a NULL pointer (but penalty) is EDGE_ERR_INVALID. */
 int edge_linucb_scores(const double *rows, uint32_t n, uint32_t row_len, uint32_t d, int packed,
                        const double *x, double *weights, double prior, double alpha,

@@ -60,18 +60,32 @@ int edge_linucb_scores(const double *rows, uint32_t n, uint32_t row_len, uint32_
     uint64_t m = packed ? (uint64_t)d * (d + 1) / 2 : (uint64_t)d * d;
     if ((uint64_t)row_len < d + m)
         return EDGE_ERR_INVALID;
-    /* x'A^-1x = sum_ij A_ij x_i x_j: the weights x_i x_j once, then one dot product per arm.
-     * Packed: the upper triangle row by row, off-diagonal weights doubled (A is symmetric). */
-    uint64_t k = 0;
-    for (uint32_t i = 0; i < d; i++)
-        for (uint32_t j = packed ? i : 0; j < d; j++)
-            weights[k++] = (packed && j != i ? 2.0 : 1.0) * (x[i] * x[j]);
+    /* Packed: x'A^-1x = sum_{i<=j} w_ij P_ij with w_ii = x_i^2, w_ij = 2 x_i x_j (A is
+     * symmetric): the weights once, then one dot product per arm. Whole: x . (A^-1 x), a dot
+     * product per row, so no d x d weights are written (at d = 64 that was 32 KiB a call). */
+    if (packed) {
+        uint64_t k = 0;
+        for (uint32_t i = 0; i < d; i++) {
+            double xi = x[i], twice = 2.0 * xi; /* exact: 2 (x_i x_j) == (2 x_i) x_j */
+            weights[k++] = xi * xi;
+            for (uint32_t j = i + 1; j < d; j++)
+                weights[k++] = twice * x[j];
+        }
+    }
     int32_t arg = 0;
     for (uint32_t a = 0; a < n; a++) {
         const double *row = rows + (uint64_t)a * row_len;
         mean[a] = dot(row, x, d) + prior;
+        double quad;
+        if (packed) {
+            quad = dot(row + d, weights, (uint32_t)m);
+        } else {
+            quad = 0.0;
+            for (uint32_t i = 0; i < d; i++)
+                quad += x[i] * dot(row + d + (uint64_t)i * d, x, d);
+        }
         /* >= 0 in exact arithmetic; fabs absorbs a rounding of order 1e-17. */
-        bonus[a] = alpha * sqrt(fabs(dot(row + d, weights, (uint32_t)m)));
+        bonus[a] = alpha * sqrt(fabs(quad));
         score[a] = mean[a] + bonus[a];
         if (penalty)
             score[a] -= penalty[a];
