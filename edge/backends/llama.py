@@ -29,8 +29,8 @@ clears that context's memory, because KV computed under one adapter set is wrong
 Per request, what the backend adds to llama.cpp's evaluation is kept small: a repeated prompt's
 tokens come from ``LlamaModel.tokenize``'s cache; a prompt the context's memory holds exactly
 (after a one-token completion of it) is not decoded at all, its logits are still there; logits
-are read in place; log-probabilities (a pass over the whole vocabulary per token: ~0.2 ms on a
-262k-token vocabulary) are computed only with ``track_logprobs`` (set by ``Runtime`` when its
+are read in place; log-probabilities (a pass over the whole vocabulary per token: 262k entries
+on Gemma 3) are computed only with ``track_logprobs`` (set by ``Runtime`` when its
 reward source is "response-likelihood"), each when the next decode would overwrite its logits,
 and for the last token only when ``mean_logprob`` is read or when the context decodes again,
 whichever comes first; a ``Completion`` no longer referenced by then costs nothing.
