@@ -12,11 +12,18 @@ import numpy as np
 from edge._native.index import _OK, _raise, ffi, lib
 
 
-def _vector(array: Any, n: int, name: str, dtype: type = np.float64,
+_FLOAT64 = np.dtype(np.float64)
+_BOOL = np.dtype(np.bool_)
+
+
+def _vector(array: Any, n: int, name: str, dtype: np.dtype = _FLOAT64,
             ctype: str = "double[]") -> Any:
     """A C buffer of ``array`` after checking it is ``n`` numbers of ``dtype``: cffi reads
-    whatever bytes it is given, so a float32 or short array must never reach the C core."""
-    if type(array) is not np.ndarray or array.dtype != dtype or not array.flags.c_contiguous:
+    whatever bytes it is given, so a float32 or short array must never reach the C core.
+    (``is`` on the dtype: numpy's built-in dtypes are singletons, and this runs on every
+    decision; an equal dtype that is not the singleton is merely converted.)"""
+    if type(array) is not np.ndarray or array.dtype is not dtype \
+            or not array.flags.c_contiguous:
         array = np.ascontiguousarray(array, dtype=dtype)
     if array.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},), got {array.shape}")
@@ -103,7 +110,7 @@ def paging_penalty(charge: np.ndarray, share: np.ndarray, left: float,
     extra_buf = ffi.NULL
     if extra is not None:
         extra_buf, extra = _vector(extra, n, "extra")
-    resident_buf, resident = _vector(resident, n, "resident", np.bool_, "uint8_t[]")
+    resident_buf, resident = _vector(resident, n, "resident", _BOOL, "uint8_t[]")
     out = np.empty(n)
     status = lib.edge_paging_penalty(n, charge_buf, share_buf, left, extra_buf, resident_buf,
                                      ffi.from_buffer("double[]", out))
