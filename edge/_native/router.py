@@ -11,7 +11,6 @@ import numpy as np
 
 from edge._native.index import _OK, _raise, ffi, lib
 
-
 _FLOAT64 = np.dtype(np.float64)
 _BOOL = np.dtype(np.bool_)
 
