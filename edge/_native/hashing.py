@@ -1,10 +1,10 @@
 """``NgramHasher``: the C core's signed n-gram feature hashing (``edge_hash_ngrams``, and
 ``edge_hash_features_ascii`` for the whole vector of an ASCII prompt).
 
-The router's ``hashing`` extractor calls it once per prompt: hashing each gram from Python
-(``zlib.crc32`` per gram) cost about 60 µs of a ~90 µs route step on a short prompt, and
-between a daemon's requests (caches cold after llama.cpp's evaluation) every Python and numpy
-step of the features cost several times its warm time, so an ASCII prompt takes one C call.
+The router's ``hashing`` extractor calls it once per prompt: hashing gram by gram from Python
+(``zlib.crc32`` per gram) was most of the route step, and between a daemon's requests (caches
+cold after llama.cpp's evaluation) every Python and numpy step costs several times its warm
+time (scripts/bench_route_step.py), so an ASCII prompt takes one C call.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ N_SHAPE_FEATURES: int = lib.EDGE_N_SHAPE_FEATURES
 
 
 class NgramHasher:
-    """Signed bucket counts of a prompt's word and character n-grams, for one fixed setting."""
+    """Signed, normalised bucket counts of a prompt's word and character n-grams, for one fixed
+    setting."""
 
     def __init__(self, word_ngrams: Sequence[int], char_ngrams: Sequence[int], seed: int,
                  n_buckets: int) -> None:
@@ -31,10 +32,10 @@ class NgramHasher:
         self._seed = seed
         self.n_buckets = n_buckets
 
-    def hash_into(self, words: Sequence[str], out: np.ndarray, *, normalise: bool) -> int:
-        """Write the bucket counts of a prompt's words (in order) into ``out[:n_buckets]`` (a
-        C-contiguous float64 array), divided by their L2 norm with ``normalise``; the number of
-        grams hashed."""
+    def hash_into(self, words: Sequence[str], out: np.ndarray) -> int:
+        """Write the bucket counts of a prompt's words (in order), divided by their L2 norm (0
+        when there is no gram), into ``out[:n_buckets]`` (a C-contiguous float64 array); the
+        number of grams hashed."""
         if out.dtype != np.float64 or not out.flags.c_contiguous or len(out) < self.n_buckets:
             raise ValueError(f"out must be C-contiguous float64 with at least {self.n_buckets} "
                              f"entries, got {out.dtype} {out.shape}")
@@ -43,7 +44,7 @@ class NgramHasher:
         n_grams = ffi.new("uint32_t *")
         status = lib.edge_hash_ngrams(joined, len(joined), padded, len(padded), self._word,
                                       self._n_word, self._char, self._n_char, self._seed,
-                                      normalise, ffi.from_buffer("double[]", out), self.n_buckets,
+                                      1, ffi.from_buffer("double[]", out), self.n_buckets,
                                       n_grams)
         if status != _OK:
             _raise(status, "edge_hash_ngrams")
@@ -66,9 +67,3 @@ class NgramHasher:
         if status != _OK:
             _raise(status, "edge_hash_features_ascii")
         return n_grams[0]
-
-    def counts(self, words: Sequence[str]) -> np.ndarray:
-        """The signed bucket counts (float64, n_buckets) of a prompt's words."""
-        out = np.empty(self.n_buckets, dtype=np.float64)
-        self.hash_into(words, out, normalise=False)
-        return out

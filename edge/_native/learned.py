@@ -4,8 +4,6 @@ definition, used for training)."""
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from edge._native.index import _OK, N_FEATURES, _raise, ffi, lib
@@ -14,7 +12,7 @@ N_LEARNED_INPUTS: int = lib.EDGE_N_LEARNED_INPUTS
 
 
 def learned_inputs(features: np.ndarray, demand: float, free_fraction: float,
-                   need_fraction: float, out: Optional[np.ndarray] = None) -> np.ndarray:
+                   need_fraction: float) -> np.ndarray:
     """The (n, N_LEARNED_INPUTS) float32 inputs of an (n, N_FEATURES) float32 feature matrix."""
     if type(features) is not np.ndarray or features.dtype != np.float32 \
             or not features.flags.c_contiguous:
@@ -22,11 +20,7 @@ def learned_inputs(features: np.ndarray, demand: float, free_fraction: float,
     if features.ndim != 2 or features.shape[1] != N_FEATURES:
         raise ValueError(f"features must be (n, {N_FEATURES}) float32, got {features.shape}")
     n = len(features)
-    if out is None:
-        out = np.empty((n, N_LEARNED_INPUTS), dtype=np.float32)
-    elif out.dtype != np.float32 or not out.flags.c_contiguous \
-            or out.shape != (n, N_LEARNED_INPUTS):
-        raise ValueError(f"out must be C-contiguous float32 of shape ({n}, {N_LEARNED_INPUTS})")
+    out = np.empty((n, N_LEARNED_INPUTS), dtype=np.float32)
     status = lib.edge_learned_inputs(ffi.from_buffer("float[]", features), n, demand,
                                      free_fraction, need_fraction,
                                      ffi.from_buffer("float[]", out, require_writable=True))

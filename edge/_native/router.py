@@ -1,7 +1,8 @@
 """The C core's router arithmetic (``edge_linucb_scores``, ``edge_linucb_update``,
 ``edge_paging_penalty``): one call each instead of a numpy call per step, which is what a
-decision costs when the caches are cold (a daemon between requests). Callers check shapes and
-dtypes once, where the arrays are made; these wrappers pass pointers and check statuses."""
+decision costs when the caches are cold (a daemon between requests). Arrays made once (the
+arms' rows) are checked once, when given; per-call arrays are checked on every call
+(``_vector``); statuses always."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ class LinUCBKernels:
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
-        self._weights = np.empty(dim * dim)
+        self._weights = np.empty(dim * (dim + 1) // 2)  # the packed layout's x_i x_j
         self._weights_ptr = double_pointer(self._weights)
         self._scratch_array = np.empty(2 * dim)
         self._scratch = double_pointer(self._scratch_array)

@@ -46,16 +46,12 @@ def model_inputs(features: np.ndarray, demand: np.ndarray | float,
                          f"{features.shape}")
     n = len(features)
     x = np.empty((n, N_INPUTS), dtype=np.float32)
-    # In place, few numpy calls: a serving decision pays each call's dispatch.
-    clipped = np.maximum(features, 0.0, out=x[:, 0:6])
-    clipped[:, 4] *= np.float32(1e3)  # load cost in milliseconds
-    np.log1p(clipped, out=clipped)
-    if np.ndim(demand) == np.ndim(free_fraction) == np.ndim(need_fraction) == 0:
-        x[:, 6:] = (demand, free_fraction, need_fraction)
-    else:
-        x[:, 6] = demand
-        x[:, 7] = free_fraction
-        x[:, 8] = need_fraction
+    clipped = np.maximum(features, 0.0)
+    x[:, 0:6] = np.log1p(clipped)
+    x[:, 4] = np.log1p(clipped[:, 4] * 1e3)  # load cost in milliseconds
+    x[:, 6] = demand
+    x[:, 7] = free_fraction
+    x[:, 8] = need_fraction
     return x
 
 

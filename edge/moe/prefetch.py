@@ -39,7 +39,6 @@ next layer used that were still resident or loading when it asked; ``wasted`` = 
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -183,7 +182,12 @@ class Prefetcher:
             (resident if key in self.cache else absent).append(key)
         issued: dict[int, int] = {}
         not_started = 0
-        with self._protected(resident, size if absent else None):
+        # The predicted experts already resident are held while the others' prefetches make
+        # room: a prefetch evicts by the cache's policy, which would otherwise pick among them
+        # (at a small budget the next layer's resident experts are the least recently used). A
+        # hold records no access, so neither the hit counts nor the policy's statistics (LFU's
+        # frequencies, the learned policy's features) see it: the layer's own use is the access.
+        with self.cache.hold(resident if absent else ()):
             for key in absent:
                 with self._lock:
                     self._loading.add(key)
@@ -198,20 +202,6 @@ class Prefetcher:
         self._pending = (nxt, predicted, issued)
         self._add(issued=len(issued), bytes_issued=sum(issued.values()),
                   not_started=not_started)
-
-    @contextlib.contextmanager
-    def _protected(self, resident: list[int], size: int | None):
-        """Hold the predicted experts already resident while the others' prefetches make room:
-        a prefetch evicts by the cache's policy, which would otherwise pick among them (at a
-        small budget the next layer's resident experts are the least recently used). A hold
-        pins without recording an access, so neither the run's hit counts nor the policy's
-        statistics (LFU's frequencies, the learned policy's features) see it: the layer's own
-        use, next, is the access."""
-        if not resident or size is None:
-            yield
-            return
-        with self.cache.hold(resident):
-            yield
 
     def predict(self, layer: int, residual: np.ndarray, experts: np.ndarray) -> set[int]:
         """The distinct experts predicted for the MoE layer after ``layer``."""

@@ -98,7 +98,7 @@ class HashingExtractor:
             return out
         norm = raw.lower() if self.config.lowercase else raw
         # The hashed block, unit-norm (all zero when there is no gram), in one C call.
-        self._hasher.hash_into(_WORD_RE.findall(norm), out, normalise=True)
+        self._hasher.hash_into(_WORD_RE.findall(norm), out)
         out[self._buckets:] = _shape(raw, _SHAPE_WEIGHT)
         return out / math.sqrt(float(out @ out))  # never zero: the bias is always 1
 

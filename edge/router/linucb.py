@@ -31,9 +31,9 @@ _TIE_TOLERANCE = 1e-12
 # building the packed weights; above it reading half the bytes wins (measured, docs/router.md).
 _PACKED_MIN_BYTES = 256 * 1024
 # Score in the C core (one call) while the scoring rows stay this small; beyond, a decision is
-# bound by memory bandwidth and numpy's BLAS reads it faster (measured at d = 64, N = 256:
-# 4.4 MiB of rows, 61 against 87 µs warm, scripts/bench_route_step.py), while its few numpy
-# calls no longer dominate.
+# bound by memory bandwidth and numpy's BLAS reads the rows faster (at d = 64, N = 256: 4.4 MiB
+# of rows a decision, where the C scores were measured slower before this threshold), while its
+# few numpy calls no longer dominate.
 _C_SCORING_MAX_BYTES = 2 * 1024 * 1024
 
 

@@ -5,7 +5,7 @@ Per request (fast timescale):
 and the arm with the highest score serves the request, except on a POLAR+ forced-exploration
 round, where the least-chosen under-sampled arm serves it (ties broken by the injected RNG).
 With a controller, the charge of a page-in is amortised over the requests the adapter is
-expected to serve while resident (``amortised_penalty``), and a page-in that does not fit in the
+expected to serve while resident (``_charge``), and a page-in that does not fit in the
 free bytes is also charged the expected re-paging cost of what it evicts (``eviction_charge``);
 the rules are in docs/router.md.
 
@@ -190,7 +190,10 @@ class PolarRouter:
         """The paging penalty of each arm this round (0 for resident ones)."""
         if self.config.mode == "off":
             return np.zeros(self.linucb.n_arms)
-        # amortised_penalty's left (0 leaves the charge whole), then one C call.
+        # Amortised: lambda * c_a / k_a, k_a = 1 + share_a * left, left = the requests a
+        # page-in now is expected to serve after this one (``_requests_left``): it serves
+        # share_a of the requests routed while it stays resident, so each bears 1/k_a of its
+        # cost. left = 0 leaves the charge whole. One C call (edge_paging_penalty).
         left = self._requests_left() if self._amortising and self._residency > 0.0 else 0.0
         extra = self._eviction_charge_memo(mask) if self._charging_eviction else None
         return paging_penalty(self._penalty, self._share, float(left), extra, mask)
@@ -204,7 +207,7 @@ class PolarRouter:
         return self._eviction_memo[1]
 
     def _eviction_horizon(self) -> float:
-        return max(1.0, min(self.schedule.length - self.schedule.step - 1, self._residency))
+        return max(1.0, self._requests_left())
 
     def eviction_charge(self, mask: np.ndarray) -> np.ndarray:
         """Per arm (indexed like ``arm_ids``; meaningful for the non-resident ones), the
@@ -212,9 +215,9 @@ class PolarRouter:
         bytes (budget minus the resident arms' sizes). Otherwise residents are taken cheapest
         first until enough bytes are freed; resident v costs lambda * c_v * min(1, s_v * h):
         its page-in charge times the expected number of requests (at most 1: one re-load)
-        that want it back within h = min(R, H) requests (R, H as in ``amortised_penalty``; h
-        at least 1). Cheapest first because the router cannot see which victim the cache's
-        eviction policy will take: this is the least the eviction can cost by that estimate."""
+        that want it back within h = ``_requests_left()`` requests (h at least 1). Cheapest
+        first because the router cannot see which victim the cache's eviction policy will
+        take: this is the least the eviction can cost by that estimate."""
         if self.budget_bytes is None:
             return np.zeros(len(self._sizes))
         need = self._sizes - (self.budget_bytes - int(self._sizes[mask].sum()))
@@ -242,16 +245,9 @@ class PolarRouter:
                 weight = 1.0 / min(self._residency_n, _RESIDENCY_MEMORY)
                 self._residency += weight * ((self._tick - start) - self._residency)
 
-    def amortised_penalty(self) -> np.ndarray:
-        """lambda * c_a / k_a per arm, k_a = 1 + share_a * (requests left in this epoch after
-        the current one, at most the measured residency of a demand load): a page-in now is
-        expected to serve share_a of the requests routed while it stays resident, so each of
-        those requests bears 1/k_a of its cost."""
-        return self._penalty / (1.0 + self._requests_left() * self._share)
-
     def _requests_left(self) -> float:
-        """Requests a page-in now is expected to serve after the current one (see
-        ``amortised_penalty``)."""
+        """Requests a page-in now is expected to serve after the current one: those left in
+        this epoch, at most the measured residency of a demand load."""
         return min(self.schedule.length - self.schedule.step - 1, self._residency)
 
     def _forced_decision(self, x: np.ndarray, penalty: np.ndarray) -> Decision:
