@@ -247,6 +247,41 @@ def test_stack_passes_equal_one_capacity_simulations(case):
                 reference_sch(routing.tolist(), m, capacity)
 
 
+def test_stack_passes_below_the_expert_count_equal_one_capacity_simulations():
+    # cap < n_experts: experts fall off the bottom of the stack and come back as misses, the
+    # path the small hypothesis cases (cap = n_experts) never take. Routing with locality and
+    # without, 16 experts, top 3.
+    rng = np.random.default_rng(5)
+    sticky = [rng.choice(16, 3, replace=False)]
+    for _ in range(299):
+        sticky.append(sticky[-1] if rng.random() < 0.6 else rng.choice(16, 3, replace=False))
+    for routing in (np.array(sticky), np.argsort(rng.random((300, 16)), axis=1)[:, :3]):
+        uses, cap = routing.ravel().tolist(), 7
+        lfu, belady = A.lfu_hist(routing, cap), A.belady_hist(routing, cap)
+        assert sum(lfu) == sum(belady) == routing.size
+        for capacity in range(1, cap + 1):
+            assert hits_at(lfu, capacity) == reference_lfu(uses, capacity)
+            assert hits_at(belady, capacity) == reference_belady(uses, capacity)
+            for m in (1, 4, 16):
+                assert hits_at(A.sch_hist(routing, m, cap), capacity) == \
+                    reference_sch(routing.tolist(), m, capacity)
+
+
+def test_stack_passes_refuse_bad_arguments():
+    from edge._native.stacks import lookahead_stack_hist, priority_stack_hist
+
+    with pytest.raises(ValueError, match="experts must lie in 0..3, got 0..4"):
+        priority_stack_hist(np.array([0, 4]), np.array([1, 2]), 4, 2)
+    with pytest.raises(ValueError, match="same length"):
+        priority_stack_hist(np.array([0, 1]), np.array([1]), 4, 2)
+    with pytest.raises(ValueError, match="n_experts and cap must be >= 1"):
+        priority_stack_hist(np.array([0]), np.array([1]), 4, 0)
+    with pytest.raises(ValueError, match="the window m must be >= 1"):
+        lookahead_stack_hist(np.array([[0, 1]]), 0, 4, 2)
+    with pytest.raises(ValueError, match=r"tokens must be \(n_tokens, top_k\)"):
+        lookahead_stack_hist(np.array([0, 1]), 1, 4, 2)
+
+
 @settings(max_examples=40, deadline=None)
 @given(routings)
 def test_belady_never_below_lru_or_lfu(case):

@@ -254,6 +254,28 @@ int edge_linucb_update(double *block, uint32_t d, const double *x, double reward
 int edge_paging_penalty(uint32_t n, const double *charge, const double *share, double left,
                         const double *extra, const uint8_t *resident, double *out);
 
+/* ---- MoE routing analysis: priority-stack depth histograms -------------------------------- */
+
+/* Stack algorithms (Mattson et al. 1970) of edge/moe/analysis.py: a policy whose priorities
+ * change only when an expert is used keeps, at every capacity C <= cap, the top C of one
+ * priority stack. hist (cap + 1 counts, zeroed first) gets one count per use at its depth: the
+ * use hits at every capacity above it; a first use counts at min(distinct experts used before
+ * it, cap) (the first-use convention), any other use not on the stack at cap.
+ *
+ * edge_priority_stack_hist: uses[i] (an expert in 0..n_experts-1) has priority after[i] from
+ * use i on (higher: kept longer); LFU and Belady pass their priorities.
+ * edge_lookahead_stack_hist: SCH's m-token-lookahead cache over n_tokens tokens of top_k
+ * experts each (tokens, row-major): a token's experts are looked up in the stack as the token
+ * found it, then put on top one by one; priority = (uses in tokens t..t+m-1 not yet made) << 40
+ * | the clock of the last use.
+ * Both are EDGE_ERR_INVALID for a NULL pointer with uses, a cap or n_experts (or top_k, m) of 0,
+ * or an expert outside 0..n_experts-1 (hist is then undefined), EDGE_ERR_NOMEM if the scratch
+ * arrays cannot be had. */
+int edge_priority_stack_hist(const int32_t *uses, const int64_t *after, uint64_t n,
+                             uint32_t n_experts, uint32_t cap, uint64_t *hist);
+int edge_lookahead_stack_hist(const int32_t *tokens, uint64_t n_tokens, uint32_t top_k,
+                              uint32_t n_experts, uint32_t m, uint32_t cap, uint64_t *hist);
+
 /* ---- checking ---------------------------------------------------------------------------- */
 
 /* Checks every invariant (hash table <-> slots, LRU list, byte and pin totals, free list).

@@ -1779,6 +1779,36 @@ static void test_learned_inputs(void) {
     EXPECT_RC(edge_learned_inputs(NULL, 1, 0.0f, 0.0f, 0.0f, &out[0][0]), EDGE_ERR_INVALID);
 }
 
+static void test_stack_hists(void) {
+    cur_test = "stack_hists";
+    /* LFU over the uses 0 1 0 2 1, capacities up to 2, priority (count << 40) | time. By hand:
+     * 0 and 1 fill free slots (depths 0 and 1), 0 hits at depth 1, 2 is a first use with both
+     * slots taken (depth 2: a miss), evicting 1 (count 1 < 2), so 1 then misses (depth 2). At
+     * capacity 1 only the first use hits. */
+    const int32_t uses[5] = {0, 1, 0, 2, 1};
+    const int64_t one = (int64_t)1 << 40, two = (int64_t)2 << 40;
+    const int64_t after[5] = {one | 1, one | 2, two | 3, one | 4, two | 5};
+    uint64_t hist[3];
+    CHECK_OK(edge_priority_stack_hist(uses, after, 5, 3, 2, hist));
+    EXPECT(hist[0] == 1 && hist[1] == 2 && hist[2] == 2, "lfu hist %llu %llu %llu, expected 1 2 2",
+           (unsigned long long)hist[0], (unsigned long long)hist[1],
+           (unsigned long long)hist[2]);
+    /* The same experts as tokens of top-1, lookahead m = 2: at token 3 (expert 2) the window
+     * holds tokens 3 and 4 (2, then 1), so 0 (no use ahead) goes and token 4's 1 hits. */
+    CHECK_OK(edge_lookahead_stack_hist(uses, 5, 1, 3, 2, 2, hist));
+    EXPECT(hist[0] == 1 && hist[1] == 3 && hist[2] == 1, "sch hist %llu %llu %llu, expected 1 3 1",
+           (unsigned long long)hist[0], (unsigned long long)hist[1],
+           (unsigned long long)hist[2]);
+    const int32_t bad[2] = {0, 3};
+    EXPECT_RC(edge_priority_stack_hist(bad, after, 2, 3, 2, hist), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_lookahead_stack_hist(bad, 2, 1, 3, 2, 2, hist), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_priority_stack_hist(uses, after, 5, 3, 0, hist), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_lookahead_stack_hist(uses, 5, 1, 3, 0, 2, hist), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_priority_stack_hist(NULL, NULL, 1, 3, 2, hist), EDGE_ERR_INVALID);
+    CHECK_OK(edge_priority_stack_hist(NULL, NULL, 0, 3, 2, hist));
+    EXPECT(hist[0] == 0 && hist[1] == 0 && hist[2] == 0, "an empty trace counts nothing");
+}
+
 int main(void) {
     test_status_names();
     test_init_and_free();
@@ -1796,6 +1826,7 @@ int main(void) {
     test_hash_features_ascii();
     test_linucb_scores();
     test_learned_inputs();
+    test_stack_hists();
     if (failures) {
         fprintf(stderr, "%d failures in the directed tests\n", failures);
         return 1;
