@@ -9,6 +9,8 @@ differences are about a fifth of each bound; reading one wrong expert moves logi
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -194,6 +196,28 @@ def test_run_command_generates_llama_cpps_tokens_and_reports_paging(plain, tmp_p
     assert figures["hits"] + figures["misses"] == asked
     with ExpertStore(plain.path) as store:
         assert figures["bytes_read"] == figures["misses"] * store.file_nbytes(0, 0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="posix_fadvise")
+def test_run_command_reads_past_the_page_cache_with_the_same_results(plain, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from edge.moe.run_command import run
+
+    runs = {}
+    for mode in ("keep", "drop"):
+        path = tmp_path / f"{mode}.json"
+        result = CliRunner().invoke(run, [str(plain.path), "--budget", "1x", "--max-tokens", "4",
+                                          "--page-cache", mode, "--json", str(path)])
+        assert result.exit_code == 0, result.output
+        runs[mode] = (result.output.splitlines()[:3], json.loads(path.read_text()))
+    (text_keep, keep), (text_drop, drop) = runs["keep"], runs["drop"]
+    assert text_drop == text_keep  # the same bytes read, so the same tokens
+    assert drop["page_cache"] == "drop" and keep["page_cache"] == "keep"
+    for name in ("hits", "misses", "bytes_read"):
+        assert drop[name] == keep[name] > 0
 
 
 def test_run_command_errors_are_one_line(tmp_path):

@@ -8,11 +8,13 @@ both precision and recall.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 
 import numpy as np
 import pytest
+from page_cache import page_cache_residency
 
 from edge.backends.experts import ExpertStore
 from edge.cache import PagedCache
@@ -231,27 +233,66 @@ def test_prefetch_raises_the_hit_ratio_at_twice_the_active_experts(structured):
     assert on.hit_ratio > off.hit_ratio + 0.05  # measured 0.85 -> 0.97
 
 
-def test_run_command_prefetch_on_prints_and_writes_the_counters(plain, tmp_path):
+def test_run_command_prefetch_prints_and_writes_the_counters(plain, tmp_path):
     from click.testing import CliRunner
 
     from edge.moe.run_command import run
 
     outputs = {}
-    for mode in ("off", "on"):
+    for mode in ("off", "on", "readahead"):
         path = tmp_path / f"{mode}.json"
         result = CliRunner().invoke(run, [
             str(plain.path), "--budget", "1x", "--max-tokens", "6", "--prompt", "Once upon",
             "--prefetch", mode, "--json", str(path)])
         assert result.exit_code == 0, result.output
-        outputs[mode] = (result.output.splitlines()[0], json.loads(path.read_text()))
-    assert outputs["on"][0] == outputs["off"][0]  # the same generated text
-    figures = outputs["on"][1]
+        outputs[mode] = (result.output.splitlines()[0], json.loads(path.read_text()), result)
     assert outputs["off"][1]["prefetch"] is None
-    assert figures["prefetch"]["predictor"] == "router"
-    assert figures["prefetch"]["issued"] == (figures["prefetch"]["useful"]
-                                             + figures["prefetch"]["wasted"]) > 0
-    assert "prefetch (router):" in result.output and "recall" in result.output
+    for mode in ("on", "readahead"):
+        text, figures, result = outputs[mode]
+        assert text == outputs["off"][0]  # the same generated text
+        assert figures["prefetch"]["mode"] == mode
+        assert figures["prefetch"]["predictor"] == "router"
+        assert figures["prefetch"]["issued"] == (figures["prefetch"]["useful"]
+                                                 + figures["prefetch"]["wasted"]) > 0
+        assert f"prefetch ({mode}, router):" in result.output and "recall" in result.output
+    # Readahead loads nothing into the cache ahead of time: its demand reads are those of "off".
+    for name in ("hits", "misses", "bytes_read"):
+        assert outputs["readahead"][1][name] == outputs["off"][1][name]
 
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="posix_fadvise and mincore")
+def test_readahead_prefetch_counts_and_leaves_no_expert_pages_behind(structured):
+    """Readahead past the page cache: the same tokens as no prefetch, the kernel's reads
+    counted (file bytes), and afterwards no expert page in the OS page cache: a used
+    prediction's pages were dropped by its load, an unused one's by the next observe."""
+    runs = {}
+    for prefetch in (False, "readahead"):
+        with ExpertStore(structured.path, page_cache=False) as store, \
+                PagedCache(ACTIVE, "lru", load_workers=0) as cache:
+            model = MoeModel(store, cache, n_ctx=64, prefetch=prefetch)
+            tokens = model.generate([1, 300, 301], 12, temperature=1.0, seed=3)
+            runs[prefetch] = (tokens, model.counters(), model.prefetch_counters())
+            file_bytes = store.file_nbytes(0, 0)
+            slices = [piece for layer in range(N_LAYER) for expert in range(32)
+                      for piece in store.slices(layer, expert)]
+            cached = [page for piece in slices
+                      for page in page_cache_residency(structured.path, piece.offset,
+                                                       piece.nbytes)]
+            assert not any(cached), f"{sum(cached)} expert pages left in the page cache"
+    (tokens_off, off, _), (tokens_ra, ra, counters) = runs[False], runs["readahead"]
+    assert tokens_ra == tokens_off
+    assert (ra.hits, ra.misses, ra.bytes_read) == (off.hits, off.misses, off.bytes_read)
+    assert counters.issued > 0 and counters.useful > 0
+    assert counters.useful + counters.wasted == counters.issued
+    assert counters.bytes_issued == counters.issued * file_bytes
+    assert counters.useful_bytes == counters.useful * file_bytes
+
+
+def test_prefetch_mode_is_checked(structured):
+    with ExpertStore(structured.path) as store, PagedCache(ACTIVE, "lru") as cache:
+        with pytest.raises(ValueError, match="prefetch must be False, True, 'load' or "
+                                             "'readahead', got 'kernel'"):
+            MoeModel(store, cache, prefetch="kernel")
 
 
 def test_prefetch_evicts_around_the_predicted_experts_already_resident(structured):

@@ -8,10 +8,12 @@ f16 scale then 32 int8), never from the store itself.
 from __future__ import annotations
 
 import os
+import sys
 
 import gguf
 import numpy as np
 import pytest
+from page_cache import page_cache_residency
 
 from edge.backends.experts import (
     ExpertStore,
@@ -118,6 +120,25 @@ def test_load_reads_only_its_slices_and_maps_nothing(small_models):
         assert store.loads == 2
         # Float32 in memory: 3 matrices of 64 x 64.
         assert store.nbytes(1, 2) == 3 * 64 * 64 * 4 == store.load(1, 2).nbytes
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="posix_fadvise and mincore")
+@pytest.mark.parametrize("page_cache", [True, False])
+def test_page_cache_false_leaves_no_expert_pages_cached(tmp_path, page_cache):
+    # n_ff = n_embd = 128, F32: each projection slice is 64 KiB, whole pages inside it.
+    shape = {**SMALL, "n_embd": 128, "n_ff": 128}
+    path = make_tiny_moe(tmp_path, structured=True, seed=1, dtype="f32", **shape).path
+    with ExpertStore(path, page_cache=page_cache) as store:
+        reference = store.load(1, 5)
+        again = store.load(1, 5)  # a second read of dropped pages reads the disk again
+        np.testing.assert_array_equal(again.gate, reference.gate)
+        for piece in store.slices(1, 5):
+            cached = page_cache_residency(path, piece.offset, piece.nbytes)
+            # Read through the page cache, every page is there; without it, none is.
+            assert cached == [page_cache] * len(cached), piece.tensor
+        if not page_cache:  # the file was dropped whole at open: experts never read too
+            other = store.slices(0, 2)[0]
+            assert not any(page_cache_residency(path, other.offset, other.nbytes))
 
 
 def test_cache_keys_and_loader():

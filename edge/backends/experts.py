@@ -10,6 +10,14 @@ is never mapped whole and only the experts in use occupy memory. Dequantisation 
 (``gguf.quants.dequantize``; Q8_0 is blocks of one f16 scale and 32 int8) to float32, at load
 time, for F32, F16, BF16 and Q8_0; any other storage type is refused by name.
 
+``ExpertStore(path, page_cache=False)`` keeps the experts out of the OS page cache: the file is
+read without readahead (``POSIX_FADV_RANDOM``) and each expert's pages are dropped once read
+(``POSIX_FADV_DONTNEED``), so the budget is all the RAM experts occupy and every load is a read
+from the device: the regime of a model that does not fit in RAM, where the OS could not keep
+the file cached either (a small test model would otherwise be served from the page cache, and
+readahead would cache a read expert's neighbours outside the budget). Linux only
+(``posix_fadvise``); the file's dirty pages are flushed first, as only clean pages can be dropped.
+
 Keys for ``PagedCache`` are integers, ``layer << 32 | expert``, so a layer's batch of experts
 takes the C core's batch hit path; ``nbytes(layer, expert)`` is what a loaded expert holds in
 memory (the cache's budget unit) and ``file_nbytes`` what loading it reads.
@@ -123,8 +131,11 @@ class ExpertStore:
     docstring. ``bytes_read`` and ``loads`` count expert loads (routers are not counted;
     thread-safe)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, page_cache: bool = True) -> None:
         self.path = Path(path)
+        if not page_cache and not hasattr(os, "posix_fadvise"):
+            raise EdgeError(f"{self.path}: page_cache=False needs posix_fadvise, which this "
+                            "platform lacks (Linux has it)")
         try:
             reader = gguf.GGUFReader(self.path)
         except (ValueError, OSError) as exc:
@@ -136,6 +147,11 @@ class ExpertStore:
         finally:
             del reader  # its memmap of the whole file goes with it
         self._fd: int | None = os.open(self.path, os.O_RDONLY)
+        self.page_cache = page_cache
+        if not page_cache:
+            os.fsync(self._fd)  # only clean pages can be dropped
+            os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_RANDOM)
+            self.drop_page_cache()
         self._lock = threading.Lock()
         self._bytes_read = 0
         self._loads = 0
@@ -247,6 +263,9 @@ class ExpertStore:
         """Read and dequantise one expert: three positional reads, nothing else of the file."""
         pieces = self.slices(layer, expert)
         gate, up, down = (self._read_matrix(s) for s in pieces)
+        if not self.page_cache:
+            for piece in pieces:
+                self._drop_pages(piece.offset, piece.nbytes)
         with self._lock:
             self._loads += 1
             self._bytes_read += sum(s.nbytes for s in pieces)
@@ -301,6 +320,38 @@ class ExpertStore:
                                      f"{offset}..{offset + nbytes}, the file ends first")
             done += n
         return buffer
+
+    def readahead(self, layer: int, expert: int) -> int:
+        """Have the kernel read this expert's bytes into the OS page cache in the background
+        (``POSIX_FADV_WILLNEED``), so a later ``load`` copies them from memory: a prefetch with
+        no thread of ours. Returns the bytes advised (0 where posix_fadvise is missing). With
+        ``page_cache=False`` the load drops them again, or ``forget`` does if none comes."""
+        fd = self._fd
+        if fd is None or not hasattr(os, "posix_fadvise"):
+            return 0
+        pieces = self.slices(layer, expert)
+        for piece in pieces:
+            os.posix_fadvise(fd, piece.offset, piece.nbytes, os.POSIX_FADV_WILLNEED)
+        return sum(piece.nbytes for piece in pieces)
+
+    def forget(self, layer: int, expert: int) -> None:
+        """With ``page_cache=False``: drop this expert's pages from the OS page cache (a
+        readahead that no load used). Nothing otherwise."""
+        if not self.page_cache:
+            for piece in self.slices(layer, expert):
+                self._drop_pages(piece.offset, piece.nbytes)
+
+    def drop_page_cache(self) -> None:
+        """With ``page_cache=False``: drop the whole file's pages from the OS page cache (what
+        another reader of the file left there, e.g. a mapping's read-around while the dense
+        weights were copied). Nothing otherwise."""
+        if not self.page_cache:
+            self._drop_pages(0, 0)  # length 0: to the end of the file
+
+    def _drop_pages(self, offset: int, nbytes: int) -> None:
+        fd = self._fd
+        if fd is not None:
+            os.posix_fadvise(fd, offset, nbytes, os.POSIX_FADV_DONTNEED)
 
     @property
     def bytes_read(self) -> int:

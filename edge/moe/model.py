@@ -15,9 +15,10 @@ Dense tensors are read once with ``gguf.GGUFReader`` and copied out (F32/F16/BF1
         tokens = model.generate([1, 300, 301], max_tokens=16)
         print(model.counters())      # hits, misses, bytes read
 
-With ``prefetch=True`` each MoE layer predicts the next layer's experts and loads them on the
-cache's background workers (``edge.moe.prefetch``; ``predictor`` picks how). Outputs are the
-same with and without; ``prefetch_counters()`` says how well it predicted.
+With ``prefetch=True`` (or ``"load"``) each MoE layer predicts the next layer's experts and loads
+them on the cache's background workers; with ``prefetch="readahead"`` the kernel reads them into
+the OS page cache instead (``edge.moe.prefetch``; ``predictor`` picks how they are predicted).
+Outputs are the same with and without; ``prefetch_counters()`` says how well it predicted.
 """
 
 from __future__ import annotations
@@ -128,21 +129,29 @@ class MoeModel:
 
     def __init__(self, store: ExpertStore, cache, *, n_ctx: int = 512,
                  on_layer: LayerHook | None = None, record_routing: bool = False,
-                 prefetch: bool = False, predictor: str = "router", owns: bool = False) -> None:
+                 prefetch: bool | str = False, predictor: str = "router",
+                 owns: bool = False) -> None:
         if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1:
             raise ValueError(f"n_ctx must be a positive integer, got {n_ctx!r}")
+        mode = {False: None, "off": None, True: "load", "load": "load",
+                "readahead": "readahead"}.get(prefetch, "?")
+        if mode == "?":
+            raise ValueError(f"prefetch must be False, True, 'load' or 'readahead', got "
+                             f"{prefetch!r}")
         self.store = store
         self.cache = cache
         self.dense = DenseWeights(store.path, store.n_layer)
+        # Copied; a store that reads past the page cache drops what the copy's mapping read.
+        store.drop_page_cache()
         self.params = read_params(store, self.dense)
         self.executor = ExpertExecutor(store, cache, on_layer=on_layer)
-        if prefetch:
+        if mode is not None:
             executor = self.executor
             # The next layer's router input is RMSNorm(residual) * its ffn_norm weight; the
             # RMS divides a token's logits by a positive number, which changes no top k.
             self.executor.prefetcher = Prefetcher(
                 cache, store, executor.routers, executor.k, predictor=predictor,
-                normalise=lambda layer, x: x * self.dense.blocks[layer]["ffn_norm"])
+                normalise=lambda layer, x: x * self.dense.blocks[layer]["ffn_norm"], mode=mode)
             executor.reset_counters()
         self.n_ctx = n_ctx
         p = self.params
@@ -156,11 +165,13 @@ class MoeModel:
     def open(cls, path: str | os.PathLike[str], *, budget: int | str, policy: str = "lru",
              n_ctx: int = 512, load_workers: int = 0, on_layer: LayerHook | None = None,
              policy_params: dict | None = None, record_routing: bool = False,
-             prefetch: bool = False, predictor: str = "router") -> MoeModel:
-        """A model with its own store and cache (closed with the model)."""
+             prefetch: bool | str = False, predictor: str = "router",
+             page_cache: bool = True) -> MoeModel:
+        """A model with its own store (``ExpertStore(path, page_cache=page_cache)``) and cache
+        (both closed with the model)."""
         from edge.cache import PagedCache
 
-        store = ExpertStore(path)
+        store = ExpertStore(path, page_cache=page_cache)
         try:
             cache = PagedCache(budget, policy, loader=store.load_key, sizer=store.size_of_key,
                                load_workers=load_workers, policy_params=policy_params)

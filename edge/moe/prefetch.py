@@ -11,6 +11,21 @@ while the others' prefetches make room, so a prefetch never evicts an expert it 
 cache's policy would otherwise pick them first at a small budget: they are the next layer's, the
 least recently used), and neither the hit counts nor the policy's statistics see the hold.
 
+Two ways to prefetch, chosen by ``mode``:
+
+``load``
+    As above: the predicted experts are loaded into the cache (counted in its budget) by its
+    load workers. On CPython those workers need the GIL for the load's Python code, which the
+    layer's own numpy calls on small arrays seldom give up, so a prefetch often completes only
+    when the layer waits for it.
+``readahead``
+    The kernel reads the predicted experts' bytes into the OS page cache in the background
+    (``ExpertStore.readahead``: posix_fadvise WILLNEED), with no thread of ours; nothing enters
+    the cache until the layer asks, when the load copies them from memory. The budget is then
+    untouched; the bytes in flight (one layer's predictions) sit in the OS page cache, and with
+    ``ExpertStore(page_cache=False)`` the load drops them, or the next ``observe`` does for
+    predictions the layer did not use (``ExpertStore.forget``). Issued bytes count file bytes.
+
 Two predictors, chosen by ``predictor``:
 
 ``router``
@@ -48,6 +63,7 @@ import numpy as np
 from edge.backends.experts import expert_key, split_key
 
 PREDICTORS = ("router", "transitions", "both")
+MODES = ("load", "readahead")
 
 Normaliser = Callable[[int, np.ndarray], np.ndarray]  # (layer, residual) -> that layer's input
 
@@ -119,10 +135,14 @@ class Prefetcher:
     positive factor per token (which changes no token's top k; identity when None)."""
 
     def __init__(self, cache, store, routers: dict[int, np.ndarray], k: int, *,
-                 predictor: str = "router", normalise: Normaliser | None = None) -> None:
+                 predictor: str = "router", normalise: Normaliser | None = None,
+                 mode: str = "load") -> None:
         if predictor not in PREDICTORS:
             raise ValueError(f"predictor must be one of {', '.join(PREDICTORS)}, "
                              f"got {predictor!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.mode = mode
         self.cache = cache
         self.store = store
         self.routers = routers
@@ -152,9 +172,12 @@ class Prefetcher:
             used = set(experts.ravel().tolist())
             useful = useful_bytes = 0
             for key, size in issued.items():
-                if split_key(key)[1] in used and self._still_there(key):
+                expert = split_key(key)[1]
+                if expert in used and (self.mode == "readahead" or self._still_there(key)):
                     useful += 1
                     useful_bytes += size
+                elif self.mode == "readahead":
+                    self.store.forget(layer, expert)
             issued_bytes = sum(issued.values())
             self._add(predicted=len(predicted), used=len(used),
                       correct=len(predicted & used), useful=useful, useful_bytes=useful_bytes,
@@ -182,6 +205,14 @@ class Prefetcher:
             (resident if key in self.cache else absent).append(key)
         issued: dict[int, int] = {}
         not_started = 0
+        if self.mode == "readahead":
+            for key in absent:
+                advised = self.store.readahead(*split_key(key))
+                if advised:
+                    issued[key] = advised
+            self._pending = (nxt, predicted, issued)
+            self._add(issued=len(issued), bytes_issued=sum(issued.values()))
+            return
         # The predicted experts already resident are held while the others' prefetches make
         # room: a prefetch evicts by the cache's policy, which would otherwise pick among them
         # (at a small budget the next layer's resident experts are the least recently used). A

@@ -8,9 +8,12 @@ read; ``--json FILE`` writes the same figures (atomically), ``--routing FILE.npy
 experts as the (tokens, layers, top_k) array ``edge moe analyze`` reads.
 
 ``--prefetch on`` predicts each next layer's experts while a layer runs and reads them on the
-cache's background load workers (``--predictor``: the next layer's router, the learned
-cross-layer transition table, or both; see ``edge.moe.prefetch``); the figures then include the
-prefetch counters (issued, useful, wasted bytes, precision and recall of the predictions).
+cache's background load workers; ``--prefetch readahead`` has the kernel read them into the OS
+page cache instead, the layer's loads then copying them from memory (``--predictor``: the next
+layer's router, the learned cross-layer transition table, or both; see ``edge.moe.prefetch``);
+the figures then include the prefetch counters (issued, useful, wasted bytes, precision and
+recall of the predictions). ``--page-cache drop`` reads experts past the OS page cache, so
+every load reads the disk (``ExpertStore(page_cache=False)``).
 
 ``--budget`` is bytes (``4MiB``) or a multiple of the active experts (``2x``: twice top_k
 experts per MoE layer, summed over the layers). Prompts are tokenized by llama.cpp's tokenizer
@@ -31,7 +34,8 @@ import click
 from edge.cli_errors import friendly_errors
 
 DEFAULT_PROMPTS = ("The quick brown fox", "Once upon a time", "SELECT name FROM users")
-PREFETCH_WORKERS = 2  # background readers with --prefetch on (off: loads in the calling thread)
+PREFETCH_WORKERS = 2  # background readers with --prefetch on (else loads in the calling thread)
+PREFETCH_MODES = {"off": False, "on": "load", "readahead": "readahead"}  # MoeModel's prefetch
 _MULTIPLE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*x\s*$", re.IGNORECASE)
 
 
@@ -87,11 +91,19 @@ class _Tokenizer:
                    "(2x: twice top_k experts per layer, summed over layers).")
 @click.option("--policy", default="lru", show_default=True,
               help="Eviction policy of the expert cache: lru, s3fifo, learned, ...")
-@click.option("--prefetch", type=click.Choice(["on", "off"]), default="off", show_default=True,
-              help="Prefetch each next layer's predicted experts on background readers.")
+@click.option("--prefetch", type=click.Choice(["off", "on", "readahead"]), default="off",
+              show_default=True,
+              help="Prefetch each next layer's predicted experts: on: loaded into the cache by "
+                   "background readers; readahead: read into the OS page cache by the kernel "
+                   "(posix_fadvise), the cache loading them from memory when asked.")
 @click.option("--predictor", type=click.Choice(["router", "transitions", "both"]),
               default="router", show_default=True,
-              help="With --prefetch on: how the next layer's experts are predicted.")
+              help="With --prefetch: how the next layer's experts are predicted.")
+@click.option("--page-cache", type=click.Choice(["keep", "drop"]), default="keep",
+              show_default=True,
+              help="drop: read experts past the OS page cache (no readahead, pages dropped "
+                   "once read), so every load reads the disk and only the budget holds "
+                   "experts in RAM: the regime of a model larger than RAM (Linux).")
 @click.option("--prompt", "prompts", multiple=True,
               help="A prompt (repeatable); default: three short built-in ones.")
 @click.option("--max-tokens", type=click.IntRange(0), default=32, show_default=True,
@@ -108,7 +120,7 @@ class _Tokenizer:
               help="Write every token's experts to this .npy file (tokens, layers, top_k).")
 @click.option("--quiet", is_flag=True, help="Print only the figures, not the generated text.")
 @friendly_errors
-def run(model: Path, budget: str, policy: str, prefetch: str, predictor: str,
+def run(model: Path, budget: str, policy: str, prefetch: str, predictor: str, page_cache: str,
         prompts: tuple[str, ...], max_tokens: int,
         temperature: float, seed: int, n_ctx: int, json_path: Path | None,
         routing_path: Path | None, quiet: bool) -> None:
@@ -119,7 +131,7 @@ def run(model: Path, budget: str, policy: str, prefetch: str, predictor: str,
     from edge.moe.model import MoeModel
     from edge.schema import format_bytes
 
-    store = ExpertStore(model)
+    store = ExpertStore(model, page_cache=page_cache == "keep")
     try:
         layout = store.layout
         limit = budget_bytes(budget, store.nbytes(layout.moe_layers[0], 0),
@@ -127,7 +139,7 @@ def run(model: Path, budget: str, policy: str, prefetch: str, predictor: str,
         with PagedCache(limit, policy, loader=store.load_key, sizer=store.size_of_key,
                         load_workers=PREFETCH_WORKERS if prefetch == "on" else 0) as cache:
             moe = MoeModel(store, cache, n_ctx=n_ctx, record_routing=routing_path is not None,
-                           prefetch=prefetch == "on", predictor=predictor)
+                           prefetch=PREFETCH_MODES[prefetch], predictor=predictor)
             tokenizer = _Tokenizer(model)
             try:
                 generated, seconds = 0, 0.0
@@ -147,18 +159,19 @@ def run(model: Path, budget: str, policy: str, prefetch: str, predictor: str,
             routing = moe.routing() if routing_path is not None else None
     finally:
         store.close()
-    figures = {"model": str(model), "budget": limit, "policy": policy,
+    figures = {"model": str(model), "budget": limit, "policy": policy, "page_cache": page_cache,
                "tokens": generated, "seconds": seconds,
                "tokens_per_s": generated / seconds if seconds else 0.0, **counters.as_dict(),
                "prefetch": None if prefetched is None else
-               {"predictor": predictor, **prefetched.as_dict()}}
+               {"mode": prefetch, "predictor": predictor, **prefetched.as_dict()}}
     click.echo(f"{generated} tokens in {seconds:.2f} s ({figures['tokens_per_s']:.1f} tokens/s); "
                f"budget {format_bytes(limit)} ({policy}); hit ratio {counters.hit_ratio:.3f} "
                f"({counters.hits} hits, {counters.misses} misses); "
                f"{counters.bytes_read} bytes read")
     if prefetched is not None:
-        click.echo(f"prefetch ({predictor}): {prefetched.issued} issued, {prefetched.useful} "
-                   f"useful, {prefetched.wasted_bytes} bytes wasted; predictions precision "
+        click.echo(f"prefetch ({prefetch}, {predictor}): {prefetched.issued} issued, "
+                   f"{prefetched.useful} useful, {prefetched.wasted_bytes} bytes wasted; "
+                   f"predictions precision "
                    f"{prefetched.precision:.3f}, recall {prefetched.recall:.3f}")
     if json_path is not None:
         write_atomic(json_path, (json.dumps(figures, indent=2) + "\n").encode())
