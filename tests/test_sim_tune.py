@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from edge.cli import main
 from edge.config import EdgeConfig, from_mapping, load_config
 from edge.errors import ConfigError
+from edge.paging_cost import PagingCostModel
 from edge.sim.generate import scan_bursts
 from edge.sim.replay import replay_arrays
 from edge.sim.trace import read_trace
@@ -204,6 +205,7 @@ def test_router_paths_validate_and_warn(tmp_path, trace):
         "--jobs", "1"])
     assert result.exit_code == 0, result.output
     assert "warning: router.seed is not read by the cache replay" in result.stderr
+    assert "(the objective routing_objective or regret replays the router)" in result.stderr
     assert "2 candidates" in result.stdout
 
 
@@ -309,3 +311,89 @@ def test_first_candidates_timed_for_an_estimate_are_not_replayed_twice(trace):
     assert [e.hit_ratio for e in resumed] == [e.hit_ratio for e in whole]
     with pytest.raises(ValueError, match=r"done\[0\] is not an evaluation of candidate 0"):
         evaluate(trace, candidates, space, done=first[1:])
+
+
+# ---- routing objectives: router.* settings replayed through the router --------------------
+
+ROUTING_SPACE = {"objective": "routing_objective", "budgets": ["30%"],
+                 "space": {"router.polar.mode": ["off", "polar+"],
+                           "router.linucb.alpha": [0.0, 0.5]}}
+
+
+@pytest.fixture(scope="module")
+def routing_trace(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tune-routing") / "tenants.csv"
+    gen = CliRunner().invoke(main, ["trace", "gen", "tenants", "--requests", "1500",
+                                    "--objects", "12", "--tenants", "4", "--context-dim", "8",
+                                    "--seed", "3", "--out", str(path)])
+    assert gen.exit_code == 0, gen.output
+    return path
+
+
+def test_routing_objective_tunes_router_settings_and_the_winner_replays_to_its_figure(
+        tmp_path, routing_trace):
+    from edge.sim.routing import routing_events, run_routing
+    from edge.sim.specs import working_set_bytes
+
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(ROUTING_SPACE))
+    out, report = tmp_path / "best.yaml", tmp_path / "tune.json"
+    result = CliRunner().invoke(main, [
+        "tune", "--trace", str(routing_trace), "--config", str(tmp_path / "base.yaml"),
+        "--space", str(tmp_path / "space.yaml"), "--out", str(out), "--json", str(report),
+        "--jobs", "1"])
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.stderr  # every varied path is replayed
+    assert "4 candidates" in result.stdout and "objective" in result.stdout
+    ranking = json.loads(report.read_text())["ranking"]
+    objectives = [row["routing_objective"] for row in ranking]
+    assert objectives == sorted(objectives, reverse=True) and len(set(objectives)) > 1
+    # The candidates differ where the router reads them: mode and alpha change the routes.
+    assert len({(row["regret"], row["paging_seconds"]) for row in ranking}) == 4
+    # Each candidate is its configuration as written: a polar+ candidate at alpha a is the
+    # polar+ strategy of `edge sim --router` (run_routing) over a file with that alpha.
+    trace = read_trace(routing_trace)
+    budget = int(0.3 * working_set_bytes(trace.keys, trace.sizes))
+    events = routing_events(trace)
+    for row in ranking:
+        config = from_mapping(EdgeConfig, row["config"])
+        strategy = {"polar+": "polar+", "off": "linucb"}[config.router.polar.mode]
+        [peer] = run_routing(events, (strategy,), budget, PagingCostModel(), config=config)
+        assert row["routing_objective"] == pytest.approx(peer["objective"], abs=1e-9)
+        assert row["regret"] == pytest.approx(peer["regret"], abs=1e-9)
+    best = load_config(out)
+    assert best.router.polar.mode == ranking[0]["config"]["router"]["polar"]["mode"]
+    assert best.router.linucb.alpha == ranking[0]["config"]["router"]["linucb"]["alpha"]
+
+
+def test_routing_results_do_not_depend_on_jobs(routing_trace):
+    trace = read_trace(routing_trace)
+    space = parse_space(ROUTING_SPACE)
+    candidates = build_candidates(base_config(), space)
+    one = evaluate(trace, candidates, space, jobs=1)
+    two = evaluate(trace, candidates, space, jobs=2)
+    def figures(evaluations):  # all but the wall time
+        return [[{k: v for k, v in r.items() if k != "wall_s"} for r in e.results]
+                for e in evaluations]
+
+    assert figures(one) == figures(two)
+    assert [e.candidate.index for e in rank(one, "regret")] == \
+        [e.candidate.index for e in rank(two, "regret")]
+
+
+def test_routing_objective_needs_contexts_and_warns_about_router_state(tmp_path, trace):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
+    from edge.sim.trace import write_trace
+    write_trace(trace, tmp_path / "plain.csv")  # no context column
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(ROUTING_SPACE))
+    result = CliRunner().invoke(main, [
+        "tune", "--trace", str(tmp_path / "plain.csv"), "--config", str(tmp_path / "base.yaml"),
+        "--space", str(tmp_path / "space.yaml"), "--out", str(tmp_path / "b.yaml")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "a routing objective replays the router: the trace has no context column" \
+        in result.output
+    assert not (tmp_path / "b.yaml").exists()
+    space = parse_space({"objective": "regret",
+                         "space": {"router.state.save_interval_seconds": [10, 20],
+                                   "router.seed": [0]}})
+    assert space.unreplayed_paths() == ["router.state.save_interval_seconds"]

@@ -217,10 +217,16 @@ def tune(trace_path, fmt, columns, no_header, skip_bad, limit, config_path, spac
         candidates = tuning.build_candidates(base, space, on_progress=validating)
     except ConfigError as exc:
         raise ConfigError(f"{space_path}: {exc}") from None
+    replay = "routing replay" if space.routing else "cache replay"
     for path in space.unreplayed_paths():
-        click.echo(f"warning: {path} is not read by the cache replay; candidates that differ "
-                   "only there tie", err=True)
+        hint = ("" if space.routing or not path.startswith("router.") else
+                f" (the objective {tuning.ROUTING_OBJECTIVES[0]} or "
+                f"{tuning.ROUTING_OBJECTIVES[1]} replays the router)")
+        click.echo(f"warning: {path} is not read by the {replay}; candidates that differ "
+                   f"only there tie{hint}", err=True)
     trace = load_trace(trace_path, fmt, columns, no_header, skip_bad, limit)
+    if space.routing:
+        tuning.check_routing_trace(trace, base)
     jobs = jobs or os.cpu_count() or 1
     click.echo(f"{len(candidates)} candidates ({space.method}), {len(trace):,} requests, "
                f"{min(jobs, len(candidates))} worker(s)")

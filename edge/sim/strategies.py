@@ -18,6 +18,9 @@ Each runs under the policy file's cache policy, or under the eviction policy nam
 policy; the policy file's ``policy_params`` are kept only when the policy is the file's own).
 
 Cache-aware: ``polar``, ``polar+`` (docs/router.md), under the policy file's cache policy.
+
+``configured``: the policy file's router and cache exactly as written (``edge tune``'s routing
+replay runs each candidate so).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from edge.router.config import FeatureConfig, RouterConfig, StateConfig
 STRATEGY_NAMES = ("random", "greedy", "epsilon-greedy", "linucb+lru", "lints+lru", "polar",
                   "polar+", "oracle")
 CACHE_UNAWARE = ("linucb", "lints", "greedy", "epsilon-greedy")
-_OTHERS = ("random", "polar", "polar+", "oracle")
+_OTHERS = ("random", "polar", "polar+", "oracle", "configured")
 EPSILON = 0.05
 
 
@@ -68,7 +71,10 @@ def router_config_for(name: str, base: RouterConfig, context_dim: int) -> Router
                          else 0.0)
     elif learner == "lints":
         linucb = replace(linucb, exploration="thompson")
-    mode = learner if learner in ("polar", "polar+") else "off"
+    if learner == "configured":
+        mode = polar.mode
+    else:
+        mode = learner if learner in ("polar", "polar+") else "off"
     return replace(base, linucb=linucb, polar=replace(polar, mode=mode),
                    features=FeatureConfig(extractor="vector", dim=context_dim),
                    state=StateConfig(path=None))

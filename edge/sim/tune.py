@@ -5,7 +5,8 @@ A search space is YAML::
     method: grid            # or random (then samples and seed)
     samples: 20
     seed: 0
-    objective: hit_ratio    # or byte_hit_ratio, or paging_seconds (minimised)
+    objective: hit_ratio    # or byte_hit_ratio, paging_seconds (minimised); routing_objective
+                            # or regret (minimised): the router's replay, below
     budgets: [64MiB, 5%]    # optional: average over these instead of the base's cache.budget
     space:
       cache.policy:                       # a mapping: each key is a choice, its value the
@@ -22,6 +23,15 @@ loader (``edge.config.from_mapping(EdgeConfig, ...)``) before anything is replay
 entry that would make a bad policy file is an error naming it, and the winner written by
 ``save_config`` loads unchanged. Paths reach any section the loader knows, which is how new
 sections (the router's) become tunable without touching this module.
+
+Routing objectives (``routing_objective``: reward minus lambda x every second spent paging;
+``regret``: reward-only regret) replay each candidate's router *and* cache over the trace's
+contexts instead (``edge.sim.routing.replay_routing`` with the ``configured`` strategy: the
+candidate exactly as written, through ``Runtime.handle`` over the simulated backend), so
+``router.*`` paths are searched like ``cache.*`` ones. The trace needs a context per request
+(``edge sim --router``'s traces: the labelled adapter earns utility 1, the others 0); text
+contexts are featurised by each candidate's ``router.features``. Only ``router.state`` is not
+read by that replay.
 
 Choosing a ``cache.policy`` other than the base's drops the base's ``cache.policy_params``:
 they belong to the base's policy and would not validate under another. Candidates that
@@ -66,12 +76,18 @@ from edge.sim.trace import Trace, check_byte_total
 
 METHODS = ("grid", "random")
 # objective -> True when larger is better
-OBJECTIVES = {"hit_ratio": True, "byte_hit_ratio": True, "paging_seconds": False}
+OBJECTIVES = {"hit_ratio": True, "byte_hit_ratio": True, "paging_seconds": False,
+              "routing_objective": True, "regret": False}
+# Objectives of the routing replay (router and cache over the trace's contexts).
+ROUTING_OBJECTIVES = ("routing_objective", "regret")
 _SPACE_FILE_KEYS = ("method", "samples", "seed", "objective", "budgets", "space")
 # Choosing a new value at the key drops the base's value at the paired path (see docstring).
 _RESET_WITH = {"cache.policy": "cache.policy_params"}
 # The cache replay reads only these sections; varying anything else cannot change a result.
 _REPLAYED_SECTIONS = ("cache.",)
+# The routing replay reads the router too, but not where its state would be saved.
+_ROUTING_SECTIONS = ("cache.", "router.")
+_ROUTING_UNREAD = ("router.state.",)
 
 Assignment = tuple[tuple[str, Any], ...]  # (dotted path, value) in space order
 
@@ -114,8 +130,16 @@ class SearchSpace:
         walk(self.dimensions)
         return out
 
+    @property
+    def routing(self) -> bool:
+        """Whether candidates are replayed through the router (a routing objective)."""
+        return self.objective in ROUTING_OBJECTIVES
+
     def unreplayed_paths(self) -> list[str]:
-        """Paths the cache replay does not read: candidates differing only there tie."""
+        """Paths the replay does not read: candidates differing only there tie."""
+        if self.routing:
+            return [p for p in self.paths()
+                    if not p.startswith(_ROUTING_SECTIONS) or p.startswith(_ROUTING_UNREAD)]
         return [p for p in self.paths() if not p.startswith(_REPLAYED_SECTIONS)]
 
 
@@ -373,6 +397,38 @@ class Evaluation:
         return getattr(self, objective)
 
 
+@dataclass(frozen=True)
+class RoutingEvaluation:
+    """A candidate's router and cache over the trace's contexts, one result per budget (the
+    dicts of ``edge.sim.routing.replay_routing``); figures are means over the budgets."""
+
+    candidate: Candidate
+    results: tuple[dict[str, Any], ...]
+
+    @property
+    def routing_objective(self) -> float:
+        return _mean(r["objective"] for r in self.results)
+
+    @property
+    def regret(self) -> float:
+        return _mean(r["regret"] for r in self.results)
+
+    @property
+    def reward(self) -> float:
+        return _mean(r["reward"] for r in self.results)
+
+    @property
+    def hit_ratio(self) -> float:
+        return _mean(r["hit_ratio"] for r in self.results)
+
+    @property
+    def paging_seconds(self) -> float:
+        return _mean(r["total_paging_s"] for r in self.results)
+
+    def score(self, objective: str) -> float:
+        return getattr(self, objective)
+
+
 def _mean(values) -> float:
     values = list(values)
     return math.fsum(values) / len(values)
@@ -394,6 +450,50 @@ def _init_worker(keys, sizes, times, load_costs, profile) -> None:
     _WORKER.update(keys=keys, sizes=sizes, times=times, load_costs=load_costs, profile=profile)
 
 
+def _init_routing_worker(trace, profile) -> None:
+    _WORKER.update(trace=trace, profile=profile, events={})
+
+
+def _routing_events(features):
+    """The trace's routing problem under these feature settings (kept: candidates that share
+    them share it)."""
+    from edge.sim.routing import routing_events
+
+    key = json.dumps(to_mapping(features), sort_keys=True, default=str)
+    events = _WORKER["events"].get(key)
+    if events is None:
+        events = _WORKER["events"][key] = routing_events(_WORKER["trace"], features)
+    return events
+
+
+def _run_routing_candidate(task: tuple[EdgeConfig, list[int]]) -> tuple[dict[str, Any], ...]:
+    from edge.sim.routing import replay_routing
+
+    config, budgets = task
+    events = _routing_events(config.router.features)
+    out = []
+    for budget in budgets:
+        # The conventions of edge sim --router (run_routing): rewards as labelled, no noise.
+        result = replay_routing("configured", events.contexts, events.utilities, events.sizes,
+                                config=config, budget_bytes=budget,
+                                paging_cost=_WORKER["profile"],
+                                rng=np.random.default_rng(config.router.seed + 1),
+                                reward_noise=0.0, arm_ids=events.arm_ids)
+        result.pop("regret_curve")
+        out.append(result)
+    return tuple(out)
+
+
+def check_routing_trace(trace: Trace, base: EdgeConfig) -> None:
+    """``ConfigError`` when the trace cannot be routed (no contexts), before any replay."""
+    from edge.sim.routing import routing_events
+
+    try:
+        routing_events(trace, base.router.features)
+    except ValueError as exc:
+        raise ConfigError(f"a routing objective replays the router: {exc}") from None
+
+
 def _run_candidate(task: tuple[CacheConfig, list[int]]) -> tuple[ReplayResult, ...]:
     cache, budgets = task
     w = _WORKER
@@ -406,8 +506,10 @@ def _run_candidate(task: tuple[CacheConfig, list[int]]) -> tuple[ReplayResult, .
 def evaluate(trace: Trace, candidates: Sequence[Candidate], space: SearchSpace, *,
              profile: PagingCostModel | None = None, jobs: int = 1,
              on_result: Callable[[int], None] | None = None,
-             done: Sequence[Evaluation] = ()) -> list[Evaluation]:
-    """Replay every candidate (``jobs`` processes); results in candidate order.
+             done: Sequence[Evaluation | RoutingEvaluation] = ()
+             ) -> list[Evaluation] | list[RoutingEvaluation]:
+    """Replay every candidate (``jobs`` processes); results in candidate order. A routing
+    objective replays router and cache (``RoutingEvaluation``), else the cache alone.
 
     ``done``: evaluations of the first candidates already replayed (``measure_first``); they
     are kept, not replayed again, and count in ``on_result``."""
@@ -417,29 +519,37 @@ def evaluate(trace: Trace, candidates: Sequence[Candidate], space: SearchSpace, 
         if i >= len(candidates) or e.candidate != candidates[i]:
             raise ValueError(f"done[{i}] is not an evaluation of candidate {i}: pass the "
                              "evaluations of the first candidates, in order")
+    # The working set is every adapter's bytes once: percentages of it for both replays.
     working_set = working_set_bytes(trace.keys, trace.sizes)
-    tasks = [(c.config.cache, candidate_budgets(c, space, working_set))
-             for c in candidates[len(done):]]
-    init_args = (trace.keys, trace.sizes, trace.times, trace.load_costs, profile)
-    results: list[tuple[ReplayResult, ...]] = [e.results for e in done]
+    if space.routing:
+        kind, run, init = RoutingEvaluation, _run_routing_candidate, _init_routing_worker
+        tasks = [(c.config, candidate_budgets(c, space, working_set))
+                 for c in candidates[len(done):]]
+        init_args: tuple = (trace, profile)
+    else:
+        kind, run, init = Evaluation, _run_candidate, _init_worker
+        tasks = [(c.config.cache, candidate_budgets(c, space, working_set))
+                 for c in candidates[len(done):]]
+        init_args = (trace.keys, trace.sizes, trace.times, trace.load_costs, profile)
+    results: list[tuple] = [e.results for e in done]
     if jobs <= 1 or len(tasks) <= 1:
-        _init_worker(*init_args)
+        init(*init_args)
         try:
             for task in tasks:
-                results.append(_run_candidate(task))
+                results.append(run(task))
                 if on_result:
                     on_result(len(results))
         finally:
             _WORKER.clear()
     else:
-        with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), initializer=_init_worker,
+        with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), initializer=init,
                                  initargs=init_args) as pool:
             # map keeps candidate order whatever order the workers finish in.
-            for result in pool.map(_run_candidate, tasks):
+            for result in pool.map(run, tasks):
                 results.append(result)
                 if on_result:
                     on_result(len(results))
-    return [Evaluation(c, r) for c, r in zip(candidates, results, strict=True)]
+    return [kind(c, r) for c, r in zip(candidates, results, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -536,8 +646,17 @@ def best_config(best: Evaluation, objective: str, n_candidates: int,
     return replace(best.candidate.config, description=note)
 
 
-def tune_json(ranked: Sequence[Evaluation], space: SearchSpace, trace_path: str,
-              jobs: int) -> dict[str, Any]:
+def tune_json(ranked: Sequence[Evaluation | RoutingEvaluation], space: SearchSpace,
+              trace_path: str, jobs: int) -> dict[str, Any]:
+    if space.routing:
+        figures = [{"routing_objective": e.routing_objective, "regret": e.regret,
+                    "reward": e.reward, "hit_ratio": e.hit_ratio,
+                    "paging_seconds": e.paging_seconds, "per_budget": list(e.results)}
+                   for e in ranked]
+    else:
+        figures = [{"hit_ratio": e.hit_ratio, "byte_hit_ratio": e.byte_hit_ratio,
+                    "paging_seconds": e.paging_seconds,
+                    "per_budget": [r.as_dict() for r in e.results]} for e in ranked]
     return {
         "version": 1,
         "trace": trace_path,
@@ -551,25 +670,33 @@ def tune_json(ranked: Sequence[Evaluation], space: SearchSpace, trace_path: str,
             "rank": i + 1, "candidate": e.candidate.index,
             "assignment": {p: v for p, v in e.candidate.assignment},
             "config": to_mapping(e.candidate.config),
-            "objective": e.score(space.objective), "hit_ratio": e.hit_ratio,
-            "byte_hit_ratio": e.byte_hit_ratio, "paging_seconds": e.paging_seconds,
-            "per_budget": [r.as_dict() for r in e.results],
+            "objective": e.score(space.objective), **figures[i],
         } for i, e in enumerate(ranked)],
     }
 
 
-def format_ranking(ranked: Sequence[Evaluation], space: SearchSpace, top: int | None) -> str:
+def format_ranking(ranked: Sequence[Evaluation | RoutingEvaluation], space: SearchSpace,
+                   top: int | None) -> str:
     short = short_names(space.paths())
     shown = ranked if top is None else ranked[:top]
-    head = f"{'rank':>4} {'hit ratio':>9} {'byte hits':>9} {'paging s':>10}  configuration"
+    if space.routing:
+        head = (f"{'rank':>4} {'objective':>11} {'regret':>9} {'hit ratio':>9} {'paging s':>10}"
+                "  configuration")
+    else:
+        head = f"{'rank':>4} {'hit ratio':>9} {'byte hits':>9} {'paging s':>10}  configuration"
     lines = [f"objective: {space.objective}"
              + (" (lower is better)" if not OBJECTIVES[space.objective] else "")
              + (f", mean over budgets {', '.join(space.budgets)}" if space.budgets else
                 ", at each candidate's cache.budget"),
              head, "-" * len(head)]
     for i, e in enumerate(shown, 1):
-        lines.append(f"{i:>4} {e.hit_ratio:>9.4f} {e.byte_hit_ratio:>9.4f} "
-                     f"{e.paging_seconds:>10.2f}  {e.candidate.label(short) or '(base)'}")
+        label = e.candidate.label(short) or "(base)"
+        if space.routing:
+            lines.append(f"{i:>4} {e.routing_objective:>11.2f} {e.regret:>9.2f} "
+                         f"{e.hit_ratio:>9.4f} {e.paging_seconds:>10.2f}  {label}")
+        else:
+            lines.append(f"{i:>4} {e.hit_ratio:>9.4f} {e.byte_hit_ratio:>9.4f} "
+                         f"{e.paging_seconds:>10.2f}  {label}")
     if len(shown) < len(ranked):
         lines.append(f"     ... {len(ranked) - len(shown)} more (--top, or --json for all)")
     return "\n".join(lines)
