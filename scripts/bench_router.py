@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Routing benchmark: POLAR / POLAR+ against the baselines a reviewer would pick, and peers.
 
-Part 1 (quality): for N in --arms, seeded synthetic problems (edge.sim.synthetic) are replayed
+Part 1 (quality): for N in --arms, seeded problems of the ``--workload`` are replayed
 through every strategy's Runtime.handle over the simulated backend (edge.sim.routing): the real
 PagedCache and Router, modelled paging time. Strategies: random; greedy + LRU; LinUCB + LRU;
 LinUCB + the best classical eviction policy; linear Thompson sampling + LRU; POLAR; POLAR+; the
 oracle. One objective for all: reward minus lambda x every second spent paging (blocking and
-prefetch); reward-only regret and paging beside it.
+prefetch); reward-only regret and paging beside it. Workloads: ``linear`` (edge.sim.synthetic:
+contexts given as vectors, utilities exactly linear in them, sizes log-uniform in 16-128 MiB) and
+``text`` (edge.sim.text_problem: tenants writing prompts in distinct styles, featurised by the
+policy file's feature extractor, utilities by tenant, sizes of real LoRA files, popularity that
+drifts). ``--jobs`` runs instances in parallel processes (results do not depend on it).
 
 Tuning is held out: every tunable of every strategy (ours included) is chosen by a coordinate
 search on *tuning* instances, then the strategies are reported on *reported* instances. The
@@ -24,11 +28,13 @@ cost is reported on its own). Prints one JSON object; --out writes it too.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -52,6 +58,7 @@ from edge.runtime import InferenceRequest, Runtime  # noqa: E402
 from edge.sim.backend import SimulatedBackend  # noqa: E402
 from edge.sim.routing import replay_routing  # noqa: E402
 from edge.sim.synthetic import make_problem  # noqa: E402
+from edge.sim.text_problem import make_text_problem  # noqa: E402
 from edge.sim.tune import apply_assignment  # noqa: E402
 
 ALPHAS = [0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0]
@@ -101,9 +108,22 @@ def check_seed_split(tuning: list[int], reported: list[int]) -> None:
 # ---- quality -------------------------------------------------------------------------------
 
 
+WORKLOADS = ("linear", "text")
+
+
+@functools.lru_cache(maxsize=16)
+def make_instance(workload: str, n_arms: int, seed: int, horizon: int, dim: int):
+    """The problem instance of a seed (built once per process: every strategy and setting of
+    a tuning stage replays the same instances)."""
+    rng = np.random.default_rng(seed)
+    if workload == "text":  # contexts from the policy file's default feature extractor
+        return make_text_problem(n_arms, horizon, rng, features=EdgeConfig().router.features)
+    return make_problem(n_arms, dim, horizon, rng)
+
+
 def run_instance(label, settings, seed, n_arms, args, device, base_config, index):
     """One strategy on one problem instance; ``index`` seeds the router and the noise."""
-    problem = make_problem(n_arms, args.dim, args.horizon, np.random.default_rng(seed))
+    problem = make_instance(args.workload, n_arms, seed, args.horizon, args.dim)
     budget = _budget(problem, args)
     mapping = apply_assignment(to_mapping(base_config), tuple(settings.items()))
     mapping["router"]["seed"] = 1000 + index
@@ -115,6 +135,23 @@ def run_instance(label, settings, seed, n_arms, args, device, base_config, index
                           reward_noise=args.noise)
 
 
+_POOL: ProcessPoolExecutor | None = None
+
+
+def _run_task(task):
+    return run_instance(*task)
+
+
+def run_many(tasks, args) -> list[dict]:
+    """``run_instance`` of every task, in order; on ``--jobs`` processes when more than one."""
+    global _POOL
+    if args.jobs <= 1 or len(tasks) <= 1:
+        return [run_instance(*task) for task in tasks]
+    if _POOL is None:
+        _POOL = ProcessPoolExecutor(max_workers=args.jobs)
+    return list(_POOL.map(_run_task, tasks))
+
+
 def tune_strategy(label, n_arms, seeds, args, device, base_config):
     """Coordinate search of the strategy's stages on the tuning instances, by mean objective."""
     stages = STRATEGIES[label][1]
@@ -124,8 +161,8 @@ def tune_strategy(label, n_arms, seeds, args, device, base_config):
     def score(settings):
         key = json.dumps(settings, sort_keys=True)
         if key not in tried:
-            runs = [run_instance(label, settings, s, n_arms, args, device, base_config,
-                                 10_000 + i) for i, s in enumerate(seeds)]
+            runs = run_many([(label, settings, s, n_arms, args, device, base_config, 10_000 + i)
+                             for i, s in enumerate(seeds)], args)
             tried[key] = statistics.fmean(r["objective"] for r in runs)
         return tried[key]
 
@@ -147,15 +184,15 @@ def quality(n_arms, args, device, base_config):
         tuning[label] = tune_strategy(label, n_arms, tuning_seeds, args, device, base_config)
         print(f"  N={n_arms} tuned {label:22s} {tuning[label]['chosen']}", file=sys.stderr)
     runs = {label: [] for label in STRATEGIES}
-    for rep, seed in enumerate(reported_seeds):
-        for label in STRATEGIES:
-            r = run_instance(label, tuning[label]["chosen"], seed, n_arms, args, device,
-                             base_config, rep)
-            r.pop("regret_curve")
-            runs[label].append(r)
-            print(f"  N={n_arms} rep {rep} {label:22s} regret {r['regret']:9.1f} objective "
-                  f"{r['objective']:9.1f} hit {r['hit_ratio']:.3f} paging "
-                  f"{r['total_paging_s']:8.2f}s ({r['wall_s']:.1f}s)", file=sys.stderr)
+    tasks = [(label, tuning[label]["chosen"], seed, n_arms, args, device, base_config, rep)
+             for rep, seed in enumerate(reported_seeds) for label in STRATEGIES]
+    for task, r in zip(tasks, run_many(tasks, args), strict=True):
+        label, rep = task[0], task[-1]
+        r.pop("regret_curve")
+        runs[label].append(r)
+        print(f"  N={n_arms} rep {rep} {label:22s} regret {r['regret']:9.1f} objective "
+              f"{r['objective']:9.1f} hit {r['hit_ratio']:.3f} paging "
+              f"{r['total_paging_s']:8.2f}s ({r['wall_s']:.1f}s)", file=sys.stderr)
     keys = ("regret", "objective", "reward", "hit_ratio", "blocking_paging_s",
             "prefetch_paging_s", "total_paging_s", "arms_tried", "wall_s")
     summary = {label: {k: statistics.median(r[k] for r in rs) for k in keys}
@@ -353,6 +390,11 @@ def parse_args(argv=None):
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--table", metavar="RESULT_JSON",
                    help="only print the markdown tables of an earlier run's JSON (alone)")
+    p.add_argument("--workload", choices=WORKLOADS, default="linear",
+                   help="linear: the synthetic linear problem; text: tenants' text prompts "
+                        "through the feature extractor, real LoRA sizes, drifting popularity")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="processes running instances in parallel (results do not depend on it)")
     p.add_argument("--arms", type=int, nargs="+", default=[16, 64, 256])
     p.add_argument("--dim", type=int, default=32)
     p.add_argument("--horizon", type=int, default=20000)
@@ -375,6 +417,11 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.tune_seed is None:
         args.tune_seed = args.seed + 1_000_003
+    if args.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {args.jobs}")
+    if args.workload == "text" and not args.skip_speed:
+        p.error("--workload text measures quality only (the speed part times d = --dim "
+                "vectors): add --skip-speed")
     if args.quick:
         args.arms = [16, 64]
         args.horizon, args.speed_steps, args.repeats, args.peer_steps = 2000, 1000, 3, 200
@@ -448,9 +495,13 @@ def main(argv=None) -> int:
         "quality": {},
         "speed": {},
     }
-    if not args.skip_quality:
-        for n in args.arms:
-            result["quality"][str(n)] = quality(n, args, device, base_config)
+    try:
+        if not args.skip_quality:
+            for n in args.arms:
+                result["quality"][str(n)] = quality(n, args, device, base_config)
+    finally:
+        if _POOL is not None:
+            _POOL.shutdown()
     if not args.skip_speed:
         for n in args.arms:
             speed_entry(n, args, device, base_config, result)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_router.py"
 def bench():
     spec = importlib.util.spec_from_file_location("bench_router", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    # Registered, so that --jobs can pickle the script's functions for its worker processes.
+    sys.modules["bench_router"] = module
     spec.loader.exec_module(module)
     return module
 
@@ -63,3 +66,31 @@ def test_the_json_names_the_seed_split_and_every_chosen_value(bench, tmp_path, c
     row = next(line for line in bench.markdown_tables(data).splitlines()
                if line.startswith("| 8 | polar+ |"))
     assert f"| {q['strategies']['polar+']['objective']:.1f} |" in row
+
+
+def test_text_workload_and_parallel_instances(bench, tmp_path):
+    """--workload text replays the text problem (contexts from the feature extractor, real
+    LoRA sizes); --jobs 2 gives the same figures as one process."""
+    small = ["--arms", "8", "--horizon", "150", "--quality-repeats", "1", "--tune-instances",
+             "1", "--skip-speed", "--workload", "text"]
+    figures = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"text-{jobs}.json"
+        bench.main([*small, "--jobs", jobs, "--out", str(out)])
+        data = json.loads(out.read_text())
+        assert data["inputs"]["workload"] == "text"
+        q = data["quality"]["8"]
+        figures[jobs] = (q["tuning"], {label: {k: v for k, v in s.items() if k != "wall_s"}
+                                       for label, s in q["strategies"].items()})
+    assert figures["1"] == figures["2"]
+    # The instance is the text problem's: its adapters are real LoRA file sizes.
+    from edge.sim.text_problem import lora_combos
+
+    problem = bench.make_instance("text", 8, q["reported_seeds"][0], 150, 32)
+    assert set(problem.sizes.tolist()) <= {size for *_, size in lora_combos()}
+    assert problem.contexts.shape == (150, 64)  # the default extractor's dimension
+
+
+def test_text_workload_needs_skip_speed(bench):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--workload", "text"])
