@@ -11,7 +11,8 @@ from edge.cache import CacheView, PagedCache
 from edge.errors import EdgeError
 
 API = {"budget", "now", "key_of_slot", "slot_of", "is_pinned", "size_of", "free_bytes",
-       "lru_victim_slot", "load_cost", "candidates", "features", "feature_names"}
+       "lru_victim_slot", "load_cost", "candidates", "decision_inputs", "features",
+       "feature_names"}
 
 
 class Clock:
@@ -81,10 +82,30 @@ def test_no_view_call_changes_the_cache_or_its_generator():
         view.budget, view.now(), view.lru_victim_slot(), view.feature_names
         for k_lru, k_sample in [(0, 0), (1, 0), (0, 4), (5, 5), (100, 100)]:
             view.features(view.candidates(k_lru, k_sample))
+            view.decision_inputs(k_lru, k_sample, 0.0, 0.5, 0.25)
     assert state(cache) == before
     # The index's own sampler did not move: its next draw is the untouched twin's.
     assert cache._index.sample_unpinned(6) == twin._index.sample_unpinned(6)
     for cm in pins + twin_pins:
+        cm.__exit__(None, None, None)
+
+
+def test_decision_inputs_are_the_candidates_and_model_inputs_of_their_features():
+    """One C call per decision: the same slots as ``candidates`` and the rows that the numpy
+    definition the trainer uses (``model_inputs``) makes of their features."""
+    from edge.learned.network import model_inputs
+
+    cache, pins = filled(seed=3)
+    view = cache.view
+    for k_lru, k_sample in [(0, 0), (2, 0), (0, 5), (3, 5), (100, 100)]:
+        slots, inputs = view.decision_inputs(k_lru, k_sample, 0.0, 0.5, 0.25)
+        np.testing.assert_array_equal(slots, view.candidates(k_lru, k_sample))
+        want = model_inputs(view.features(slots), 0.0, 0.5, 0.25)
+        np.testing.assert_allclose(inputs, want, rtol=1e-6, atol=0)
+        assert inputs.shape == (len(slots), 9) and inputs.dtype == np.float32
+    with pytest.raises(ValueError, match="must be >= 0"):
+        view.decision_inputs(-1, 2, 0.0, 0.0, 0.0)
+    for cm in pins:
         cm.__exit__(None, None, None)
 
 

@@ -41,6 +41,7 @@ def _feature_names() -> tuple[str, ...]:
 FEATURE_NAMES: tuple[str, ...] = _feature_names()
 
 _OK = lib.EDGE_OK
+_MASK64 = (1 << 64) - 1
 _NOT_FOUND = lib.EDGE_ERR_NOT_FOUND
 REPLAY_POLICIES = {"lru": lib.EDGE_REPLAY_LRU, "fifo": lib.EDGE_REPLAY_FIFO}
 
@@ -296,6 +297,34 @@ class NativeIndex:
         if status != _OK:
             _raise(status, "edge_index_sample_unpinned_seeded")
         return ffi.unpack(buf, self._n[0])
+
+    def candidates(self, k_tail: int, k_rand: int, seed: int) -> np.ndarray:
+        """``edge_index_candidates``: up to ``k_tail`` unpinned slots from the LRU end, then the
+        new slots of a ``sample_unpinned_seeded(k_rand, seed)`` draw (int32)."""
+        out = np.empty(max(k_tail + k_rand, 1), dtype=np.int32)
+        status = lib.edge_index_candidates(self._ptr, k_tail, k_rand, seed & _MASK64,
+                                           ffi.from_buffer("int32_t[]", out,
+                                                           require_writable=True), self._n)
+        if status != _OK:
+            _raise(status, "edge_index_candidates")
+        return out[:self._n[0]]
+
+    def decision_inputs(self, k_tail: int, k_rand: int, seed: int, now: float, demand: float,
+                        free_fraction: float, need_fraction: float
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """``edge_learned_decision_inputs``: the candidates (as ``candidates``) and their
+        (n, EDGE_N_LEARNED_INPUTS) float32 network input rows at ``now``, in one call."""
+        n = max(k_tail + k_rand, 1)
+        slots = np.empty(n, dtype=np.int32)
+        inputs = np.empty((n, lib.EDGE_N_LEARNED_INPUTS), dtype=np.float32)
+        status = lib.edge_learned_decision_inputs(
+            self._ptr, k_tail, k_rand, seed & _MASK64, now, demand, free_fraction,
+            need_fraction, ffi.from_buffer("int32_t[]", slots, require_writable=True),
+            ffi.from_buffer("float[]", inputs, require_writable=True), self._n)
+        if status != _OK:
+            _raise(status, "edge_learned_decision_inputs")
+        found = self._n[0]
+        return slots[:found], inputs[:found]
 
     def features(self, slots, now: float, out: np.ndarray | None = None) -> np.ndarray:
         """The (len(slots), N_FEATURES) float32 feature matrix, written in place into ``out``."""

@@ -84,15 +84,19 @@ class PagedCacheView:
     def candidates(self, k_lru: int, k_sample: int) -> np.ndarray:
         if k_lru < 0 or k_sample < 0:
             raise ValueError(f"k_lru and k_sample must be >= 0, got {k_lru}, {k_sample}")
-        slots = self._index.walk_lru(k_lru) if k_lru else []
-        if k_sample:
-            # Seeded by the eviction count: the same state gives the same draw (asking twice
-            # changes nothing), and each eviction round draws afresh.
-            seed = candidate_seed(self._seed, self._cache._evictions)
-            drawn = self._index.sample_unpinned_seeded(k_sample, seed)
-            taken = set(slots)
-            slots = slots + [s for s in drawn if s not in taken]
-        return np.array(slots, dtype=np.int32)
+        return self._index.candidates(k_lru, k_sample, self._draw_seed())
+
+    def decision_inputs(self, k_lru: int, k_sample: int, demand: float, free_fraction: float,
+                        need_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+        if k_lru < 0 or k_sample < 0:
+            raise ValueError(f"k_lru and k_sample must be >= 0, got {k_lru}, {k_sample}")
+        return self._index.decision_inputs(k_lru, k_sample, self._draw_seed(), self._clock(),
+                                           demand, free_fraction, need_fraction)
+
+    def _draw_seed(self) -> int:
+        # Seeded by the eviction count: the same state gives the same draw (asking twice
+        # changes nothing), and each eviction round draws afresh.
+        return candidate_seed(self._seed, self._cache._evictions)
 
     def features(self, slots: Any) -> np.ndarray:
         slots = np.ascontiguousarray(slots, dtype=np.int32)

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from edge._native.learned import N_LEARNED_INPUTS, learned_inputs
+from edge._native.learned import N_LEARNED_INPUTS
 from edge.learned.network import CANDIDATE_FEATURES, EVICT, KEEP, N_INPUTS
 from edge.learned.onnx_model import INPUT, OUTPUT, ModelError, ModelFile, open_model
 
@@ -235,13 +235,13 @@ def check_feature_names(names: Sequence[str]) -> None:
                          f"policy's feature schema {CANDIDATE_FEATURES}")
 
 
-def decision_inputs(view: Any, slots: np.ndarray, need_bytes: int,
-                    demand: float = 0.0) -> np.ndarray:
-    """The network's inputs for candidate ``slots`` of a ``CacheView`` asked to free
-    ``need_bytes``: the C core's features, then the cache-level columns.
+def decision_inputs(view: Any, k_tail: int, k_rand: int, need_bytes: int,
+                    demand: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """A decision's candidate slots of a ``CacheView`` asked to free ``need_bytes`` and the
+    network's inputs for them: the C core's features, then the cache-level columns, in one C
+    call (``edge_learned_decision_inputs``).
 
     ``demand`` is 0 until the router's per-object estimate reaches the policy."""
     budget = view.budget
     free_fraction = max(view.free_bytes(), 0) / budget
-    # model_inputs' transform in the C core: one call, not a numpy call per step.
-    return learned_inputs(view.features(slots), demand, free_fraction, need_bytes / budget)
+    return view.decision_inputs(k_tail, k_rand, demand, free_fraction, need_bytes / budget)

@@ -2,9 +2,9 @@
 
 **Environment.** A trace is replayed through the C core's ``NativeIndex`` at a byte budget, with
 the serving policy's candidate rule and inputs: at each eviction decision the candidates are the
-``k_tail`` least-recently-used residents plus ``k_rand`` uniformly sampled ones (the same
-``walk_lru`` + ``sample_unpinned_seeded`` draw, seeded the same way, as ``PagedCacheView
-.candidates``), their inputs ``model_inputs`` of the C core's feature matrix (demand 0: a replay
+``k_tail`` least-recently-used residents plus ``k_rand`` uniformly sampled ones (the C core's
+``edge_index_candidates``, seeded the same way, as ``PagedCacheView.candidates``), their inputs
+``model_inputs`` of the C core's feature matrix (demand 0: a replay
 has no router; free and needed bytes as fractions of the budget). Victims are taken highest
 eviction preference first until the missing object fits; when the candidates do not free enough,
 a new round is drawn, as the cache asks the ``learned`` policy again. A test holds the greedy
@@ -268,12 +268,9 @@ def _episode(run: Run, result: EpisodeResult, k_tail: int, k_rand: int) -> Episo
     time_list, cost_list = times.tolist(), costs.tolist()
     slot_object = np.zeros(max(16, trace.n_objects), dtype=np.int64)
     slot_size = np.zeros(len(slot_object), dtype=np.int64)
-    listed = np.zeros(len(slot_object), dtype=bool)  # the LRU-tail slots, to drop from a draw
     lookup = np.empty(_HIT_WINDOW, dtype=np.int32)
-    tail = np.empty(max(k_tail, 1), dtype=np.int32)
-    drawn = np.empty(max(k_rand, 1), dtype=np.int32)
-    tail_c = ffi.from_buffer("int32_t[]", tail, require_writable=True)
-    drawn_c = ffi.from_buffer("int32_t[]", drawn, require_writable=True)
+    listed = np.empty(max(k_tail + k_rand, 1), dtype=np.int32)  # a decision's candidates
+    listed_c = ffi.from_buffer("int32_t[]", listed, require_writable=True)
     slot_c, count_c = ffi.new("int32_t *"), ffi.new("uint32_t *")
     touch, insert, remove = lib.edge_index_touch, lib.edge_index_insert, lib.edge_index_remove
     cache_seed = run.seed
@@ -313,21 +310,11 @@ def _episode(run: Run, result: EpisodeResult, k_tail: int, k_rand: int) -> Episo
             i += 1
             continue
         while used + size > budget:
-            m = 0
-            if k_tail:
-                _check(lib.edge_index_walk_lru(ptr, k_tail, 1, tail_c, count_c), "walk_lru")
-                m = count_c[0]
-            slots = tail[:m]
-            if k_rand:  # PagedCacheView.candidates' rule: the tail, then new slots of a draw
-                _check(lib.edge_index_sample_unpinned_seeded(
-                    ptr, candidate_seed(cache_seed, evictions), k_rand, drawn_c,
-                    count_c), "sample_unpinned_seeded")
-                draw = drawn[:count_c[0]]
-                listed[slots] = True
-                slots = np.concatenate([slots, draw[~listed[draw]]])
-                listed[slots] = False
-            else:
-                slots = slots.copy()
+            # PagedCacheView.candidates' rule: the tail, then new slots of a seeded draw.
+            _check(lib.edge_index_candidates(ptr, k_tail, k_rand,
+                                             candidate_seed(cache_seed, evictions), listed_c,
+                                             count_c), "candidates")
+            slots = listed[:count_c[0]].copy()
             features = np.empty((len(slots), N_FEATURES), dtype=np.float32)
             _check(lib.edge_index_features(ptr, ffi.from_buffer("int32_t[]", slots), len(slots),
                                            now, ffi.from_buffer("float[]", features,
@@ -354,7 +341,6 @@ def _episode(run: Run, result: EpisodeResult, k_tail: int, k_rand: int) -> Episo
             grow = len(slot_object)
             slot_object = np.concatenate([slot_object, np.zeros(grow, np.int64)])
             slot_size = np.concatenate([slot_size, np.zeros(grow, np.int64)])
-            listed = np.concatenate([listed, np.zeros(grow, bool)])
         slot_object[slot] = key
         slot_size[slot] = size
         used += size

@@ -186,6 +186,21 @@ int edge_index_replay(edge_index *idx, int policy, const uint64_t *keys, const u
 int edge_learned_inputs(const float *features, uint32_t n, float demand, float free_fraction,
                         float need_fraction, float *out);
 
+/* A learned policy's candidates (edge/cache/view.py PagedCacheView.candidates): up to k_tail
+ * unpinned slots from the LRU end (edge_index_walk_lru), then the slots of
+ * edge_index_sample_unpinned_seeded(seed, k_rand) not already listed, in draw order. out holds
+ * k_tail + k_rand entries; *n_out = candidates written. */
+int edge_index_candidates(const edge_index *idx, uint32_t k_tail, uint32_t k_rand, uint64_t seed,
+                          int32_t *out, uint32_t *n_out);
+
+/* One decision's inputs in one call: edge_index_candidates into slots, then each candidate's
+ * edge_index_features row at time now through edge_learned_inputs into inputs ((k_tail +
+ * k_rand) x EDGE_N_LEARNED_INPUTS floats, row-major); *n_out = candidates. */
+int edge_learned_decision_inputs(const edge_index *idx, uint32_t k_tail, uint32_t k_rand,
+                                 uint64_t seed, double now, float demand, float free_fraction,
+                                 float need_fraction, int32_t *slots, float *inputs,
+                                 uint32_t *n_out);
+
 /* ---- the router's feature hashing -------------------------------------------------------- */
 
 /* Signed feature hashing of n-grams (edge/router/features.py, the "hashing" extractor). words:

@@ -1,7 +1,7 @@
 /*
- * learned.c - the learned eviction policy's network inputs (edge/learned/network.py's
- * model_inputs, feature schema 1), for the serving path: one call per decision instead of a
- * numpy call per step.
+ * learned.c - the learned eviction policy's candidates and network inputs (edge/learned/
+ * network.py's model_inputs, feature schema 1), for the serving path and the trainer: one call
+ * per decision instead of a numpy or Python call per step.
  */
 #include "edge.h"
 
@@ -24,6 +24,58 @@ int edge_learned_inputs(const float *features, uint32_t n, float demand, float f
         x[EDGE_N_FEATURES] = demand;
         x[EDGE_N_FEATURES + 1] = free_fraction;
         x[EDGE_N_FEATURES + 2] = need_fraction;
+    }
+    return EDGE_OK;
+}
+
+int edge_index_candidates(const edge_index *idx, uint32_t k_tail, uint32_t k_rand, uint64_t seed,
+                          int32_t *out, uint32_t *n_out) {
+    if (!idx || !n_out || (k_tail + k_rand && !out))
+        return EDGE_ERR_INVALID;
+    *n_out = 0;
+    uint32_t n_tail = 0, n_drawn = 0;
+    if (k_tail) {
+        int rc = edge_index_walk_lru(idx, k_tail, 1, out, &n_tail);
+        if (rc != EDGE_OK)
+            return rc;
+    }
+    if (k_rand) {
+        /* Drawn into the space after the tail, then compacted in place: a kept slot moves
+         * down, never past one not yet read. */
+        int32_t *drawn = out + n_tail;
+        int rc = edge_index_sample_unpinned_seeded(idx, seed, k_rand, drawn, &n_drawn);
+        if (rc != EDGE_OK)
+            return rc;
+        uint32_t kept = 0;
+        for (uint32_t r = 0; r < n_drawn; r++) {
+            int listed = 0;
+            for (uint32_t t = 0; t < n_tail && !listed; t++)
+                listed = out[t] == drawn[r];
+            if (!listed)
+                drawn[kept++] = drawn[r];
+        }
+        n_drawn = kept;
+    }
+    *n_out = n_tail + n_drawn;
+    return EDGE_OK;
+}
+
+int edge_learned_decision_inputs(const edge_index *idx, uint32_t k_tail, uint32_t k_rand,
+                                 uint64_t seed, double now, float demand, float free_fraction,
+                                 float need_fraction, int32_t *slots, float *inputs,
+                                 uint32_t *n_out) {
+    if (!inputs && k_tail + k_rand)
+        return EDGE_ERR_INVALID;
+    int rc = edge_index_candidates(idx, k_tail, k_rand, seed, slots, n_out);
+    if (rc != EDGE_OK)
+        return rc;
+    for (uint32_t i = 0; i < *n_out; i++) {
+        float row[EDGE_N_FEATURES];
+        rc = edge_index_features(idx, slots + i, 1, now, row);
+        if (rc != EDGE_OK)
+            return rc;
+        edge_learned_inputs(row, 1, demand, free_fraction, need_fraction,
+                            inputs + (size_t)i * EDGE_N_LEARNED_INPUTS);
     }
     return EDGE_OK;
 }

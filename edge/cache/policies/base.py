@@ -68,6 +68,12 @@ class CacheView(Protocol):
         the same state gives the same candidates: a decision built on them is side-effect-free,
         and each eviction round draws afresh."""
 
+    def decision_inputs(self, k_lru: int, k_sample: int, demand: float, free_fraction: float,
+                        need_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+        """``candidates(k_lru, k_sample)`` and their learned-policy network input rows (the
+        ``features`` transformed as ``edge.learned.network.model_inputs`` does, then the three
+        given cache-level columns), float32 (n, N_INPUTS): one C call per decision."""
+
     def features(self, slots: Any) -> np.ndarray:
         """The (len(slots), N_FEATURES) float32 feature matrix of ``slots`` at ``now()``, written
         by the C core into a buffer the view reuses: read-only, and valid only until the next

@@ -147,12 +147,11 @@ class LearnedPolicy(EvictionPolicy):
         started = serving.begin()
         if started is None:
             return None
-        slots = view.candidates(self.k_tail, self.k_rand)
-        order = serving.rank(self._inputs(view, slots, need_bytes), started)
+        slots, inputs = self._inputs(view, self.k_tail, self.k_rand, need_bytes)
+        order = serving.rank(inputs, started)
         if order is None:
             return None
-        slots = slots.tolist()
-        return [slots[i] for i in order]
+        return slots[order].tolist()
 
     def _rounds(self, ranked: list[int], need_bytes: int) -> Iterator[Hashable]:
         """The ranked candidates in order; if the cache asks for more once it has evicted them
