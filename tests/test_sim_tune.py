@@ -381,7 +381,8 @@ def test_routing_results_do_not_depend_on_jobs(routing_trace):
         [e.candidate.index for e in rank(two, "regret")]
 
 
-def test_routing_objective_needs_contexts_and_warns_about_router_state(tmp_path, trace):
+def test_routing_objective_needs_contexts_and_warns_about_router_state(tmp_path, trace,
+                                                                        routing_trace):
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
     from edge.sim.trace import write_trace
     write_trace(trace, tmp_path / "plain.csv")  # no context column
@@ -393,6 +394,14 @@ def test_routing_objective_needs_contexts_and_warns_about_router_state(tmp_path,
     assert "a routing objective replays the router: the trace has no context column" \
         in result.output
     assert not (tmp_path / "b.yaml").exists()
+    # A budget that cannot hold the largest adapter is a one-line error, not a traceback.
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({**ROUTING_SPACE, "budgets": ["1KiB"]}))
+    result = CliRunner().invoke(main, [
+        "tune", "--trace", str(routing_trace), "--config", str(tmp_path / "base.yaml"),
+        "--space", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "b.yaml"),
+        "--jobs", "1"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "budget 1024 bytes: budget 1024 bytes cannot hold the largest adapter" in result.output
     space = parse_space({"objective": "regret",
                          "space": {"router.state.save_interval_seconds": [10, 20],
                                    "router.seed": [0]}})

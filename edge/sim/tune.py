@@ -474,11 +474,14 @@ def _run_routing_candidate(task: tuple[EdgeConfig, list[int]]) -> tuple[dict[str
     out = []
     for budget in budgets:
         # The conventions of edge sim --router (run_routing): rewards as labelled, no noise.
-        result = replay_routing("configured", events.contexts, events.utilities, events.sizes,
-                                config=config, budget_bytes=budget,
-                                paging_cost=_WORKER["profile"],
-                                rng=np.random.default_rng(config.router.seed + 1),
-                                reward_noise=0.0, arm_ids=events.arm_ids)
+        try:
+            result = replay_routing("configured", events.contexts, events.utilities,
+                                    events.sizes, config=config, budget_bytes=budget,
+                                    paging_cost=_WORKER["profile"],
+                                    rng=np.random.default_rng(config.router.seed + 1),
+                                    reward_noise=0.0, arm_ids=events.arm_ids)
+        except ValueError as exc:  # e.g. a budget below the largest adapter
+            raise ConfigError(f"budget {budget} bytes: {exc}") from None
         result.pop("regret_curve")
         out.append(result)
     return tuple(out)
