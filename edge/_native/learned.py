@@ -1,6 +1,8 @@
-"""The C core's learned-policy inputs (``edge_learned_inputs``): a decision's network input rows
-from the feature matrix in one call (``edge.learned.network.model_inputs`` is the numpy
-definition, used for training)."""
+"""The C core's learned-policy inputs (``edge_learned_inputs``): network input rows from a
+feature matrix in one call (``edge.learned.network.model_inputs`` is the numpy definition, used
+for training; the tests hold the two together). Serving asks for a decision's candidates and
+their rows at once (``NativeIndex.decision_inputs``, ``edge_learned_decision_inputs``, which
+applies this same transform)."""
 
 from __future__ import annotations
 
