@@ -1,0 +1,152 @@
+"""Is the learned policy limited by its model or by what it sees? Hand scores over its candidates.
+
+Replays ``bench_eviction``'s held-out traces (the same generators, seeds and budgets) through a
+policy that ranks the learned policy's candidates (``k_tail`` LRU-tail + ``k_rand`` drawn, the
+shipped 8 + 56 by default) with a fixed score instead of the network, beside the classical
+policies:
+
+    hand:        log1p(size) - log1p(accesses) + log1p(age) / 2   (docs/cache.md's hand score)
+    hand+ghost:  the same with accesses + the key's accesses before its last eviction,
+                 remembered for the last ``--ghost`` evicted keys (a history the C core's
+                 features do not carry: an object's count starts again when it is re-inserted,
+                 so a returning hot object looks like a one-hit scan object; ARC's and
+                 S3-FIFO's ghost lists are that history)
+
+A hand score that beats the model on the same candidates says the training is the limit; a
+history column that lifts the hand score says the features are. Prints a table; ``--out``
+writes JSON.
+
+    python scripts/probe_candidate_scores.py [--requests 150000] [--ghost 4096] [--out F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_eviction import BUDGETS, held_out_workloads  # noqa: E402
+from benchlib import machine  # noqa: E402
+
+from edge.cache.policies import POLICIES, EvictionPolicy, register_policy  # noqa: E402
+from edge.config import CacheConfig  # noqa: E402
+from edge.sim.replay import replay_arrays  # noqa: E402
+from edge.sim.specs import working_set_bytes  # noqa: E402
+
+CLASSICAL = ("lru", "arc", "s3fifo", "gdsf")
+
+
+class HandScore(EvictionPolicy):
+    """The learned policy's candidates ranked by the hand score (see the module doc)."""
+
+    name = "probe-hand-score"
+
+    @dataclass(frozen=True)
+    class Params:
+        ghost: int = 0  # evicted keys whose access counts are remembered (0: no history)
+        k_tail: int = 8
+        k_rand: int = 56
+
+    def bind(self, view) -> None:
+        super().bind(view)
+        self._evicted: OrderedDict = OrderedDict()  # evicted key -> accesses before eviction
+        self._history: dict = {}  # resident key -> accesses before its last eviction
+
+    def on_insert(self, key, slot, size) -> None:
+        if self.params.ghost:
+            self._history[key] = self._evicted.pop(key, 0.0)
+
+    def on_evict(self, key, slot) -> None:
+        if self.params.ghost:
+            accesses = float(self.view.features(np.array([slot], np.int32))[0, 2])
+            self._evicted[key] = accesses + self._history.pop(key, 0.0)
+            while len(self._evicted) > self.params.ghost:
+                self._evicted.popitem(last=False)
+
+    def on_remove(self, key, slot) -> None:
+        self._history.pop(key, None)
+
+    def victims(self, need_bytes: int) -> list:
+        view = self.view
+        slots = view.candidates(self.params.k_tail, self.params.k_rand)
+        keys = [view.key_of_slot(int(s)) for s in slots]
+        features = view.features(slots)
+        column = view.feature_names.index
+        accesses = features[:, column("accesses")].astype(np.float64)
+        if self.params.ghost:
+            accesses += np.array([self._history.get(k, 0.0) for k in keys])
+        score = (np.log1p(features[:, column("size")]) - np.log1p(accesses)
+                 + 0.5 * np.log1p(features[:, column("age")]))
+        chosen, freed = [], 0
+        for i in np.argsort(-score, kind="stable"):
+            chosen.append(keys[i])
+            freed += view.size_of(keys[i])
+            if freed >= need_bytes:
+                break
+        return chosen
+
+    def victim(self):
+        chosen = self.victims(1)
+        return chosen[0] if chosen else None
+
+
+def probe(requests: int, ghost: int, k_tail: int, k_rand: int) -> dict:
+    register_policy(HandScore)
+    try:
+        return _probe(requests, ghost, k_tail, k_rand)
+    finally:
+        del POLICIES[HandScore.name]  # the registry is global: leave it as it was
+
+
+def _probe(requests: int, ghost: int, k_tail: int, k_rand: int) -> dict:
+    rows = {}
+    for name, _, trace in held_out_workloads(requests):
+        working_set = working_set_bytes(trace.keys, trace.sizes)
+        for label, fraction in BUDGETS.items():
+            if label == "large":
+                continue  # every policy is within a point of the oracle there
+            # bench_eviction's rule: never below the largest object.
+            budget = max(int(working_set * fraction), int(trace.sizes.max()))
+            row = {}
+            for policy in CLASSICAL:
+                row[policy] = replay_arrays(trace.keys, trace.sizes, policy, budget,
+                                            times=trace.times).hit_ratio
+            for column, history in (("hand", 0), ("hand+ghost", ghost)):
+                config = CacheConfig(policy=HandScore.name, budget=budget, policy_params={
+                    "ghost": history, "k_tail": k_tail, "k_rand": k_rand})
+                row[column] = replay_arrays(trace.keys, trace.sizes, config, budget,
+                                            times=trace.times).hit_ratio
+            rows[f"{name} {fraction:.0%}"] = row
+            print(f"  {name} {fraction:.0%} done", file=sys.stderr)
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--requests", type=int, default=150_000)
+    p.add_argument("--ghost", type=int, default=4096, help="evicted keys remembered")
+    p.add_argument("--k-tail", type=int, default=8)
+    p.add_argument("--k-rand", type=int, default=56)
+    p.add_argument("--out", help="also write the JSON here")
+    args = p.parse_args(argv)
+    rows = probe(args.requests, args.ghost, args.k_tail, args.k_rand)
+    columns = [*CLASSICAL, "hand", "hand+ghost"]
+    print("| trace, budget | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    for name, row in rows.items():
+        print(f"| {name} | " + " | ".join(f"{row[c]:.3f}" for c in columns) + " |")
+    if args.out:
+        result = {"probe": "candidate_scores", "inputs": vars(args), "machine": machine(),
+                  "hit_ratios": rows}
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
