@@ -269,8 +269,8 @@ def _episode(run: Run, result: EpisodeResult, k_tail: int, k_rand: int) -> Episo
     slot_object = np.zeros(max(16, trace.n_objects), dtype=np.int64)
     slot_size = np.zeros(len(slot_object), dtype=np.int64)
     lookup = np.empty(_HIT_WINDOW, dtype=np.int32)
-    listed = np.empty(max(k_tail + k_rand, 1), dtype=np.int32)  # a decision's candidates
-    listed_c = ffi.from_buffer("int32_t[]", listed, require_writable=True)
+    candidates = np.empty(max(k_tail + k_rand, 1), dtype=np.int32)  # one decision's
+    candidates_c = ffi.from_buffer("int32_t[]", candidates, require_writable=True)
     slot_c, count_c = ffi.new("int32_t *"), ffi.new("uint32_t *")
     touch, insert, remove = lib.edge_index_touch, lib.edge_index_insert, lib.edge_index_remove
     cache_seed = run.seed
@@ -312,9 +312,9 @@ def _episode(run: Run, result: EpisodeResult, k_tail: int, k_rand: int) -> Episo
         while used + size > budget:
             # PagedCacheView.candidates' rule: the tail, then new slots of a seeded draw.
             _check(lib.edge_index_candidates(ptr, k_tail, k_rand,
-                                             candidate_seed(cache_seed, evictions), listed_c,
+                                             candidate_seed(cache_seed, evictions), candidates_c,
                                              count_c), "candidates")
-            slots = listed[:count_c[0]].copy()
+            slots = candidates[:count_c[0]].copy()
             features = np.empty((len(slots), N_FEATURES), dtype=np.float32)
             _check(lib.edge_index_features(ptr, ffi.from_buffer("int32_t[]", slots), len(slots),
                                            now, ffi.from_buffer("float[]", features,
