@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+from page_cache import page_cache_residency
 
 from edge.backends import llama_api
 from edge.backends.experts import ExpertStore
@@ -242,3 +243,23 @@ def test_run_command_rejects_a_bad_budget(plain, budget, message):
 
     result = CliRunner().invoke(run, [str(plain.path), "--budget", budget])
     assert result.exit_code == 2 and message in result.output
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="posix_fadvise and mincore")
+def test_a_model_past_the_page_cache_never_maps_its_file(structured, monkeypatch):
+    """The dense weights are read through the store's descriptor, not a mapping: a mapping's
+    read-around (and its readahead, still in flight when a drop is advised) would leave expert
+    pages in the OS page cache. Any memmap during construction fails the test."""
+    def no_mapping(*args, **kwargs):
+        raise AssertionError(f"the model file was mapped: {args!r}")
+
+    monkeypatch.setattr(np, "memmap", no_mapping)
+    with ExpertStore(structured.path, page_cache=False) as store, \
+            PagedCache(1 << 20, "lru", load_workers=0) as cache:
+        model = MoeModel(store, cache, n_ctx=16)
+        assert model.dense.token_embd.shape[1] == store.layout.n_embd
+        slices = [piece for layer in range(store.n_layer) for expert in range(store.n_expert)
+                  for piece in store.slices(layer, expert)]
+        cached = [page for piece in slices
+                  for page in page_cache_residency(structured.path, piece.offset, piece.nbytes)]
+        assert not any(cached), f"{sum(cached)} expert pages in the page cache after opening"

@@ -97,6 +97,25 @@ def test_each_dtype_dequantises_to_the_readers_values(small_models, dtype):
         np.testing.assert_array_equal(store.router(1), want_router)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_tensors_read_by_the_store_are_the_readers_values(small_models, dtype):
+    """Every tensor that is not an expert stack, read by ``read_tensor`` (what MoeModel keeps
+    resident), against gguf.GGUFReader's bytes decoded by hand; shapes in numpy order."""
+    path = small_models[dtype]
+    tensors = reader_tensors(path)
+    with ExpertStore(path) as store:
+        dense = [name for name in tensors if "_exps." not in name]
+        assert "token_embd.weight" in dense and "blk.1.attn_q.weight" in dense
+        for name in dense:
+            want = dequantize_by_hand(tensors[name])
+            got = store.read_tensor(name)
+            assert got.dtype == np.float32 and got.shape == want.shape, name
+            np.testing.assert_array_equal(got, want, err_msg=name)
+        assert store.has_tensor("blk.0.ffn_norm.weight") and not store.has_tensor("output.bias")
+        with pytest.raises(MoeFormatError, match=r"m.*\.gguf: tensor output\.bias is missing"):
+            store.read_tensor("output.bias")
+
+
 def test_q8_0_values_are_close_to_what_was_quantised(small_models):
     """The Q8_0 file's experts are the F32 file's values to within half of Q8_0's step
     (d = max|x|/127 per block of 32) plus the scale's own f16 rounding (127 * d * 2**-11 at

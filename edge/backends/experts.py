@@ -3,10 +3,10 @@
 A Mixtral-style GGUF stacks a layer's experts in one tensor per projection
 (``blk.N.ffn_{gate,up,down}_exps.weight``, numpy shape (n_expert, rows, cols)), so expert e of
 a tensor is one contiguous slice: bytes [data_offset + e * n_bytes / n_expert, + n_bytes /
-n_expert) of the file (FIELD-NOTES "MoE in GGUF"). The layout comes from ``gguf.GGUFReader``,
-which is dropped once read; loading an expert then reads only its three slices with
+n_expert) of the file (FIELD-NOTES "MoE in GGUF"). The layout comes from the bounded header
+reader (``edge.backends.gguf_header``); loading an expert then reads only its three slices with
 ``os.pread`` on one descriptor (thread-safe: a pread has no shared file position), so the file
-is never mapped whole and only the experts in use occupy memory. Dequantisation is gguf's own
+is never mapped and only the experts in use occupy memory. Dequantisation is gguf's own
 (``gguf.quants.dequantize``; Q8_0 is blocks of one f16 scale and 32 int8) to float32, at load
 time, for F32, F16, BF16 and Q8_0; any other storage type is refused by name.
 
@@ -15,8 +15,11 @@ read without readahead (``POSIX_FADV_RANDOM``) and each expert's pages are dropp
 (``POSIX_FADV_DONTNEED``), so the budget is all the RAM experts occupy and every load is a read
 from the device: the regime of a model that does not fit in RAM, where the OS could not keep
 the file cached either (a small test model would otherwise be served from the page cache, and
-readahead would cache a read expert's neighbours outside the budget). Linux only
-(``posix_fadvise``); the file's dirty pages are flushed first, as only clean pages can be dropped.
+readahead would cache a read expert's neighbours outside the budget). Every read of the file,
+header and dense tensors (``read_tensor``) included, goes through that one descriptor, advised
+before the first, so each read is done when it returns and none leaves pages in flight for the
+advice to miss. Linux only (``posix_fadvise``); the file's dirty pages are flushed first, as
+only clean pages can be dropped.
 
 Keys for ``PagedCache`` are integers, ``layer << 32 | expert``, so a layer's batch of experts
 takes the C core's batch hit path; ``nbytes(layer, expert)`` is what a loaded expert holds in
@@ -38,6 +41,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from edge.backends.gguf_header import GGUFFormatError, GGUFHeader, TensorInfo, read_header
 from edge.errors import EdgeError
 
 # Storage types an expert may have; the dequantiser for each is gguf.quants.dequantize.
@@ -45,9 +49,13 @@ SUPPORTED_TYPES = frozenset({
     gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16,
     gguf.GGMLQuantizationType.BF16, gguf.GGMLQuantizationType.Q8_0,
 })
+# Dense tensors (read once, kept as float32) may be of any type gguf dequantises.
+DENSE_TYPES = frozenset(gguf.GGMLQuantizationType)
 PROJECTIONS = ("gate", "up", "down")  # blk.N.ffn_<projection>_exps.weight
 KEY_SHIFT = 32
 EXPERT_MASK = (1 << KEY_SHIFT) - 1
+# Header items read_header may read: a real model's tokenizer arrays run to a few 100k strings.
+HEADER_ITEMS = 1 << 24
 
 
 class MoeFormatError(EdgeError, ValueError):
@@ -109,16 +117,8 @@ class MoeLayout:
     metadata: dict  # the <arch>.* scalar keys, for gating rules (expert_weights_norm, ...)
 
 
-def _scalar(reader: gguf.GGUFReader, key: str) -> object | None:
-    field = reader.get_field(key)
-    if field is None:
-        return None
-    value = field.contents()
-    return value.item() if hasattr(value, "item") else value
-
-
-def _required_int(reader: gguf.GGUFReader, key: str, path: Path) -> int:
-    value = _scalar(reader, key)
+def _required_int(scalar, key: str, path: Path) -> int:
+    value = scalar(key)
     if value is None:
         raise MoeFormatError(f"{path}: not a MoE GGUF: metadata key {key} is missing")
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -136,22 +136,23 @@ class ExpertStore:
         if not page_cache and not hasattr(os, "posix_fadvise"):
             raise EdgeError(f"{self.path}: page_cache=False needs posix_fadvise, which this "
                             "platform lacks (Linux has it)")
-        try:
-            reader = gguf.GGUFReader(self.path)
-        except (ValueError, OSError) as exc:
-            if isinstance(exc, FileNotFoundError):
-                raise
-            raise MoeFormatError(f"{self.path}: not a readable GGUF file: {exc}") from None
-        try:
-            self.layout, self._slices, self._routers = self._read_layout(reader)
-        finally:
-            del reader  # its memmap of the whole file goes with it
-        self._fd: int | None = os.open(self.path, os.O_RDONLY)
         self.page_cache = page_cache
-        if not page_cache:
-            os.fsync(self._fd)  # only clean pages can be dropped
-            os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_RANDOM)
+        self._fd: int | None = os.open(self.path, os.O_RDONLY)
+        try:
+            if not page_cache:
+                # Advised before the first read: every read is then exactly what was asked and
+                # done when it returns, so no readahead is left in flight to outlive a drop.
+                os.fsync(self._fd)  # only clean pages can be dropped
+                os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_RANDOM)
+            try:
+                header = read_header(self.path, fd=self._fd, max_items=HEADER_ITEMS)
+            except GGUFFormatError as exc:
+                raise MoeFormatError(f"{self.path}: not a readable GGUF file: {exc}") from None
+            self.layout, self._slices, self._routers, self._tensors = self._read_layout(header)
             self.drop_page_cache()
+        except BaseException:
+            self.close()
+            raise
         self._lock = threading.Lock()
         self._bytes_read = 0
         self._loads = 0
@@ -159,19 +160,25 @@ class ExpertStore:
 
     # ---- layout ------------------------------------------------------------------------------
 
-    def _read_layout(self, reader: gguf.GGUFReader):
+    def _read_layout(self, header: GGUFHeader):
         path = self.path
-        arch = _scalar(reader, "general.architecture")
+        kv = header.kv
+
+        def scalar(key: str) -> object | None:
+            entry = kv.get(key)
+            return None if entry is None or entry.is_array else entry.value
+
+        arch = scalar("general.architecture")
         if not isinstance(arch, str):
             raise MoeFormatError(f"{path}: not a model GGUF: general.architecture is missing")
-        n_layer = _required_int(reader, f"{arch}.block_count", path)
-        n_expert = _required_int(reader, f"{arch}.expert_count", path)
-        n_used = _required_int(reader, f"{arch}.expert_used_count", path)
-        n_embd = _required_int(reader, f"{arch}.embedding_length", path)
+        n_layer = _required_int(scalar, f"{arch}.block_count", path)
+        n_expert = _required_int(scalar, f"{arch}.expert_count", path)
+        n_used = _required_int(scalar, f"{arch}.expert_used_count", path)
+        n_embd = _required_int(scalar, f"{arch}.embedding_length", path)
         if n_used > n_expert:
             raise MoeFormatError(f"{path}: {arch}.expert_used_count ({n_used}) exceeds "
                                  f"{arch}.expert_count ({n_expert})")
-        tensors = {t.name: t for t in reader.tensors}
+        tensors = {t.name: t for t in header.tensors}
         moe_layers = tuple(i for i in range(n_layer) if f"blk.{i}.ffn_gate_inp.weight" in tensors)
         if not moe_layers:
             raise MoeFormatError(f"{path}: not a MoE GGUF: no router tensor "
@@ -183,46 +190,42 @@ class ExpertStore:
                                               if len(missing) > 4 else "")
             raise MoeFormatError(f"{path}: not a MoE GGUF this store can page: missing the "
                                  f"stacked expert tensors {shown}")
-        n_ff = int(tensors[f"blk.{moe_layers[0]}.ffn_up_exps.weight"].shape[1])
+        n_ff = tensors[f"blk.{moe_layers[0]}.ffn_up_exps.weight"].ne[1]
         expected = {"gate": (n_embd, n_ff, n_expert), "up": (n_embd, n_ff, n_expert),
                     "down": (n_ff, n_embd, n_expert)}  # ggml order: fastest dimension first
         slices: dict[tuple[int, int], tuple[ExpertSlice, ...]] = {}
         routers: dict[int, ExpertSlice] = {}
         for i in moe_layers:
             router = tensors[f"blk.{i}.ffn_gate_inp.weight"]
-            if tuple(int(d) for d in router.shape) != (n_embd, n_expert):
-                raise MoeFormatError(f"{path}: {router.name} has shape "
-                                     f"{tuple(router.shape.tolist())} (ggml order); expected "
-                                     f"({n_embd}, {n_expert})")
-            _check_type(router, path)
-            routers[i] = ExpertSlice(router.name, int(router.data_offset), int(router.n_bytes),
-                                     router.tensor_type, (n_expert, n_embd))
+            if router.ne != (n_embd, n_expert):
+                raise MoeFormatError(f"{path}: {router.name} has shape {router.ne} (ggml "
+                                     f"order); expected ({n_embd}, {n_expert})")
+            routers[i] = _whole(router, path)
             per_layer = []
             for projection in PROJECTIONS:
                 t = tensors[f"blk.{i}.ffn_{projection}_exps.weight"]
-                dims = tuple(int(d) for d in t.shape)
+                dims = t.ne
                 if dims != expected[projection]:
                     raise MoeFormatError(f"{path}: {t.name} has shape {dims} (ggml order); "
                                          f"expected {expected[projection]}")
-                _check_type(t, path)
-                per_layer.append((t, int(t.n_bytes) // n_expert, (dims[1], dims[0])))
+                qtype = _checked_type(t, path)
+                per_layer.append((t, qtype, t.nbytes // n_expert, (dims[1], dims[0])))
             for e in range(n_expert):
                 slices[(i, e)] = tuple(
-                    ExpertSlice(t.name, int(t.data_offset) + e * size, size, t.tensor_type,
-                                shape) for t, size, shape in per_layer)
+                    ExpertSlice(t.name, t.offset + e * size, size, qtype, shape)
+                    for t, qtype, size, shape in per_layer)
         metadata = {}
-        for key in reader.fields:
-            if key.startswith(f"{arch}."):
-                value = _scalar(reader, key)
-                if isinstance(value, (bool, int, float, str)):
-                    metadata[key[len(arch) + 1:]] = value
+        for key, entry in kv.items():
+            if key.startswith(f"{arch}.") and not entry.is_array \
+                    and isinstance(entry.value, (bool, int, float, str)):
+                metadata[key[len(arch) + 1:]] = entry.value
         n_ff_meta = metadata.get("expert_feed_forward_length", metadata.get(
             "feed_forward_length", n_ff))
         if n_ff_meta != n_ff:
             raise MoeFormatError(f"{path}: experts are {n_ff} wide but the metadata says "
                                  f"{n_ff_meta}")
         layout = MoeLayout(arch, n_layer, n_expert, n_used, n_embd, n_ff, moe_layers, metadata)
-        return layout, slices, routers
+        return layout, slices, routers, tensors
 
     @property
     def n_layer(self) -> int:
@@ -263,9 +266,6 @@ class ExpertStore:
         """Read and dequantise one expert: three positional reads, nothing else of the file."""
         pieces = self.slices(layer, expert)
         gate, up, down = (self._read_matrix(s) for s in pieces)
-        if not self.page_cache:
-            for piece in pieces:
-                self._drop_pages(piece.offset, piece.nbytes)
         with self._lock:
             self._loads += 1
             self._bytes_read += sum(s.nbytes for s in pieces)
@@ -279,6 +279,22 @@ class ExpertStore:
             raise KeyError(f"{self.path}: layer {layer!r} has no router (MoE layers: "
                            f"{list(self.layout.moe_layers)})") from None
         return self._read_matrix(piece)
+
+    def has_tensor(self, name: str) -> bool:
+        return name in self._tensors
+
+    def read_tensor(self, name: str) -> np.ndarray:
+        """Any tensor of the file (the dense weights), dequantised to float32 in numpy shape,
+        read through the store's descriptor (past the page cache with ``page_cache=False``)."""
+        tensor = self._tensors.get(name)
+        if tensor is None:
+            raise MoeFormatError(f"{self.path}: tensor {name} is missing")
+        piece = _whole(tensor, self.path, DENSE_TYPES)
+        try:
+            return self._read_matrix(piece).reshape(tensor.shape)
+        except NotImplementedError:
+            raise UnsupportedExpertType(f"{self.path}: {name} is stored as {tensor.dtype}, "
+                                        "which gguf cannot dequantise") from None
 
     def load_key(self, key: Hashable) -> tuple[ExpertWeights, int]:
         """``PagedCache`` loader for keys made by ``expert_key``."""
@@ -298,6 +314,8 @@ class ExpertStore:
 
     def _read_matrix(self, piece: ExpertSlice) -> np.ndarray:
         raw = self._pread(piece.offset, piece.nbytes, piece.tensor)
+        if not self.page_cache:
+            self._drop_pages(piece.offset, piece.nbytes)
         rows = piece.shape[0]
         blocks = np.frombuffer(raw, dtype=np.uint8).reshape(rows, piece.nbytes // rows)
         matrix = gguf.quants.dequantize(blocks, piece.qtype)
@@ -336,15 +354,21 @@ class ExpertStore:
 
     def forget(self, layer: int, expert: int) -> None:
         """With ``page_cache=False``: drop this expert's pages from the OS page cache (a
-        readahead that no load used). Nothing otherwise."""
+        readahead that no load used). Nothing otherwise.
+
+        The readahead may still be in flight, and the advice skips a page under I/O, which then
+        stays cached once read. The range is therefore read first: a copy from memory where the
+        readahead is done, a wait for it where it is not; call this when the readahead has had
+        its time (the prefetcher does after the layer's own loads)."""
         if not self.page_cache:
             for piece in self.slices(layer, expert):
+                self._pread(piece.offset, piece.nbytes, piece.tensor)
                 self._drop_pages(piece.offset, piece.nbytes)
 
     def drop_page_cache(self) -> None:
         """With ``page_cache=False``: drop the whole file's pages from the OS page cache (what
-        another reader of the file left there, e.g. a mapping's read-around while the dense
-        weights were copied). Nothing otherwise."""
+        was cached before the store opened it, or another reader of the file left there).
+        Nothing otherwise."""
         if not self.page_cache:
             self._drop_pages(0, 0)  # length 0: to the end of the file
 
@@ -379,9 +403,21 @@ class ExpertStore:
             self.close()
 
 
-def _check_type(tensor: object, path: Path) -> None:
-    qtype = tensor.tensor_type
-    if qtype not in SUPPORTED_TYPES:
-        names = ", ".join(sorted(t.name for t in SUPPORTED_TYPES))
-        raise UnsupportedExpertType(f"{path}: {tensor.name} is stored as {qtype.name}; the "
+def _checked_type(tensor: TensorInfo, path: Path,
+                  supported: frozenset = SUPPORTED_TYPES) -> gguf.GGMLQuantizationType:
+    try:
+        qtype = gguf.GGMLQuantizationType(tensor.type_id)
+    except ValueError:
+        qtype = None
+    if qtype not in supported or tensor.nbytes is None:
+        names = ", ".join(sorted(t.name for t in supported))
+        raise UnsupportedExpertType(f"{path}: {tensor.name} is stored as {tensor.dtype}; the "
                                     f"expert store dequantises only {names}")
+    return qtype
+
+
+def _whole(tensor: TensorInfo, path: Path, supported: frozenset = SUPPORTED_TYPES) -> ExpertSlice:
+    """A whole tensor as one slice: rows of its last numpy dimension, float32 once read."""
+    rows = int(np.prod(tensor.shape[:-1])) if len(tensor.shape) > 1 else 1
+    return ExpertSlice(tensor.name, tensor.offset, tensor.nbytes,
+                       _checked_type(tensor, path, supported), (rows, tensor.shape[-1]))

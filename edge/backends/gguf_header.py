@@ -288,21 +288,27 @@ def _read_tensor_info(cur: _Cursor, index: int) -> tuple[str, tuple[int, ...], i
     return name, tuple(reversed(ne)), type_id, offset
 
 
-def read_header(path: str | os.PathLike[str], *, max_items: int = 1 << 18) -> GGUFHeader:
+def read_header(path: str | os.PathLike[str], *, max_items: int = 1 << 18,
+                fd: int | None = None) -> GGUFHeader:
     """Read and check a GGUF file's header. ``max_items`` bounds the metadata entries, string
     array elements and tensor infos read (the default fits any adapter and small models; a base
     model's tokenizer arrays need more). Raises ``GGUFFormatError`` for a malformed file and
     ``OSError`` for one that cannot be opened; a path that is not a regular file (a FIFO, a
-    device) is refused without reading, so it cannot block."""
+    device) is refused without reading, so it cannot block. ``fd``: read through this open
+    descriptor of ``path`` (left open) rather than a new one, e.g. one advised not to read
+    ahead."""
     path = Path(path)
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    own = fd is None
+    if own:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise GGUFFormatError("not a regular file")
         return _parse(path, _Cursor(fd, info.st_size, max_items))
     finally:
-        os.close(fd)
+        if own:
+            os.close(fd)
 
 
 def _parse(path: Path, cur: _Cursor) -> GGUFHeader:

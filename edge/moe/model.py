@@ -8,8 +8,9 @@ the MoE FFN (``ExpertExecutor``), residual; final RMSNorm and the output head. I
 logits match llama.cpp's on the same file to float32 rounding and llama.cpp's f16 KV cache (the
 tests state the tolerance): the proof that the expert store reads the right bytes.
 
-Dense tensors are read once with ``gguf.GGUFReader`` and copied out (F32/F16/BF16/Q8_0 via
-``gguf.quants.dequantize``); the reader's mapping of the file is dropped afterwards.
+Dense tensors are read once through the expert store (``ExpertStore.read_tensor``: positional
+reads, F32/F16/BF16/Q8_0 via ``gguf.quants.dequantize``) and kept as float32; the file is never
+mapped, so with ``page_cache=False`` nothing reads around them into the OS page cache.
 
     with MoeModel.open("moe.gguf", budget="2MiB", policy="lru") as model:
         tokens = model.generate([1, 300, 301], max_tokens=16)
@@ -27,7 +28,6 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import gguf
 import numpy as np
 
 from edge.backends.experts import ExpertStore, MoeFormatError
@@ -55,21 +55,13 @@ class ModelParams:
 class DenseWeights:
     """The non-expert tensors, float32, resident."""
 
-    def __init__(self, path: str | os.PathLike[str], n_layer: int) -> None:
-        reader = gguf.GGUFReader(path)
-        tensors = {t.name: t for t in reader.tensors}
-
-        def get(name: str) -> np.ndarray:
-            tensor = tensors.get(name)
-            if tensor is None:
-                raise MoeFormatError(f"{path}: tensor {name} is missing")
-            data = gguf.quants.dequantize(np.asarray(tensor.data), tensor.tensor_type)
-            return np.array(data, dtype=np.float32)  # a copy: nothing keeps the mapping alive
-
+    def __init__(self, store: ExpertStore, n_layer: int) -> None:
+        get = store.read_tensor
         self.token_embd = get("token_embd.weight")
         self.output_norm = get("output_norm.weight")
         # llama.cpp falls back to the embedding when a model ties its output head to it.
-        self.output = get("output.weight") if "output.weight" in tensors else self.token_embd
+        self.output = get("output.weight") if store.has_tensor("output.weight") \
+            else self.token_embd
         self.blocks = [{part: get(f"blk.{i}.{part}.weight") for part in (
             "attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm")}
             for i in range(n_layer)]
@@ -140,9 +132,7 @@ class MoeModel:
                              f"{prefetch!r}")
         self.store = store
         self.cache = cache
-        self.dense = DenseWeights(store.path, store.n_layer)
-        # Copied; a store that reads past the page cache drops what the copy's mapping read.
-        store.drop_page_cache()
+        self.dense = DenseWeights(store, store.n_layer)
         self.params = read_params(store, self.dense)
         self.executor = ExpertExecutor(store, cache, on_layer=on_layer)
         if mode is not None:

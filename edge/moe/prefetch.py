@@ -23,8 +23,10 @@ Two ways to prefetch, chosen by ``mode``:
     (``ExpertStore.readahead``: posix_fadvise WILLNEED), with no thread of ours; nothing enters
     the cache until the layer asks, when the load copies them from memory. The budget is then
     untouched; the bytes in flight (one layer's predictions) sit in the OS page cache, and with
-    ``ExpertStore(page_cache=False)`` the load drops them, or the next ``observe`` does for
-    predictions the layer did not use (``ExpertStore.forget``). Issued bytes count file bytes.
+    ``ExpertStore(page_cache=False)`` the load drops them, or, for predictions the layer did
+    not use, ``ExpertStore.forget`` does once the layer's own loads are done (at its
+    ``issue``, when those readaheads have most likely finished too). Issued bytes count file
+    bytes.
 
 Two predictors, chosen by ``predictor``:
 
@@ -159,6 +161,7 @@ class Prefetcher:
         # (next layer, predicted experts, issued key -> bytes) until that layer runs.
         self._pending: tuple[int, set[int], dict[int, int]] | None = None
         self._previous: tuple[int, np.ndarray] | None = None  # the last layer and its experts
+        self._unused: list[tuple[int, int]] = []  # readaheads the layer did not use: to forget
         self._totals = dict.fromkeys((f.name for f in fields(PrefetchCounters)), 0)
 
     # ---- called by the executor --------------------------------------------------------------
@@ -166,6 +169,7 @@ class Prefetcher:
     def observe(self, layer: int, experts: np.ndarray) -> None:
         """Layer ``layer`` chose ``experts`` (n_tokens, k): score the prediction made for it,
         learn the transition from the layer before (same tokens), before its acquire."""
+        self._forget_unused()  # left over if the last layer raised before its issue
         pending, self._pending = self._pending, None
         if pending is not None and pending[0] == layer:
             _, predicted, issued = pending
@@ -177,7 +181,7 @@ class Prefetcher:
                     useful += 1
                     useful_bytes += size
                 elif self.mode == "readahead":
-                    self.store.forget(layer, expert)
+                    self._unused.append((layer, expert))
             issued_bytes = sum(issued.values())
             self._add(predicted=len(predicted), used=len(used),
                       correct=len(predicted & used), useful=useful, useful_bytes=useful_bytes,
@@ -194,6 +198,7 @@ class Prefetcher:
         """Predict and prefetch the experts of the MoE layer after ``layer`` (call with
         ``layer``'s experts pinned). ``residual``: the residual stream entering ``layer``'s
         MoE; ``experts``: what ``layer`` chose."""
+        self._forget_unused()
         nxt = self._next_layer.get(layer)
         if nxt is None:
             return
@@ -233,6 +238,11 @@ class Prefetcher:
         self._pending = (nxt, predicted, issued)
         self._add(issued=len(issued), bytes_issued=sum(issued.values()),
                   not_started=not_started)
+
+    def _forget_unused(self) -> None:
+        unused, self._unused = self._unused, []
+        for layer, expert in unused:
+            self.store.forget(layer, expert)
 
     def predict(self, layer: int, residual: np.ndarray, experts: np.ndarray) -> set[int]:
         """The distinct experts predicted for the MoE layer after ``layer``."""
