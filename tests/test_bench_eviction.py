@@ -78,3 +78,22 @@ def test_quick_run_reports_every_peer(bench, model, tmp_path, capsys):
                 # LRU is LRU: libCacheSim's and ours count the same hits.
                 assert lcs["lru"]["hit_ratio"] == pytest.approx(row["lru"]["hit_ratio"],
                                                                 abs=1e-9)
+
+
+def test_selection_workloads_are_disjoint_from_the_reported_ones(bench, model, tmp_path):
+    out = tmp_path / "selection.json"
+    bench.main(["--quick", "--model", str(model), "--requests", "1500", "--workloads",
+                "selection", "--no-real", "--skip-latency", "--k-tail", "4", "--k-rand", "12",
+                "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["workloads"] == "selection" and data["decision_latency"] == {}
+    assert data["real"] is None
+    assert sorted(data["generated"]) == ["scan-71", "scan-72", "tenants-74", "tenants-75",
+                                         "tenants-76"]
+    for workload in data["generated"].values():
+        _check_budgets(workload["budgets"])
+    reported = {p["seed"] for _, p in bench.HELD_OUT}
+    chosen = {p["seed"] for _, p in bench.SELECTION}
+    assert reported == {101, 102, 103} and not reported & chosen
+    with pytest.raises(SystemExit):
+        bench.main(["--latency-only", "--skip-latency", "--model", str(model)])
