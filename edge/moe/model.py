@@ -9,8 +9,8 @@ logits match llama.cpp's on the same file to float32 rounding and llama.cpp's f1
 tests state the tolerance): the proof that the expert store reads the right bytes.
 
 Dense tensors are read once through the expert store (``ExpertStore.read_tensor``: positional
-reads, F32/F16/BF16/Q8_0 via ``gguf.quants.dequantize``) and kept as float32; the file is never
-mapped, so with ``page_cache=False`` nothing reads around them into the OS page cache.
+reads, any type ``gguf.quants.dequantize`` knows) and kept as float32; the file is never mapped,
+so with ``page_cache=False`` nothing reads around them into the OS page cache.
 
     with MoeModel.open("moe.gguf", budget="2MiB", policy="lru") as model:
         tokens = model.generate([1, 300, 301], max_tokens=16)
