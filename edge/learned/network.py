@@ -83,6 +83,27 @@ class DuelingQNet:
                    he(hidden, 1), np.zeros(1, np.float32),
                    he(hidden, N_ACTIONS), np.zeros(N_ACTIONS, np.float32))
 
+    @classmethod
+    def linear(cls, weights: np.ndarray, bias: float = 0.0) -> DuelingQNet:
+        """The network whose eviction preference is ``weights @ x + bias`` for every input x
+        (a linear scorer in the served form): the trunk passes x through as relu(x) and
+        relu(-x) (hidden width 2 N_INPUTS; x = relu(x) - relu(-x)), the value head is 0 and the
+        advantage head puts half the score on EVICT and minus half on KEEP."""
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != (N_INPUTS,):
+            raise ValueError(f"weights must have shape ({N_INPUTS},), got {weights.shape}")
+        width = 2 * N_INPUTS
+        eye = np.eye(N_INPUTS)
+        both = np.concatenate([weights, -weights]) / 2
+        wa = np.zeros((width, N_ACTIONS))
+        wa[:, EVICT], wa[:, KEEP] = both, -both
+        ba = np.zeros(N_ACTIONS)
+        ba[EVICT], ba[KEEP] = bias / 2, -bias / 2
+        f32 = np.float32
+        return cls(np.hstack([eye, -eye]).astype(f32), np.zeros(width, f32),
+                   np.eye(width, dtype=f32), np.zeros(width, f32),
+                   np.zeros((width, 1), f32), np.zeros(1, f32), wa.astype(f32), ba.astype(f32))
+
     @property
     def hidden(self) -> int:
         return self.w1.shape[1]

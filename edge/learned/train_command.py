@@ -31,6 +31,7 @@ from edge.config import parse_bytes
 from edge.fileio import write_atomic
 from edge.learned.network import FEATURE_SCHEMA_VERSION, DuelingQNet
 from edge.learned.train import (
+    OBJECTIVES,
     TrainConfig,
     TrainReport,
     compare_policies,
@@ -186,17 +187,22 @@ def _save_parameters(net: DuelingQNet, path: Path) -> None:
               help="Width of the network's two hidden layers.")
 @click.option("--size-scaled-reward", is_flag=True,
               help="Scale rewards by median size / object size (not Cold-RL's reward).")
+@click.option("--objective", type=click.Choice(OBJECTIVES), default="dqn", show_default=True,
+              help="dqn: Cold-RL's reward, Q-learning. imitation: a linear score fitted to "
+                   "each decision's hindsight ranking (log of next-request distance x size); "
+                   "ignores --episodes, --horizon, --hidden and --size-scaled-reward.")
 @progress_option
 @friendly_errors
 def train_eviction(trace_paths, generate_specs, budget_text, out_path, eval_paths, eval_json,
                    seed, episodes, horizon, k_tail, k_rand, hidden, size_scaled_reward,
-                   show_progress):
+                   objective, show_progress):
     """Train the learned eviction policy offline on replayed traces and export it as ONNX."""
     if not trace_paths and not generate_specs:
         raise click.UsageError("give at least one --trace or --generate")
     try:
         config = TrainConfig(episodes=episodes, horizon=horizon, k_tail=k_tail, k_rand=k_rand,
-                             hidden=hidden, seed=seed, size_scaled_reward=size_scaled_reward)
+                             hidden=hidden, seed=seed, size_scaled_reward=size_scaled_reward,
+                             objective=objective)
         specs = [parse_generate(s) for s in generate_specs]
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -215,7 +221,8 @@ def train_eviction(trace_paths, generate_specs, budget_text, out_path, eval_path
     eval_budgets = [_budgets(budget_text, trace, name) for name, trace, _ in held_out]
     prepared = [prepare_trace(trace, name) for name, trace in named]
 
-    total = episodes * sum(len(t) * len(b) for t, b in zip(prepared, budgets, strict=True))
+    passes = 1 if objective == "imitation" else episodes  # imitation replays each pair once
+    total = passes * sum(len(t) * len(b) for t, b in zip(prepared, budgets, strict=True))
     with progress_bar(show_progress, total, "training") as update:
         report = train(prepared, budgets, config, progress=update)
     click.echo(f"trained on {report.requests:,} requests ({report.decisions:,} decisions) in "
