@@ -1,7 +1,7 @@
 """Train the learned eviction policy: ``edge train-eviction`` runnable from a checkout.
 
     python scripts/train_eviction.py --generate scan:requests=200000,objects=2000,seed=1 \\
-        --budget 5%,20% --out models/eviction-dqn.onnx [--eval-trace T] [--seed S] ...
+        --budget 5%,20% --out models/eviction.onnx [--eval-trace T] [--seed S] ...
 
 Every option is the command's (``--help`` lists them); see ``edge.learned.train`` for the
 environment, reward and learning rule.

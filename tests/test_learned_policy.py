@@ -216,7 +216,7 @@ def test_no_model_setting_means_the_shipped_model(tmp_path):
         with cache.acquire(key):
             pass
     policy = cache.policy
-    shipped = ROOT / "models" / "eviction-dqn.onnx"
+    shipped = ROOT / "models" / "eviction.onnx"
     assert policy.model_path == str(shipped)
     stats = policy.stats()
     if shipped.exists():

@@ -1,4 +1,4 @@
-"""The shipped eviction model (models/eviction-dqn.onnx) is the one its MANIFEST describes, the
+"""The shipped eviction model (models/eviction.onnx) is the one its MANIFEST describes, the
 ``learned`` policy serves it (no fallback) with the candidate rule it was trained with, and its
 ONNX output is the numpy forward pass of its shipped parameters."""
 
@@ -34,13 +34,13 @@ def manifest():
 
 
 def test_the_policy_loads_the_model_from_models():
-    assert SHIPPED_MODEL_PATH == MODELS / "eviction-dqn.onnx"
+    assert SHIPPED_MODEL_PATH == MODELS / "eviction.onnx"
 
 
 def test_model_matches_its_manifest(manifest):
     data = SHIPPED_MODEL_PATH.read_bytes()
     assert hashlib.sha256(data).hexdigest() == manifest["sha256"]
-    assert manifest["model"] == "models/eviction-dqn.onnx"
+    assert manifest["model"] == "models/eviction.onnx"
     # The schema the MANIFEST names is this edge's, and the file's metadata says the same.
     assert manifest["feature_schema_version"] == FEATURE_SCHEMA_VERSION
     assert tuple(manifest["input_names"]) == INPUT_NAMES

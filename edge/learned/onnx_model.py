@@ -41,7 +41,7 @@ from edge.learned.network import (
 )
 
 # The model the ``learned`` policy serves when its settings name none.
-SHIPPED_MODEL_PATH = Path(__file__).resolve().parents[2] / "models" / "eviction-dqn.onnx"
+SHIPPED_MODEL_PATH = Path(__file__).resolve().parents[2] / "models" / "eviction.onnx"
 
 INPUT = "x"
 OUTPUT = "q"

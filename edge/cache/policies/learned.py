@@ -14,7 +14,7 @@ breaker (``breaker_*``, counted in decisions); a decision over budget, a runtime
 missing, corrupt or mismatched model, or an open breaker falls back to LRU for that decision
 (``view.lru_victim_slot``, exactly as the ``lru`` policy). ``stats()`` counts every path.
 
-``model`` null means the shipped ``models/eviction-dqn.onnx``. A model that cannot be served is
+``model`` null means the shipped ``models/eviction.onnx``. A model that cannot be served is
 not a configuration error: the cache is built, every decision is LRU counted as ``no_model``, and
 the reason is logged once per process and file and shown in ``stats()["model_error"]``. The
 router's demand estimate is not wired to the cache yet, so its input is 0 (as in training
@@ -49,7 +49,7 @@ class LearnedPolicy(EvictionPolicy):
     @dataclass(frozen=True)
     class Params:
         # The ONNX file (a relative path is read from the working directory); null: the
-        # shipped models/eviction-dqn.onnx of this edge checkout.
+        # shipped models/eviction.onnx of this edge checkout.
         model: str | None = None
         sha256: str | None = None  # expected sha256 of the file, when pinned by the config
         # Candidates: least-recently-used ones and uniformly drawn unpinned ones. null: the rule
