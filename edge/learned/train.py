@@ -761,7 +761,7 @@ def train(traces: Sequence[PreparedTrace], budgets: Sequence[Sequence[int]],
           config: TrainConfig = TrainConfig(), progress: Progress | None = None) -> TrainReport:
     """Train a ``DuelingQNet`` on ``traces``, trace ``t`` replayed at each of ``budgets[t]``;
     an episode replays all of them together (``replay_many``), ``config.episodes`` times.
-    Deterministic for a seed."""
+    Deterministic for a seed. With ``config.objective == "imitation"``: ``imitate``."""
     if not traces:
         raise ValueError("no training traces")
     if len(budgets) != len(traces):
