@@ -423,3 +423,10 @@ def test_cli_imitation_objective(tmp_path):
     bad = CliRunner().invoke(train_eviction, ["--generate", "scan:seed=3", "--budget", "5%",
                                               "--out", str(out), "--objective", "sgd"])
     assert bad.exit_code == 2 and "'sgd' is not one of 'dqn', 'imitation'" in bad.output
+    # A budget that holds the whole working set evicts nothing: a one-line error, no model.
+    roomy = CliRunner().invoke(train_eviction, [
+        "--generate", "scan:requests=2000,objects=50,seed=3", "--budget", "100%",
+        "--out", str(tmp_path / "none.onnx"), "--objective", "imitation", "--no-progress"])
+    assert roomy.exit_code == 1, roomy.output
+    assert "imitation saw 0 eviction candidates" in roomy.output
+    assert not (tmp_path / "none.onnx").exists()

@@ -863,8 +863,9 @@ class ImitationAgent(Agent):
     def solve(self) -> tuple[np.ndarray, float, float]:
         """(weights over all N_INPUTS, the left-out ones 0; intercept; mean squared residual)."""
         if self.rows <= len(self.moment):
-            raise ValueError(f"imitation saw {self.rows} candidate rows: too few to fit "
-                             f"{len(self.moment)} weights (a longer trace or smaller budget)")
+            raise ValueError(f"imitation saw {self.rows} eviction candidates, too few to fit "
+                             f"{len(self.moment)} weights: the budgets evict (almost) nothing "
+                             "on these traces; give smaller budgets or longer traces")
         fit = np.linalg.lstsq(self.gram, self.moment, rcond=None)[0]
         residual = (self.sum_sq - 2 * fit @ self.moment + fit @ self.gram @ fit) / self.rows
         weights = np.zeros(N_INPUTS)

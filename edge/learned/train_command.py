@@ -224,7 +224,10 @@ def train_eviction(trace_paths, generate_specs, budget_text, out_path, eval_path
     passes = 1 if objective == "imitation" else episodes  # imitation replays each pair once
     total = passes * sum(len(t) * len(b) for t, b in zip(prepared, budgets, strict=True))
     with progress_bar(show_progress, total, "training") as update:
-        report = train(prepared, budgets, config, progress=update)
+        try:
+            report = train(prepared, budgets, config, progress=update)
+        except ValueError as exc:  # nothing to learn from (imitation: no evictions)
+            raise click.ClickException(str(exc)) from None
     click.echo(f"trained on {report.requests:,} requests ({report.decisions:,} decisions) in "
                f"{report.wall_seconds:.1f} s: {report.requests / report.wall_seconds:,.0f} "
                f"requests/s, {report.decisions / report.wall_seconds:,.0f} decisions/s", err=True)
