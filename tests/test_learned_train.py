@@ -430,3 +430,15 @@ def test_cli_imitation_objective(tmp_path):
     assert roomy.exit_code == 1, roomy.output
     assert "imitation saw 0 eviction candidates" in roomy.output
     assert not (tmp_path / "none.onnx").exists()
+
+
+def test_dqn_that_learns_nothing_is_an_error_not_a_model(tmp_path):
+    """Budgets that hold the whole working set make no eviction decision: no gradient step,
+    so no model is written (an untrained network would be served as if trained)."""
+    out = tmp_path / "none.onnx"
+    result = CliRunner().invoke(train_eviction, [
+        "--generate", "scan:requests=2000,objects=50,seed=3", "--budget", "100%",
+        "--out", str(out), "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert "no gradient step was taken: the replays made 0 eviction decisions" in result.output
+    assert not out.exists() and not out.with_suffix(".npz").exists()

@@ -787,6 +787,12 @@ def train(traces: Sequence[PreparedTrace], budgets: Sequence[Sequence[int]],
                                        progress_offset=episode * per_episode,
                                        progress_total=total)
         agent.end()
+    if agent.steps == 0:
+        raise ValueError(f"no gradient step was taken: the replays made "
+                         f"{sum(e.decisions for e in report.episodes)} eviction decisions, "
+                         f"{agent.buffer.size} transitions, fewer than learn_start "
+                         f"({config.learn_start}); give smaller budgets, longer traces or more "
+                         "episodes")
     report.wall_seconds = time.perf_counter() - start
     report.gradient_steps = agent.steps
     report.final_loss = float(np.mean(agent.losses[-100:])) if agent.losses else None
