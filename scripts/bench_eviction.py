@@ -97,7 +97,7 @@ SELECTION = [
 WORKLOAD_SETS = {"held-out": HELD_OUT, "selection": SELECTION}
 
 
-def held_out_workloads(requests: int, which: str = "held-out"
+def generated_workloads(requests: int, which: str = "held-out"
                        ) -> list[tuple[str, dict, Trace]]:
     """The generated workloads of set ``which`` (``WORKLOAD_SETS``): (name, parameters,
     trace)."""
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.latency_only and args.skip_latency:
         parser.error("--latency-only and --skip-latency leave nothing to measure")
     for name, params, trace in ([] if args.latency_only else
-                                held_out_workloads(args.requests, args.workloads)):
+                                generated_workloads(args.requests, args.workloads)):
         result = compare_on(scorer, name, trace, args.k_tail, args.k_rand)
         generated[name] = {"parameters": params, **result, "targets": targets(name, result)}
 

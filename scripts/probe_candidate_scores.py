@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_eviction import BUDGETS, held_out_workloads  # noqa: E402
+from bench_eviction import BUDGETS, generated_workloads  # noqa: E402
 from benchlib import machine  # noqa: E402
 
 from edge.cache.policies import POLICIES, EvictionPolicy, register_policy  # noqa: E402
@@ -106,7 +106,7 @@ def probe(requests: int, ghost: int, k_tail: int, k_rand: int) -> dict:
 
 def _probe(requests: int, ghost: int, k_tail: int, k_rand: int) -> dict:
     rows = {}
-    for name, _, trace in held_out_workloads(requests):
+    for name, _, trace in generated_workloads(requests):
         working_set = working_set_bytes(trace.keys, trace.sizes)
         for label, fraction in BUDGETS.items():
             if label == "large":
