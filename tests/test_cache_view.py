@@ -93,7 +93,7 @@ def test_no_view_call_changes_the_cache_or_its_generator():
 def test_decision_inputs_are_the_candidates_and_model_inputs_of_their_features():
     """One C call per decision: the same slots as ``candidates`` and the rows that the numpy
     definition the trainer uses (``model_inputs``) makes of their features."""
-    from edge.learned.network import model_inputs
+    from edge.learned.network import N_INPUTS, model_inputs
 
     cache, pins = filled(seed=3)
     view = cache.view
@@ -102,7 +102,7 @@ def test_decision_inputs_are_the_candidates_and_model_inputs_of_their_features()
         np.testing.assert_array_equal(slots, view.candidates(k_lru, k_sample))
         want = model_inputs(view.features(slots), 0.0, 0.5, 0.25)
         np.testing.assert_allclose(inputs, want, rtol=1e-6, atol=0)
-        assert inputs.shape == (len(slots), 9) and inputs.dtype == np.float32
+        assert inputs.shape == (len(slots), N_INPUTS) and inputs.dtype == np.float32
     with pytest.raises(ValueError, match="must be >= 0"):
         view.decision_inputs(-1, 2, 0.0, 0.0, 0.0)
     for cm in pins:

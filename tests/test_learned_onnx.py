@@ -22,7 +22,15 @@ import pytest
 
 from edge._native.learned import learned_inputs
 from edge.errors import EdgeError
-from edge.learned.network import EVICT, INPUT_NAMES, KEEP, N_INPUTS, DuelingQNet, model_inputs
+from edge.learned.network import (
+    CANDIDATE_FEATURES,
+    EVICT,
+    INPUT_NAMES,
+    KEEP,
+    N_INPUTS,
+    DuelingQNet,
+    model_inputs,
+)
 from edge.learned.onnx_model import (
     ModelError,
     export_onnx,
@@ -37,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def realistic_inputs(n: int, seed: int) -> np.ndarray:
     """Inputs as the policy makes them: C-core-like features over many orders of magnitude."""
     rng = np.random.default_rng(seed)
-    features = rng.lognormal(mean=3.0, sigma=4.0, size=(n, 6))
+    features = rng.lognormal(mean=3.0, sigma=4.0, size=(n, len(CANDIDATE_FEATURES)))
     return model_inputs(features, rng.random(n), float(rng.random()), float(rng.random()))
 
 
@@ -92,7 +100,7 @@ def test_the_file_carries_the_schema_and_the_callers_metadata(tmp_path):
     assert sha == hashlib.sha256(path.read_bytes()).hexdigest()
     model = load_model_file(path, expected_sha256=sha.upper())  # hex digits in either case
     assert model.sha256 == sha and model.data == path.read_bytes() and model.hidden == 12
-    assert model.metadata == {"feature_schema_version": 1, "input_names": list(INPUT_NAMES),
+    assert model.metadata == {"feature_schema_version": 2, "input_names": list(INPUT_NAMES),
                               "hidden": 12, "training_traces": ["bursty-1.csv", "zipf-2.csv"],
                               "seed": 42}
     # The onnx package reads the same entries (a peer of ORT's custom_metadata_map).
@@ -104,7 +112,7 @@ def test_the_file_carries_the_schema_and_the_callers_metadata(tmp_path):
 def test_export_refuses_metadata_it_cannot_store(tmp_path):
     net = DuelingQNet.initialise(4)
     with pytest.raises(ValueError, match="feature_schema_version"):
-        export_onnx(net, tmp_path / "a.onnx", metadata={"feature_schema_version": 2})
+        export_onnx(net, tmp_path / "a.onnx", metadata={"feature_schema_version": 1})
     with pytest.raises(ValueError, match="JSON"):
         export_onnx(net, tmp_path / "b.onnx", metadata={"seed": object()})
     net.w2 = net.w2[:, :3]
@@ -119,7 +127,8 @@ def test_loading_and_serving_need_only_onnx_runtime(model_path):
             "from edge.learned.serving import OnnxScorer\n"
             "import numpy as np\n"
             f"s = OnnxScorer({str(model_path)!r})\n"
-            "print(s.model.metadata['seed'], s.preferences(np.zeros((3, 9), np.float32)).shape)")
+            f"print(s.model.metadata['seed'], s.preferences(np.zeros((3, {N_INPUTS}), np.float32))"
+            ".shape)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
@@ -141,7 +150,7 @@ def rewrite_metadata(source: Path, target: Path, **changes: str | None) -> None:
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"feature_schema_version": "2"}, "feature schema version is 2, expected 1"),
+    ({"feature_schema_version": "1"}, "feature schema version is 1, expected 2"),  # schema 1
     ({"feature_schema_version": None}, "no feature_schema_version"),
     ({"input_names": '["log_age", "log_size"]'}, "input names are"),
     ({"hidden": '"wide"'}, "hidden size 'wide'"),
@@ -165,7 +174,7 @@ def test_a_graph_with_another_signature_is_refused(tmp_path):
         initializer=[onnx.numpy_helper.from_array(np.zeros((8, 2), np.float32), "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    helper.set_model_props(model, {"feature_schema_version": "1", "hidden": "4",
+    helper.set_model_props(model, {"feature_schema_version": "2", "hidden": "4",
                                    "input_names": '["' + '", "'.join(INPUT_NAMES) + '"]'})
     path = tmp_path / "narrow.onnx"
     onnx.save(model, path)
@@ -322,12 +331,13 @@ def test_the_c_cores_input_rows_are_model_inputs():
     # model_inputs (numpy). They may differ in the last bit of log1p (numpy's SIMD log1p
     # against libm's log1pf), never more.
     rng = np.random.default_rng(4)
-    features = (rng.lognormal(0, 6, size=(3000, 6))
-                * rng.choice([-1, 1], size=(3000, 6), p=[0.1, 0.9])).astype(np.float32)
+    m = len(CANDIDATE_FEATURES)
+    features = (rng.lognormal(0, 6, size=(3000, m))
+                * rng.choice([-1, 1], size=(3000, m), p=[0.1, 0.9])).astype(np.float32)
     features[:4, :4] = [[np.nan, np.inf, 0.0, -0.0]] * 4
     got = learned_inputs(features, 0.0, 0.25, 0.01)
     want = model_inputs(features, 0.0, 0.25, 0.01)
     np.testing.assert_allclose(got, want, rtol=5e-7, atol=0)  # NaN where model_inputs has NaN
     assert got.dtype == np.float32 and got.shape == (3000, N_INPUTS)
-    with pytest.raises(ValueError, match=r"features must be \(n, 6\)"):
+    with pytest.raises(ValueError, match=rf"features must be \(n, {m}\)"):
         learned_inputs(np.zeros((2, 5), np.float32), 0.0, 0.0, 0.0)

@@ -168,7 +168,7 @@ def wrong_schema(folder: Path, source: Path) -> tuple[Path, str]:
             prop.value = "99"
     path = folder / "schema99.onnx"
     onnx.save(model, path)
-    return path, "feature schema version is 99, expected 1"
+    return path, "feature schema version is 99, expected 2"
 
 
 @pytest.mark.parametrize("make_bad", [corrupt_file, wrong_schema])

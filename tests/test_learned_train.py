@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from edge.config import CacheConfig
-from edge.learned.network import EVICT, KEEP, N_INPUTS, DuelingQNet
+from edge.learned.network import EVICT, INPUT_NAMES, KEEP, N_INPUTS, DuelingQNet
 from edge.learned.train import (
     Agent,
     Decision,
@@ -200,12 +200,19 @@ def test_trained_policy_beats_lru_on_a_held_out_trace(trained):
     budget = budget_of(held_out, 0.05)
     prepared = prepare_trace(held_out, "held out")
     [learned] = evaluate(trained.net, [Run(prepared, budget)])
-    [untrained] = evaluate(DuelingQNet.initialise(32, seed=0), [Run(prepared, budget)])
+    untrained = [evaluate(DuelingQNet.initialise(32, seed=s), [Run(prepared, budget)])[0]
+                 for s in range(5)]
+    reversed_net = DuelingQNet.from_parameters({**trained.net.parameters(),
+                                                "wa": -trained.net.wa, "ba": -trained.net.ba})
+    [reversed_order] = evaluate(reversed_net, [Run(prepared, budget)])
     [lru] = replay_trace(held_out, ["lru"], [budget])
-    # Measured: learned 0.61, LRU 0.53, an untrained network 0.36; the same training with the
-    # reward's sign flipped reaches 0.38 (checked by hand), so this can fail.
+    # Measured (feature schema 2): learned 0.615, LRU 0.527, untrained networks of seeds 0-4
+    # 0.40-0.59 (the ghost-list inputs make some random scores good ones), the learned order
+    # reversed 0.30; the same training with the reward's sign flipped reached 0.38 under schema
+    # 1 (checked by hand), so this can fail.
     assert learned.hit_ratio > lru.hit_ratio + 0.03
-    assert untrained.hit_ratio < lru.hit_ratio
+    assert learned.hit_ratio > max(u.hit_ratio for u in untrained) + 0.02
+    assert reversed_order.hit_ratio < lru.hit_ratio
 
 
 def test_evaluation_equals_the_daemons_learned_policy(trained, tmp_path):
@@ -419,7 +426,8 @@ def test_cli_imitation_objective(tmp_path):
         net = DuelingQNet.from_parameters(dict(saved))
     # The left-out inputs (load cost, demand) carry no weight.
     weights = imitated_weights(net)
-    assert weights[4] == 0 and weights[6] == 0 and np.any(weights != 0)
+    left_out = [INPUT_NAMES.index("log_load_cost_ms"), INPUT_NAMES.index("demand")]
+    assert np.all(weights[left_out] == 0) and np.any(weights != 0)
     bad = CliRunner().invoke(train_eviction, ["--generate", "scan:seed=3", "--budget", "5%",
                                               "--out", str(out), "--objective", "sgd"])
     assert bad.exit_code == 2 and "'sgd' is not one of 'dqn', 'imitation'" in bad.output

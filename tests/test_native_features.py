@@ -20,7 +20,8 @@ HEADER = Path(__file__).resolve().parents[1] / "native" / "include" / "edge.h"
 
 # The input order of shipped models. Deliberately a second copy: change it only together with
 # native/include/edge.h and every model that reads these columns.
-SHIPPED_ORDER = ("age", "size", "accesses", "iat", "load_cost", "residency")
+SHIPPED_ORDER = ("age", "size", "accesses", "iat", "load_cost", "residency", "past_accesses",
+                 "past_residencies")
 
 
 def header_features(text: str) -> list[tuple[str, int]]:
@@ -61,9 +62,13 @@ def test_the_header_check_fails_on_a_reorder_or_a_rename():
 
 def test_each_named_column_holds_its_quantity():
     idx = NativeIndex()
+    idx.insert(7, 300, now=0.0)  # an earlier residency of three accesses (the ghost list)
+    idx.touch(7, now=1.0)
+    idx.touch(7, now=2.0)
+    idx.remove(7)
     slot = idx.insert(7, 300, now=10.0, load_cost=0.5)
     idx.touch(7, now=14.0)
     row = dict(zip(FEATURE_NAMES, idx.features([slot], now=20.0)[0].tolist(), strict=True))
     assert row == {"age": 6.0, "size": 300.0, "accesses": 2.0, "iat": 4.0, "load_cost": 0.5,
-                   "residency": 10.0}
+                   "residency": 10.0, "past_accesses": 3.0, "past_residencies": 1.0}
     assert np.float32(row["age"]) == row["age"]

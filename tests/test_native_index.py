@@ -90,7 +90,7 @@ def test_features_match_slot_metadata():
     assert feats.shape == (2, N_FEATURES) and feats.dtype == np.float32
     row = dict(zip(FEATURE_NAMES, feats[0], strict=True))
     assert row == {"age": 4.0, "size": 4096.0, "accesses": 3.0, "iat": 3.5, "load_cost": 0.5,
-                   "residency": 10.0}
+                   "residency": 10.0, "past_accesses": 0.0, "past_residencies": 0.0}
     row_b = dict(zip(FEATURE_NAMES, feats[1], strict=True))
     assert row_b["iat"] == row_b["residency"] == 9.0  # never re-accessed: residency bounds it
     out = np.zeros((4, N_FEATURES), dtype=np.float32)

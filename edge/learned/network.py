@@ -1,12 +1,15 @@
 """The learned eviction policy's inputs and network, defined once for training and serving.
 
-**Inputs** (``FEATURE_SCHEMA``, version 1): one row per eviction candidate,
+**Inputs** (``FEATURE_SCHEMA``, version 2): one row per eviction candidate,
 
     log1p(age_s), log1p(size_bytes), log1p(accesses), log1p(iat_s), log1p(load_cost_ms),
-    log1p(residency_s), demand, free_fraction, need_fraction
+    log1p(residency_s), log1p(past_accesses), log1p(past_residencies), demand, free_fraction,
+    need_fraction
 
-the first six from the C core's feature matrix (``edge_feature`` order: age, size, accesses,
-inter-access time, load cost, residency); ``demand`` the router's estimate that the object is
+the first eight from the C core's feature matrix (``edge_feature`` order: age, size, accesses,
+inter-access time, load cost, residency, and from its ghost list the accesses and the number of
+the object's earlier residencies, 0 for an object seen for the first time or forgotten; version
+1 had the first six only); ``demand`` the router's estimate that the object is
 asked for soon (0 where no router runs); the last two describe the cache at the decision (free
 bytes / budget, bytes needed / budget) and repeat on every row. ``log1p`` because every C
 feature is a non-negative quantity spanning orders of magnitude (bytes from KiB to GiB,
@@ -27,10 +30,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FEATURE_SCHEMA_VERSION = 1
-CANDIDATE_FEATURES = ("age", "size", "accesses", "iat", "load_cost", "residency")
+FEATURE_SCHEMA_VERSION = 2
+CANDIDATE_FEATURES = ("age", "size", "accesses", "iat", "load_cost", "residency",
+                      "past_accesses", "past_residencies")
 INPUT_NAMES = ("log_age", "log_size", "log_accesses", "log_iat", "log_load_cost_ms",
-               "log_residency", "demand", "free_fraction", "need_fraction")
+               "log_residency", "log_past_accesses", "log_past_residencies", "demand",
+               "free_fraction", "need_fraction")
 N_INPUTS = len(INPUT_NAMES)
 KEEP, EVICT = 0, 1
 N_ACTIONS = 2
@@ -39,7 +44,7 @@ N_ACTIONS = 2
 def model_inputs(features: np.ndarray, demand: np.ndarray | float,
                  free_fraction: np.ndarray | float, need_fraction: np.ndarray | float
                  ) -> np.ndarray:
-    """The network's (n, N_INPUTS) float32 input from the C core's (n, 6) feature matrix."""
+    """The network's (n, N_INPUTS) float32 input from the C core's (n, 8) feature matrix."""
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2 or features.shape[1] != len(CANDIDATE_FEATURES):
         raise ValueError(f"features must be (n, {len(CANDIDATE_FEATURES)}), got "
@@ -47,11 +52,12 @@ def model_inputs(features: np.ndarray, demand: np.ndarray | float,
     n = len(features)
     x = np.empty((n, N_INPUTS), dtype=np.float32)
     clipped = np.maximum(features, 0.0)
-    x[:, 0:6] = np.log1p(clipped)
+    m = len(CANDIDATE_FEATURES)
+    x[:, 0:m] = np.log1p(clipped)
     x[:, 4] = np.log1p(clipped[:, 4] * 1e3)  # load cost in milliseconds
-    x[:, 6] = demand
-    x[:, 7] = free_fraction
-    x[:, 8] = need_fraction
+    x[:, m] = demand
+    x[:, m + 1] = free_fraction
+    x[:, m + 2] = need_fraction
     return x
 
 

@@ -263,7 +263,7 @@ class EpisodeResult:
 class Decision:
     """One eviction decision of one replay: what the agent sees, then what happened."""
 
-    features: np.ndarray  # (m, 6) the C core's feature matrix of the candidates
+    features: np.ndarray  # (m, N_FEATURES) the C core's feature matrix of the candidates
     free_fraction: float
     need_fraction: float
     objects: np.ndarray  # (m,) the candidates' object ids

@@ -15,8 +15,14 @@
  *  - Time is a double in caller-chosen units (seconds from a monotonic clock in the daemon,
  *    virtual time in the simulator). The core never reads a clock itself.
  *  - Allocation happens only in init, in insert when the slot arrays grow (capacity doubles and
- *    the hash table is rebuilt), and never on lookup, touch, pin, unpin, walk or feature paths.
+ *    the hash table is rebuilt) or the ghost list does, and never on lookup, touch, pin, unpin,
+ *    walk or feature paths.
  *  - A slot id is stable while its key is resident; after remove it may be reused by another key.
+ *  - Removed keys are remembered in a ghost list, so that a key inserted again carries its
+ *    history into the feature matrix (EDGE_FEAT_PAST_*): a ring of the last G removals (key,
+ *    accesses, residencies; a key inserted again leaves it), G = 128 at init, doubled when the
+ *    resident keys would exceed G / 2 (growth drops the entries inserted again). G depends on
+ *    the index's history alone, never on initial_capacity.
  */
 #ifndef EDGE_H
 #define EDGE_H
@@ -55,7 +61,9 @@ typedef enum {
     EDGE_FEAT_IAT = 3,       /* EWMA of inter-access time; before a second access: now - insert */
     EDGE_FEAT_LOAD_COST = 4, /* last load cost as given at insert (seconds in the daemon) */
     EDGE_FEAT_RESIDENCY = 5, /* now - insert */
-    EDGE_N_FEATURES = 6
+    EDGE_FEAT_PAST_ACCESSES = 6,    /* accesses in the key's earlier residencies (ghost list) */
+    EDGE_FEAT_PAST_RESIDENCIES = 7, /* the key's earlier residencies (ghost list) */
+    EDGE_N_FEATURES = 8
 } edge_feature;
 
 /* Weight of the newest inter-access gap in the EWMA estimate. */
@@ -71,6 +79,8 @@ typedef struct {
     double load_cost;
     uint32_t pin_count;
     uint32_t flags;
+    uint32_t past_accesses;    /* EDGE_FEAT_PAST_ACCESSES */
+    uint32_t past_residencies; /* EDGE_FEAT_PAST_RESIDENCIES */
 } edge_slot_info;
 
 typedef struct {
@@ -79,6 +89,7 @@ typedef struct {
     uint64_t bytes;        /* sum of resident sizes */
     uint64_t pinned_bytes; /* sum of sizes of pinned keys */
     uint32_t capacity;     /* slots allocated (grows by doubling) */
+    uint32_t remembered;   /* keys in the ghost list */
 } edge_index_totals;
 
 /* ---- lifetime ---------------------------------------------------------------------------- */
@@ -176,8 +187,8 @@ int edge_index_replay(edge_index *idx, int policy, const uint64_t *keys, const u
 /* ---- the learned eviction policy's inputs ------------------------------------------------- */
 
 /* Columns of one network input row: the EDGE_N_FEATURES columns, then demand, free fraction and
- * need fraction (edge/learned/network.py INPUT_NAMES, feature schema 1). */
-#define EDGE_N_LEARNED_INPUTS 9
+ * need fraction (edge/learned/network.py INPUT_NAMES, feature schema 2). */
+#define EDGE_N_LEARNED_INPUTS 11
 
 /* The network's (n, EDGE_N_LEARNED_INPUTS) float32 input rows (row-major) from the feature
  * matrix edge_index_features writes: log1p of each feature clipped below at 0 (a NaN stays

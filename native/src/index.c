@@ -6,6 +6,17 @@
  * linear probing over int32 slot ids (-1 = empty), kept at load <= 1/2 by sizing it to twice the
  * slot capacity; deletion uses backward shifting, so there are no tombstones and lookups stay
  * short however long the index lives. Free slots are chained through `next`.
+ *
+ * Ghost list: recently removed keys with their access history (accesses over their
+ * residencies, residencies ended), in a ring of removal events whose oldest is overwritten,
+ * found through its own linear-probing table (2 cells per entry, backward-shift deletion too).
+ * The ring holds GHOST_MIN entries, doubled whenever the resident keys would exceed half of it
+ * (growth keeps the live entries, oldest first, and drops the ones taken back): a function of
+ * the index's history alone, not of its initial capacity, so that a trainer's index and a
+ * daemon's see the same features for the same events. A key is in the
+ * ghost list only while it is not resident: insert takes its entry back into the slot's
+ * past_accesses / past_residencies, remove writes it again. This is what lets the feature
+ * matrix tell a returning object from a new one (ARC's and S3-FIFO's ghost queues).
  */
 #include "edge.h"
 
@@ -16,6 +27,7 @@
 #define NIL (-1)
 #define DEFAULT_CAPACITY 64u
 #define MAX_CAPACITY (1u << 30)
+#define GHOST_MIN 128u /* ghost ring entries at init: 2 * DEFAULT_CAPACITY */
 
 struct edge_index {
     uint32_t capacity; /* slots */
@@ -43,6 +55,19 @@ struct edge_index {
     int32_t *next; /* towards LRU; free-list link for unused slots */
     int32_t *live_pos; /* position of the slot in `live` */
     int32_t *live;     /* dense array of used slots, for uniform sampling */
+    uint32_t *past_accesses;    /* accesses in earlier residencies (from the ghost list) */
+    uint32_t *past_residencies; /* earlier residencies of the key (from the ghost list) */
+
+    /* ghost list (see the top of the file) */
+    uint32_t ghost_cap;  /* ring entries, a power of two >= 2 * the most keys ever resident */
+    uint32_t ghost_next; /* ring position written next: the oldest entry once the ring is full */
+    uint32_t ghost_count; /* live entries */
+    uint64_t *ghost_key;
+    uint32_t *ghost_accesses;
+    uint32_t *ghost_residencies;
+    uint8_t *ghost_live; /* 0: never written, or taken back by insert */
+    int32_t *ghost_table; /* ring positions, NIL = empty; 2 * ghost_cap cells */
+    uint32_t ghost_mask;
 
     int32_t mru; /* head */
     int32_t lru; /* tail */
@@ -137,6 +162,149 @@ static void table_erase_at(edge_index *idx, uint32_t hole) {
     idx->table[hole] = NIL;
 }
 
+/* ---- ghost list --------------------------------------------------------------------------- */
+
+static inline uint32_t add_saturating(uint32_t a, uint64_t b) {
+    return b >= (uint64_t)(UINT32_MAX - a) ? UINT32_MAX : a + (uint32_t)b;
+}
+
+/* Ring position of key's entry (NIL if absent); *pos_out = its table cell or the empty cell
+ * where it would go. */
+static inline int32_t ghost_find(const edge_index *idx, uint64_t key, uint32_t *pos_out) {
+    uint32_t pos = (uint32_t)mix64(key) & idx->ghost_mask;
+    for (;;) {
+        int32_t e = idx->ghost_table[pos];
+        if (e == NIL || idx->ghost_key[e] == key) {
+            *pos_out = pos;
+            return e;
+        }
+        pos = (pos + 1) & idx->ghost_mask;
+    }
+}
+
+static void ghost_erase_at(edge_index *idx, uint32_t hole) {
+    uint32_t mask = idx->ghost_mask;
+    uint32_t pos = (hole + 1) & mask;
+    while (idx->ghost_table[pos] != NIL) {
+        int32_t e = idx->ghost_table[pos];
+        uint32_t home = (uint32_t)mix64(idx->ghost_key[e]) & mask;
+        if (((hole - home) & mask) < ((pos - home) & mask)) {
+            idx->ghost_table[hole] = e;
+            hole = pos;
+        }
+        pos = (pos + 1) & mask;
+    }
+    idx->ghost_table[hole] = NIL;
+}
+
+/* Remembers a removed key, overwriting the oldest entry when the ring is full. The key is not
+ * in the list (insert took it out when it became resident). */
+static void ghost_remember(edge_index *idx, uint64_t key, uint32_t accesses,
+                           uint32_t residencies) {
+    uint32_t e = idx->ghost_next, pos;
+    if (idx->ghost_live[e]) {
+        ghost_find(idx, idx->ghost_key[e], &pos);
+        ghost_erase_at(idx, pos);
+        idx->ghost_count--;
+    }
+    ghost_find(idx, key, &pos);
+    idx->ghost_key[e] = key;
+    idx->ghost_accesses[e] = accesses;
+    idx->ghost_residencies[e] = residencies;
+    idx->ghost_live[e] = 1;
+    idx->ghost_table[pos] = (int32_t)e;
+    idx->ghost_count++;
+    idx->ghost_next = (e + 1) & (idx->ghost_cap - 1u);
+}
+
+/* Takes key's entry out of the list into *accesses / *residencies (0 / 0 if it has none). */
+static void ghost_take(edge_index *idx, uint64_t key, uint32_t *accesses,
+                       uint32_t *residencies) {
+    uint32_t pos;
+    int32_t e = ghost_find(idx, key, &pos);
+    if (e == NIL) {
+        *accesses = *residencies = 0;
+        return;
+    }
+    *accesses = idx->ghost_accesses[e];
+    *residencies = idx->ghost_residencies[e];
+    idx->ghost_live[e] = 0;
+    ghost_erase_at(idx, pos);
+    idx->ghost_count--;
+}
+
+typedef struct {
+    uint64_t *key;
+    uint32_t *accesses;
+    uint32_t *residencies;
+    uint8_t *live;
+    int32_t *table;
+} ghost_arrays;
+
+static void ghost_arrays_free(ghost_arrays *g) {
+    free(g->key);
+    free(g->accesses);
+    free(g->residencies);
+    free(g->live);
+    free(g->table);
+}
+
+/* New ghost arrays of cap entries (a power of two), all or nothing. */
+static int ghost_arrays_alloc(ghost_arrays *g, uint32_t cap) {
+    g->key = (uint64_t *)malloc((size_t)cap * sizeof(uint64_t));
+    g->accesses = (uint32_t *)malloc((size_t)cap * sizeof(uint32_t));
+    g->residencies = (uint32_t *)malloc((size_t)cap * sizeof(uint32_t));
+    g->live = (uint8_t *)calloc(cap, sizeof(uint8_t));
+    g->table = (int32_t *)malloc((size_t)cap * 2u * sizeof(int32_t));
+    if (!g->key || !g->accesses || !g->residencies || !g->live || !g->table) {
+        ghost_arrays_free(g);
+        return EDGE_ERR_NOMEM;
+    }
+    return EDGE_OK;
+}
+
+/* Moves the ghost list into g (cap entries, >= the old ring), oldest entry first, and rebuilds
+ * its table; frees the old arrays. */
+static void ghost_move(edge_index *idx, ghost_arrays *g, uint32_t cap) {
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < idx->ghost_cap; i++) {
+        uint32_t e = (idx->ghost_next + i) & (idx->ghost_cap - 1u);
+        if (!idx->ghost_live[e]) continue;
+        g->key[n] = idx->ghost_key[e];
+        g->accesses[n] = idx->ghost_accesses[e];
+        g->residencies[n] = idx->ghost_residencies[e];
+        g->live[n] = 1;
+        n++;
+    }
+    ghost_arrays old = {idx->ghost_key, idx->ghost_accesses, idx->ghost_residencies,
+                        idx->ghost_live, idx->ghost_table};
+    ghost_arrays_free(&old);
+    idx->ghost_key = g->key;
+    idx->ghost_accesses = g->accesses;
+    idx->ghost_residencies = g->residencies;
+    idx->ghost_live = g->live;
+    idx->ghost_table = g->table;
+    idx->ghost_cap = cap;
+    idx->ghost_mask = cap * 2u - 1u;
+    idx->ghost_next = n & (cap - 1u);
+    idx->ghost_count = n;
+    for (uint32_t i = 0; i < cap * 2u; i++) idx->ghost_table[i] = NIL;
+    for (uint32_t e = 0; e < n; e++) {
+        uint32_t pos = (uint32_t)mix64(idx->ghost_key[e]) & idx->ghost_mask;
+        while (idx->ghost_table[pos] != NIL) pos = (pos + 1) & idx->ghost_mask;
+        idx->ghost_table[pos] = (int32_t)e;
+    }
+}
+
+/* Doubles the ghost ring when one more resident key would exceed half of it. */
+static int ghost_reserve(edge_index *idx) {
+    if (2u * (idx->count + 1u) <= idx->ghost_cap) return EDGE_OK;
+    ghost_arrays ghost;
+    if (ghost_arrays_alloc(&ghost, idx->ghost_cap * 2u) != EDGE_OK) return EDGE_ERR_NOMEM;
+    ghost_move(idx, &ghost, idx->ghost_cap * 2u);
+    return EDGE_OK;
+}
+
 /* ---- LRU list ---------------------------------------------------------------------------- */
 
 static inline void list_unlink(edge_index *idx, int32_t s) {
@@ -177,6 +345,8 @@ static int grow(edge_index *idx, uint32_t new_cap) {
         {(void **)&idx->flags, sizeof(uint32_t)},     {(void **)&idx->used, sizeof(uint8_t)},
         {(void **)&idx->prev, sizeof(int32_t)},       {(void **)&idx->next, sizeof(int32_t)},
         {(void **)&idx->live_pos, sizeof(int32_t)},   {(void **)&idx->live, sizeof(int32_t)},
+        {(void **)&idx->past_accesses, sizeof(uint32_t)},
+        {(void **)&idx->past_residencies, sizeof(uint32_t)},
     };
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++) {
         if (grow_array(arrays[i].array, arrays[i].elem_size, new_cap) != EDGE_OK) {
@@ -221,6 +391,9 @@ int edge_index_init(edge_index **out, uint32_t initial_capacity, uint64_t seed) 
     idx->mru = idx->lru = idx->free_head = NIL;
     idx->rng = seed;
     int rc = grow(idx, cap);
+    ghost_arrays ghost;
+    if (rc == EDGE_OK && (rc = ghost_arrays_alloc(&ghost, GHOST_MIN)) == EDGE_OK)
+        ghost_move(idx, &ghost, GHOST_MIN);
     if (rc != EDGE_OK) {
         edge_index_free(idx);
         return rc;
@@ -246,6 +419,11 @@ int edge_index_free(edge_index *idx) {
     free(idx->next);
     free(idx->live_pos);
     free(idx->live);
+    free(idx->past_accesses);
+    free(idx->past_residencies);
+    ghost_arrays ghost = {idx->ghost_key, idx->ghost_accesses, idx->ghost_residencies,
+                          idx->ghost_live, idx->ghost_table};
+    ghost_arrays_free(&ghost);
     free(idx);
     return EDGE_OK;
 }
@@ -317,6 +495,7 @@ int edge_index_insert(edge_index *idx, uint64_t key, uint64_t size, double load_
         if (rc != EDGE_OK) return rc;
         table_find(idx, key, &pos); /* the table was rebuilt */
     }
+    if (ghost_reserve(idx) != EDGE_OK) return EDGE_ERR_NOMEM; /* a grown slot array is harmless */
     int32_t s = idx->free_head;
     idx->free_head = idx->next[s];
 
@@ -330,6 +509,7 @@ int edge_index_insert(edge_index *idx, uint64_t key, uint64_t size, double load_
     idx->load_cost[s] = load_cost;
     idx->pins[s] = 0;
     idx->flags[s] = 0;
+    ghost_take(idx, key, &idx->past_accesses[s], &idx->past_residencies[s]);
     idx->table[pos] = s;
     idx->live_pos[s] = (int32_t)idx->count;
     idx->live[idx->count] = s;
@@ -346,6 +526,8 @@ int edge_index_insert(edge_index *idx, uint64_t key, uint64_t size, double load_
 }
 
 static void remove_slot(edge_index *idx, int32_t s, uint32_t table_pos) {
+    ghost_remember(idx, idx->key[s], add_saturating(idx->past_accesses[s], idx->accesses[s]),
+                   add_saturating(idx->past_residencies[s], 1));
     table_erase_at(idx, table_pos);
     list_unlink(idx, s);
     /* Keep `live` dense: move the last live slot into the hole. */
@@ -397,6 +579,8 @@ int edge_index_slot_info(const edge_index *idx, int32_t slot, edge_slot_info *ou
     out->load_cost = idx->load_cost[slot];
     out->pin_count = idx->pins[slot];
     out->flags = idx->flags[slot];
+    out->past_accesses = idx->past_accesses[slot];
+    out->past_residencies = idx->past_residencies[slot];
     return EDGE_OK;
 }
 
@@ -413,6 +597,7 @@ int edge_index_totals_get(const edge_index *idx, edge_index_totals *out) {
     out->bytes = idx->bytes;
     out->pinned_bytes = idx->pinned_bytes;
     out->capacity = idx->capacity;
+    out->remembered = idx->ghost_count;
     return EDGE_OK;
 }
 
@@ -595,6 +780,8 @@ int edge_index_features(const edge_index *idx, const int32_t *slots, uint32_t n,
         row[EDGE_FEAT_IAT] = (float)(idx->accesses[s] > 1 ? idx->iat[s] : residency);
         row[EDGE_FEAT_LOAD_COST] = (float)idx->load_cost[s];
         row[EDGE_FEAT_RESIDENCY] = (float)residency;
+        row[EDGE_FEAT_PAST_ACCESSES] = (float)idx->past_accesses[s];
+        row[EDGE_FEAT_PAST_RESIDENCIES] = (float)idx->past_residencies[s];
     }
     return EDGE_OK;
 }
@@ -716,5 +903,26 @@ int edge_index_verify(const edge_index *idx) {
         CHECK(++free_slots <= idx->capacity - idx->count);
     }
     CHECK(free_slots == idx->capacity - idx->count);
+
+    /* Ghost list: the table holds exactly the live ring entries, each findable, none of them a
+     * resident key. */
+    CHECK(idx->ghost_cap >= GHOST_MIN && (idx->ghost_cap & (idx->ghost_cap - 1u)) == 0);
+    CHECK(2u * idx->count <= idx->ghost_cap && idx->ghost_mask + 1u == 2u * idx->ghost_cap);
+    CHECK(idx->ghost_next < idx->ghost_cap);
+    uint32_t live_entries = 0, ghost_entries = 0;
+    for (uint32_t e = 0; e < idx->ghost_cap; e++) {
+        if (!idx->ghost_live[e]) continue;
+        live_entries++;
+        uint32_t pos;
+        CHECK(ghost_find(idx, idx->ghost_key[e], &pos) == (int32_t)e);
+        CHECK(table_find(idx, idx->ghost_key[e], NULL) == NIL);
+    }
+    for (uint32_t pos = 0; pos <= idx->ghost_mask; pos++) {
+        int32_t e = idx->ghost_table[pos];
+        if (e == NIL) continue;
+        ghost_entries++;
+        CHECK(e >= 0 && (uint32_t)e < idx->ghost_cap && idx->ghost_live[e]);
+    }
+    CHECK(live_entries == idx->ghost_count && ghost_entries == idx->ghost_count);
     return EDGE_OK;
 }

@@ -1,6 +1,6 @@
 /*
  * learned.c - the learned eviction policy's candidates and network inputs (edge/learned/
- * network.py's model_inputs, feature schema 1), for the serving path and the trainer: one call
+ * network.py's model_inputs, feature schema 2), for the serving path and the trainer: one call
  * per decision instead of a numpy or Python call per step.
  */
 #include "edge.h"

@@ -83,7 +83,8 @@ static int same_info(const edge_slot_info *a, const edge_slot_info *b) {
     return a->key == b->key && a->size == b->size && a->accesses == b->accesses &&
            a->inserted_at == b->inserted_at && a->last_access == b->last_access &&
            a->iat_ewma == b->iat_ewma && a->load_cost == b->load_cost &&
-           a->pin_count == b->pin_count && a->flags == b->flags;
+           a->pin_count == b->pin_count && a->flags == b->flags &&
+           a->past_accesses == b->past_accesses && a->past_residencies == b->past_residencies;
 }
 
 static int same_snapshot(const snapshot *a, const snapshot *b) {
@@ -284,12 +285,94 @@ static void test_single_key_ops(void) {
     EXPECT(info_of(idx, s10).iat_ewma == 0.75 * 3.75, "a negative gap poisoned the EWMA");
     float row[2 * EDGE_N_FEATURES];
     CHECK_OK(edge_index_features(idx, (const int32_t[]){s12, s11b}, 2, 10.0, row));
-    const float want[2 * EDGE_N_FEATURES] = {4.0f, 300.0f, 2.0f, 3.0f, 0.75f, 7.0f,
-                                             4.0f, 50.0f,  1.0f, 4.0f, 0.25f, 4.0f};
+    /* Key 11 comes back with its one earlier residency of one access (the ghost list). */
+    const float want[2 * EDGE_N_FEATURES] = {4.0f, 300.0f, 2.0f, 3.0f, 0.75f, 7.0f, 0.0f, 0.0f,
+                                             4.0f, 50.0f,  1.0f, 4.0f, 0.25f, 4.0f, 1.0f, 1.0f};
     for (int i = 0; i < 2 * EDGE_N_FEATURES; i++)
         EXPECT(row[i] == want[i], "feature %d: %g, expected %g", i, row[i], want[i]);
     CHECK_OK(edge_index_verify(idx));
     CHECK_OK(edge_index_free(idx));
+}
+
+static void cycle_key(edge_index *idx, uint64_t key, double now) {
+    insert_key(idx, key, 10, now, 0);
+    CHECK_OK(edge_index_remove(idx, key));
+}
+
+static void expect_past(edge_index *idx, uint64_t key, uint32_t accesses, uint32_t residencies,
+                        const char *what) {
+    int32_t slot = insert_key(idx, key, 10, 0.0, 0);
+    edge_slot_info info = info_of(idx, slot);
+    EXPECT(info.past_accesses == accesses && info.past_residencies == residencies,
+           "%s: key %llu came back with %u accesses over %u residencies, expected %u over %u",
+           what, (unsigned long long)key, info.past_accesses, info.past_residencies, accesses,
+           residencies);
+}
+
+/* The ghost list, worked by hand: a key's history over its residencies, the bound of
+ * 2 * capacity removals (the oldest forgotten first), and growth keeping what is remembered. */
+static void test_ghost_list(void) {
+    cur_test = "ghost list";
+    edge_index *idx = new_index(1, 5);
+    EXPECT(totals_of(idx).capacity == 64, "capacity %u", totals_of(idx).capacity);
+    int32_t slot;
+    insert_key(idx, 1, 10, 0.0, 0);
+    CHECK_OK(edge_index_touch(idx, 1, 1.0, &slot));
+    CHECK_OK(edge_index_touch(idx, 1, 2.0, &slot)); /* 3 accesses */
+    CHECK_OK(edge_index_remove(idx, 1));
+    EXPECT(totals_of(idx).remembered == 1, "remembered %u", totals_of(idx).remembered);
+    expect_past(idx, 1, 3, 1, "after one residency");
+    EXPECT(totals_of(idx).remembered == 0, "a resident key is still remembered");
+    CHECK_OK(edge_index_remove(idx, 1)); /* (3 + 1, 2) */
+    for (uint64_t k = 0; k < 127; k++) cycle_key(idx, 100 + k, 3.0);
+    EXPECT(totals_of(idx).remembered == 128, "remembered %u", totals_of(idx).remembered);
+    expect_past(idx, 1, 4, 2, "127 removals later");
+    CHECK_OK(edge_index_remove(idx, 1)); /* (5, 3) */
+    for (uint64_t k = 0; k < 128; k++) cycle_key(idx, 300 + k, 4.0);
+    EXPECT(totals_of(idx).remembered == 128, "remembered %u", totals_of(idx).remembered);
+    expect_past(idx, 1, 0, 0, "128 removals later (forgotten)");
+    expect_past(idx, 300, 1, 1, "the oldest still remembered");
+    CHECK_OK(edge_index_verify(idx));
+
+    /* Growth: 2 resident + 62 more make 64 keys; the next insert would make them more than
+     * half of the 128-entry ring, so the ghost list (127 live entries, 301..427: 300 was taken
+     * back) first moves to a 256-entry ring, oldest first. 256 - 127 = 129 removals later the oldest (301) is still remembered; the
+     * 130th would overwrite it. */
+    for (uint64_t k = 0; k < 62; k++) insert_key(idx, 1000 + k, 10, 5.0, 0);
+    EXPECT(totals_of(idx).count == 64 && totals_of(idx).capacity == 64, "before growth");
+    insert_key(idx, 2000, 10, 5.0, 0);
+    edge_index_totals t = totals_of(idx);
+    EXPECT(t.capacity == 128 && t.remembered == 127, "after growth: capacity %u remembered %u",
+           t.capacity, t.remembered);
+    for (uint64_t k = 0; k < 129; k++) cycle_key(idx, 3000 + k, 6.0);
+    expect_past(idx, 301, 1, 1, "129 removals after growth");
+    cycle_key(idx, 4000, 7.0); /* overwrites 301's dead entry: 302 is now the oldest */
+    cycle_key(idx, 4001, 7.0);
+    expect_past(idx, 302, 0, 0, "131 removals after growth (forgotten)");
+    expect_past(idx, 303, 1, 1, "the next oldest");
+    CHECK_OK(edge_index_verify(idx));
+    CHECK_OK(edge_index_free(idx));
+
+    /* The ring's size follows the keys, not the initial capacity: an index made for 4096 keys
+     * forgets exactly what the one made for 1 does. */
+    edge_index *small = new_index(1, 5), *large = new_index(4096, 5);
+    for (uint64_t k = 0; k < 200; k++) {
+        cycle_key(small, k, 1.0);
+        cycle_key(large, k, 1.0);
+    }
+    for (uint64_t k = 0; k < 200; k += 7) {
+        int32_t a = insert_key(small, k, 10, 2.0, 0), b = insert_key(large, k, 10, 2.0, 0);
+        EXPECT(info_of(small, a).past_residencies == info_of(large, b).past_residencies,
+               "key %llu: remembered by one index and not the other", (unsigned long long)k);
+    }
+    EXPECT(info_of(small, insert_key(small, 1000, 10, 3.0, 0)).past_residencies == 0 &&
+               totals_of(small).remembered == totals_of(large).remembered &&
+               totals_of(small).remembered == 128 - 18, /* 72..199 left; 77, 84, .., 196 back */
+           "remembered %u and %u", totals_of(small).remembered, totals_of(large).remembered);
+    CHECK_OK(edge_index_verify(small));
+    CHECK_OK(edge_index_verify(large));
+    CHECK_OK(edge_index_free(small));
+    CHECK_OK(edge_index_free(large));
 }
 
 /* Every slot-taking function rejects a bad slot id (out of range or freed) and changes nothing;
@@ -973,7 +1056,23 @@ typedef struct {
     uint32_t flags;
     uint64_t accesses;
     double inserted_at, last_access, iat, load_cost;
+    uint32_t past_accesses, past_residencies; /* what the index reports for this residency */
+    uint32_t hist_accesses, hist_residencies; /* what its last removal left in the ghost list */
+    uint64_t ghost_seq; /* the removal event that remembers the key; 0: not remembered */
 } model_entry;
+
+/* The ghost list as edge.h describes it: a FIFO of removal events holding at most G of them
+ * (128, doubled before an insert would make the resident keys more than G / 2); an event whose
+ * key was inserted again is dead but keeps its place until the list grows, which drops the
+ * dead ones. */
+#define MODEL_GHOST_MAX (4 * MAX_SLOTS)
+typedef struct {
+    uint64_t key, seq;
+} ghost_event;
+static ghost_event ghost_queue[MODEL_GHOST_MAX]; /* a ring: oldest at ghost_head */
+static uint32_t ghost_head, ghost_len, ghost_cap = 128;
+static uint64_t ghost_seq_counter;
+static uint64_t ghost_returned, ghost_forgotten; /* of the randomised run: both must happen */
 
 static model_entry model[KEYS];
 static uint64_t lru[KEYS]; /* resident keys, LRU end first */
@@ -1003,9 +1102,44 @@ static void model_set_slot(uint64_t key, int32_t slot) {
     model[key].slot = slot;
 }
 
+static int ghost_event_live(const ghost_event *ev) { return model[ev->key].ghost_seq == ev->seq; }
+
+static void model_ghost_grow(void) {
+    ghost_cap *= 2;
+    uint32_t kept = 0;
+    ghost_event live[MODEL_GHOST_MAX];
+    for (uint32_t i = 0; i < ghost_len; i++) {
+        const ghost_event *ev = &ghost_queue[(ghost_head + i) % MODEL_GHOST_MAX];
+        if (ghost_event_live(ev)) live[kept++] = *ev;
+    }
+    memcpy(ghost_queue, live, kept * sizeof(live[0]));
+    ghost_head = 0;
+    ghost_len = kept;
+}
+
+static uint32_t model_remembered(void) {
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < ghost_len; i++)
+        n += ghost_event_live(&ghost_queue[(ghost_head + i) % MODEL_GHOST_MAX]);
+    return n;
+}
+
+static uint32_t sat_add(uint32_t a, uint64_t b) {
+    return (uint64_t)a + b > UINT32_MAX ? UINT32_MAX : (uint32_t)(a + b);
+}
+
 static void model_insert(uint64_t key, int32_t slot, uint64_t size, double load_cost, double now,
                          uint32_t pins) {
     model_entry *e = &model[key];
+    if (2 * (n_lru + 1) > ghost_cap) model_ghost_grow(); /* before the insert */
+    if (e->ghost_seq) { /* remembered: the history comes back */
+        ghost_returned++;
+        e->past_accesses = e->hist_accesses;
+        e->past_residencies = e->hist_residencies;
+        e->ghost_seq = 0;
+    } else {
+        e->past_accesses = e->past_residencies = 0;
+    }
     e->resident = 1;
     e->slot = -1;
     e->size = size;
@@ -1022,6 +1156,19 @@ static void model_insert(uint64_t key, int32_t slot, uint64_t size, double load_
 
 static void model_remove(uint64_t key) {
     model_entry *e = &model[key];
+    e->hist_accesses = sat_add(e->past_accesses, e->accesses);
+    e->hist_residencies = sat_add(e->past_residencies, 1);
+    e->ghost_seq = ++ghost_seq_counter;
+    ghost_queue[(ghost_head + ghost_len++) % MODEL_GHOST_MAX] = (ghost_event){key, e->ghost_seq};
+    if (ghost_len > ghost_cap) { /* the oldest event goes, and its key is forgotten */
+        ghost_event *oldest = &ghost_queue[ghost_head];
+        if (ghost_event_live(oldest)) {
+            model[oldest->key].ghost_seq = 0;
+            ghost_forgotten++;
+        }
+        ghost_head = (ghost_head + 1) % MODEL_GHOST_MAX;
+        ghost_len--;
+    }
     lru_unlink(key);
     if (e->slot >= 0) slot_owner[e->slot] = -1;
     model_bytes -= e->size;
@@ -1118,12 +1265,15 @@ static void check_key(const edge_index *idx, uint64_t key) {
     EXPECT(info.key == key && info.size == e->size && info.accesses == e->accesses &&
                info.inserted_at == e->inserted_at && info.last_access == e->last_access &&
                close_to(info.iat_ewma, e->iat) && info.load_cost == e->load_cost &&
-               info.pin_count == e->pins && info.flags == e->flags,
+               info.pin_count == e->pins && info.flags == e->flags &&
+               info.past_accesses == e->past_accesses &&
+               info.past_residencies == e->past_residencies,
            "slot_info of key %llu: size %llu/%llu accesses %llu/%llu last %g/%g iat %g/%g "
-           "pins %u/%u flags %#x/%#x",
+           "pins %u/%u flags %#x/%#x past %u/%u residencies %u/%u",
            (unsigned long long)key, (unsigned long long)info.size, (unsigned long long)e->size,
            (unsigned long long)info.accesses, (unsigned long long)e->accesses, info.last_access,
-           e->last_access, info.iat_ewma, e->iat, info.pin_count, e->pins, info.flags, e->flags);
+           e->last_access, info.iat_ewma, e->iat, info.pin_count, e->pins, info.flags, e->flags,
+           info.past_accesses, e->past_accesses, info.past_residencies, e->past_residencies);
     EXPECT(pins_of(idx, e->slot) == e->pins, "pin_count of key %llu", (unsigned long long)key);
 }
 
@@ -1140,6 +1290,8 @@ static void check_model(const edge_index *idx, int full) {
         }
     }
     edge_index_totals t = totals_of(idx);
+    EXPECT(t.remembered == model_remembered(), "remembered %u, model %u", t.remembered,
+           model_remembered());
     EXPECT(t.count == n_lru && t.bytes == model_bytes && t.pinned_count == pinned_count &&
                t.pinned_bytes == pinned_bytes && t.capacity <= MAX_SLOTS,
            "totals %u/%llu pinned %u/%llu, model %u/%llu pinned %u/%llu", t.count,
@@ -1179,7 +1331,9 @@ static void check_features(edge_index *idx, const int32_t *slots, uint32_t n, do
                    row[EDGE_FEAT_ACCESSES] == (float)e->accesses &&
                    closef(row[EDGE_FEAT_IAT], (float)(e->accesses > 1 ? e->iat : residency)) &&
                    row[EDGE_FEAT_LOAD_COST] == (float)e->load_cost &&
-                   row[EDGE_FEAT_RESIDENCY] == (float)residency,
+                   row[EDGE_FEAT_RESIDENCY] == (float)residency &&
+                   row[EDGE_FEAT_PAST_ACCESSES] == (float)e->past_accesses &&
+                   row[EDGE_FEAT_PAST_RESIDENCIES] == (float)e->past_residencies,
                "feature row of slot %d", slots[i]);
     }
 }
@@ -1556,10 +1710,15 @@ static void random_run(void) {
            (unsigned long long)max_pinned);
     CHECK_OK(edge_index_free(idx));
     cur_step = -1;
+    EXPECT(ghost_returned > 1000 && ghost_forgotten > 1000,
+           "the run exercised the ghost list too little: %llu keys returned, %llu forgotten",
+           (unsigned long long)ghost_returned, (unsigned long long)ghost_forgotten);
     printf("test_index: %d steps ok (final: %u keys, %llu bytes, %llu refused batches, "
-           "at most %llu pinned)\n",
+           "at most %llu pinned; ghost list: %llu keys returned with their history, %llu "
+           "forgotten)\n",
            STEPS, n_lru, (unsigned long long)model_bytes, (unsigned long long)n_failed_batches,
-           (unsigned long long)max_pinned);
+           (unsigned long long)max_pinned, (unsigned long long)ghost_returned,
+           (unsigned long long)ghost_forgotten);
 }
 
 /* edge_hash_ngrams against zlib: the expected (bucket, signed count) pairs were computed with
@@ -1763,14 +1922,14 @@ static void test_linucb_scores(void) {
 static void test_learned_inputs(void) {
     cur_test = "learned_inputs";
     const float e1 = (float)expm1(1.0);  /* e - 1 */
-    const float features[2][EDGE_N_FEATURES] = {{0.0f, e1, -5.0f, e1, 0.001f, 0.0f},
-                                                {e1, 0.0f, 0.0f, 0.0f, 0.0f, e1}};
+    const float features[2][EDGE_N_FEATURES] = {{0.0f, e1, -5.0f, e1, 0.001f, 0.0f, e1, 0.0f},
+                                                {e1, 0.0f, 0.0f, 0.0f, 0.0f, e1, 0.0f, e1}};
     float out[2][EDGE_N_LEARNED_INPUTS];
     CHECK_OK(edge_learned_inputs(&features[0][0], 2, 0.5f, 0.25f, 0.125f, &out[0][0]));
     const float ln2 = (float)log(2.0);
     const float want[2][EDGE_N_LEARNED_INPUTS] = {
-        {0.0f, 1.0f, 0.0f, 1.0f, ln2, 0.0f, 0.5f, 0.25f, 0.125f},
-        {1.0f, 0.0f, 0.0f, 0.0f, 0.0f, 1.0f, 0.5f, 0.25f, 0.125f}};
+        {0.0f, 1.0f, 0.0f, 1.0f, ln2, 0.0f, 1.0f, 0.0f, 0.5f, 0.25f, 0.125f},
+        {1.0f, 0.0f, 0.0f, 0.0f, 0.0f, 1.0f, 0.0f, 1.0f, 0.5f, 0.25f, 0.125f}};
     for (int i = 0; i < 2; i++)
         for (int k = 0; k < EDGE_N_LEARNED_INPUTS; k++)
             EXPECT(closef(out[i][k], want[i][k]), "row %d column %d = %g, expected %g", i, k,
@@ -1865,6 +2024,7 @@ int main(void) {
     test_status_names();
     test_init_and_free();
     test_single_key_ops();
+    test_ghost_list();
     test_invalid_slots();
     test_null_pointers();
     test_pin_count_overflow();
