@@ -72,3 +72,15 @@ def test_each_named_column_holds_its_quantity():
     assert row == {"age": 6.0, "size": 300.0, "accesses": 2.0, "iat": 4.0, "load_cost": 0.5,
                    "residency": 10.0, "past_accesses": 3.0, "past_residencies": 1.0}
     assert np.float32(row["age"]) == row["age"]
+
+
+def test_an_index_that_forgets_removed_keys_reports_no_past():
+    # The simulator's LRU / FIFO replay runs without the ghost list (edge/sim/replay.py).
+    idx = NativeIndex(remember_removed=False)
+    idx.insert(7, 300, now=0.0)
+    idx.touch(7, now=1.0)
+    idx.remove(7)
+    slot = idx.insert(7, 300, now=10.0)
+    row = dict(zip(FEATURE_NAMES, idx.features([slot], now=20.0)[0].tolist(), strict=True))
+    assert row["past_accesses"] == row["past_residencies"] == 0.0
+    assert idx.totals().remembered == 0

@@ -61,6 +61,8 @@ class SlotInfo:
     load_cost: float
     pin_count: int
     flags: int
+    past_accesses: int  # accesses in earlier residencies (the ghost list)
+    past_residencies: int
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class Totals:
     bytes: int
     pinned_bytes: int
     capacity: int
+    remembered: int  # removed keys in the ghost list
 
 
 @dataclass(frozen=True)
@@ -99,12 +102,19 @@ class RawPaths:
 class NativeIndex:
     """Key (uint64) -> slot index with LRU order, pins and per-slot access statistics."""
 
-    def __init__(self, initial_capacity: int = 0, seed: int = 0) -> None:
+    def __init__(self, initial_capacity: int = 0, seed: int = 0,
+                 remember_removed: bool = True) -> None:
+        """``remember_removed=False``: no ghost list (the past_* feature columns stay 0), for
+        replays that never read features; inserts and removes then skip its table."""
         out = ffi.new("edge_index **")
         status = lib.edge_index_init(out, initial_capacity, seed & 0xFFFFFFFFFFFFFFFF)
         if status != _OK:
             _raise(status, "edge_index_init")
         self._ptr = ffi.gc(out[0], lib.edge_index_free)
+        if not remember_removed:
+            status = lib.edge_index_forget_removed(self._ptr)
+            if status != _OK:
+                _raise(status, "edge_index_forget_removed")
         # Reused out-parameters: the index is single-threaded by contract, so one of each is enough
         # and the hit path allocates nothing.
         self._slot = ffi.new("int32_t *")
@@ -180,11 +190,13 @@ class NativeIndex:
         if status != _OK:
             _raise(status, f"edge_index_slot_info(slot={slot})")
         return SlotInfo(info.key, info.size, info.accesses, info.inserted_at, info.last_access,
-                        info.iat_ewma, info.load_cost, info.pin_count, info.flags)
+                        info.iat_ewma, info.load_cost, info.pin_count, info.flags,
+                        info.past_accesses, info.past_residencies)
 
     def totals(self) -> Totals:
         t = self._raw_totals()
-        return Totals(t.count, t.pinned_count, t.bytes, t.pinned_bytes, t.capacity)
+        return Totals(t.count, t.pinned_count, t.bytes, t.pinned_bytes, t.capacity,
+                      t.remembered)
 
     def resident_bytes(self) -> int:
         return self._raw_totals().bytes

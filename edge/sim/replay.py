@@ -121,7 +121,9 @@ def replay_arrays(
 
 
 def _replay_native(keys, sizes, spec, budget, times, load_costs, profile, progress):
-    index = NativeIndex(initial_capacity=min(len(keys), 1 << 20))
+    # No ghost list: this replay never reads features, and its table probes would cost a third
+    # to a half of the replay's speed.
+    index = NativeIndex(initial_capacity=min(len(keys), 1 << 20), remember_removed=False)
     hit_flags = np.zeros(len(keys), dtype=np.uint8)
     result = index.replay(spec.policy, keys, sizes, budget, times=times, hits_out=hit_flags)
     if progress:

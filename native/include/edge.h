@@ -20,9 +20,9 @@
  *  - A slot id is stable while its key is resident; after remove it may be reused by another key.
  *  - Removed keys are remembered in a ghost list, so that a key inserted again carries its
  *    history into the feature matrix (EDGE_FEAT_PAST_*): a ring of the last G removals (key,
- *    accesses, residencies; a key inserted again leaves it), G = 128 at init, doubled when the
- *    resident keys would exceed G / 2 (growth drops the entries inserted again). G depends on
- *    the index's history alone, never on initial_capacity.
+ *    accesses, residencies; a key inserted again leaves it), G = 128 at init, doubled (up to
+ *    2^30) when the resident keys would exceed G / 2 (growth drops the entries inserted again).
+ *    G depends on the index's history alone, never on initial_capacity.
  */
 #ifndef EDGE_H
 #define EDGE_H
@@ -115,6 +115,11 @@ int edge_index_acquire_slot(edge_index *idx, int32_t slot, double now);
  * budget: the caller evicts first. size must be > 0. */
 int edge_index_insert(edge_index *idx, uint64_t key, uint64_t size, double load_cost, double now,
                       uint32_t pins, int32_t *slot);
+/* Turns the ghost list off for good: removed keys are forgotten and EDGE_FEAT_PAST_* stay 0,
+ * which saves a table probe per insert and per remove (the simulator's LRU / FIFO replay, which
+ * never reads features, replays 2-3x faster). Only on an index that holds and remembers no key
+ * (a new one): EDGE_ERR_INVALID otherwise, the index unchanged. */
+int edge_index_forget_removed(edge_index *idx);
 /* Removes key; EDGE_ERR_BUSY if it is pinned (the index is then unchanged). */
 int edge_index_remove(edge_index *idx, uint64_t key);
 /* Adds / drops one pin. Unpin of an unpinned slot is EDGE_ERR_BUSY. */

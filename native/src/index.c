@@ -10,11 +10,11 @@
  * Ghost list: recently removed keys with their access history (accesses over their
  * residencies, residencies ended), in a ring of removal events whose oldest is overwritten,
  * found through its own linear-probing table (2 cells per entry, backward-shift deletion too).
- * The ring holds GHOST_MIN entries, doubled whenever the resident keys would exceed half of it
- * (growth keeps the live entries, oldest first, and drops the ones taken back): a function of
- * the index's history alone, not of its initial capacity, so that a trainer's index and a
- * daemon's see the same features for the same events. A key is in the
- * ghost list only while it is not resident: insert takes its entry back into the slot's
+ * The ring holds GHOST_MIN entries, doubled (up to GHOST_MAX) whenever the resident keys would
+ * exceed half of it; growth keeps the live entries, oldest first, and drops the ones taken
+ * back. Its size is a function of the index's history alone, not of its initial capacity, so
+ * that a trainer's index and a daemon's see the same features for the same events. A key is in
+ * the ghost list only while it is not resident: insert takes its entry back into the slot's
  * past_accesses / past_residencies, remove writes it again. This is what lets the feature
  * matrix tell a returning object from a new one (ARC's and S3-FIFO's ghost queues).
  */
@@ -28,6 +28,7 @@
 #define DEFAULT_CAPACITY 64u
 #define MAX_CAPACITY (1u << 30)
 #define GHOST_MIN 128u /* ghost ring entries at init: 2 * DEFAULT_CAPACITY */
+#define GHOST_MAX (1u << 30) /* the ring stops doubling here (its table: 2^31 cells) */
 
 struct edge_index {
     uint32_t capacity; /* slots */
@@ -68,6 +69,7 @@ struct edge_index {
     uint8_t *ghost_live; /* 0: never written, or taken back by insert */
     int32_t *ghost_table; /* ring positions, NIL = empty; 2 * ghost_cap cells */
     uint32_t ghost_mask;
+    int ghost_off; /* edge_index_forget_removed: no ghost list, EDGE_FEAT_PAST_* stay 0 */
 
     int32_t mru; /* head */
     int32_t lru; /* tail */
@@ -298,7 +300,8 @@ static void ghost_move(edge_index *idx, ghost_arrays *g, uint32_t cap) {
 
 /* Doubles the ghost ring when one more resident key would exceed half of it. */
 static int ghost_reserve(edge_index *idx) {
-    if (2u * (idx->count + 1u) <= idx->ghost_cap) return EDGE_OK;
+    if (idx->ghost_off || 2u * (idx->count + 1u) <= idx->ghost_cap || idx->ghost_cap == GHOST_MAX)
+        return EDGE_OK;
     ghost_arrays ghost;
     if (ghost_arrays_alloc(&ghost, idx->ghost_cap * 2u) != EDGE_OK) return EDGE_ERR_NOMEM;
     ghost_move(idx, &ghost, idx->ghost_cap * 2u);
@@ -509,7 +512,10 @@ int edge_index_insert(edge_index *idx, uint64_t key, uint64_t size, double load_
     idx->load_cost[s] = load_cost;
     idx->pins[s] = 0;
     idx->flags[s] = 0;
-    ghost_take(idx, key, &idx->past_accesses[s], &idx->past_residencies[s]);
+    if (idx->ghost_off)
+        idx->past_accesses[s] = idx->past_residencies[s] = 0;
+    else
+        ghost_take(idx, key, &idx->past_accesses[s], &idx->past_residencies[s]);
     idx->table[pos] = s;
     idx->live_pos[s] = (int32_t)idx->count;
     idx->live[idx->count] = s;
@@ -526,8 +532,9 @@ int edge_index_insert(edge_index *idx, uint64_t key, uint64_t size, double load_
 }
 
 static void remove_slot(edge_index *idx, int32_t s, uint32_t table_pos) {
-    ghost_remember(idx, idx->key[s], add_saturating(idx->past_accesses[s], idx->accesses[s]),
-                   add_saturating(idx->past_residencies[s], 1));
+    if (!idx->ghost_off)
+        ghost_remember(idx, idx->key[s], add_saturating(idx->past_accesses[s], idx->accesses[s]),
+                       add_saturating(idx->past_residencies[s], 1));
     table_erase_at(idx, table_pos);
     list_unlink(idx, s);
     /* Keep `live` dense: move the last live slot into the hole. */
@@ -542,6 +549,12 @@ static void remove_slot(edge_index *idx, int32_t s, uint32_t table_pos) {
     idx->prev[s] = NIL;
     idx->next[s] = idx->free_head;
     idx->free_head = s;
+}
+
+int edge_index_forget_removed(edge_index *idx) {
+    if (!idx || idx->count || idx->ghost_count) return EDGE_ERR_INVALID;
+    idx->ghost_off = 1;
+    return EDGE_OK;
 }
 
 int edge_index_remove(edge_index *idx, uint64_t key) {
@@ -907,7 +920,9 @@ int edge_index_verify(const edge_index *idx) {
     /* Ghost list: the table holds exactly the live ring entries, each findable, none of them a
      * resident key. */
     CHECK(idx->ghost_cap >= GHOST_MIN && (idx->ghost_cap & (idx->ghost_cap - 1u)) == 0);
-    CHECK(2u * idx->count <= idx->ghost_cap && idx->ghost_mask + 1u == 2u * idx->ghost_cap);
+    CHECK(idx->ghost_cap <= GHOST_MAX && idx->ghost_mask + 1u == 2u * idx->ghost_cap);
+    CHECK(2u * idx->count <= idx->ghost_cap || idx->ghost_cap == GHOST_MAX || idx->ghost_off);
+    CHECK(!idx->ghost_off || idx->ghost_count == 0);
     CHECK(idx->ghost_next < idx->ghost_cap);
     uint32_t live_entries = 0, ghost_entries = 0;
     for (uint32_t e = 0; e < idx->ghost_cap; e++) {

@@ -373,6 +373,26 @@ static void test_ghost_list(void) {
     CHECK_OK(edge_index_verify(large));
     CHECK_OK(edge_index_free(small));
     CHECK_OK(edge_index_free(large));
+
+    /* Turned off: nothing remembered, past columns 0; refused once the index holds or
+     * remembers a key. */
+    edge_index *off = new_index(1, 5);
+    CHECK_OK(edge_index_forget_removed(off));
+    for (uint64_t k = 0; k < 300; k++) cycle_key(off, k, 1.0);
+    EXPECT(totals_of(off).remembered == 0, "remembered %u with the list off",
+           totals_of(off).remembered);
+    expect_past(off, 5, 0, 0, "list off");
+    EXPECT_RC(edge_index_forget_removed(off), EDGE_ERR_INVALID); /* holds key 5 */
+    CHECK_OK(edge_index_verify(off));
+    CHECK_OK(edge_index_free(off));
+    edge_index *used = new_index(1, 5);
+    cycle_key(used, 1, 1.0);
+    SNAPSHOT(used);
+    EXPECT_RC(edge_index_forget_removed(used), EDGE_ERR_INVALID); /* remembers key 1 */
+    EXPECT_UNCHANGED(used, "forget_removed on an index that remembers a key");
+    expect_past(used, 1, 1, 1, "still remembered");
+    EXPECT_RC(edge_index_forget_removed(NULL), EDGE_ERR_INVALID);
+    CHECK_OK(edge_index_free(used));
 }
 
 /* Every slot-taking function rejects a bad slot id (out of range or freed) and changes nothing;
