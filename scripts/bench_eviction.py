@@ -128,10 +128,10 @@ class OnnxAgent(Agent):
 
 
 def learned_results(scorer: OnnxScorer, trace: Trace, name: str, budgets: list[int],
-                    k_tail: int, k_rand: int) -> list[dict]:
+                    k_tail: int, k_rand: int, k_head: int = 0) -> list[dict]:
     prepared = prepare_trace(trace, name)
     results = replay_many([Run(prepared, b) for b in budgets], OnnxAgent(scorer),
-                          k_tail=k_tail, k_rand=k_rand)
+                          k_tail=k_tail, k_rand=k_rand, k_head=k_head)
     return [{"hit_ratio": r.hit_ratio, "byte_hit_ratio": r.byte_hit_ratio} for r in results]
 
 
@@ -147,12 +147,12 @@ def oracle_result(trace: Trace, budget: int) -> dict:
 
 
 def compare_on(scorer: OnnxScorer, name: str, trace: Trace, k_tail: int, k_rand: int,
-               lcs_path: Path | None = None, lcs=None) -> dict:
+               k_head: int, lcs_path: Path | None = None, lcs=None) -> dict:
     working_set = working_set_bytes(trace.keys, trace.sizes)
     budgets = {label: max(int(frac * working_set), int(trace.sizes.max()))
                for label, frac in BUDGETS.items()}
     order = list(budgets.values())
-    learned = learned_results(scorer, trace, name, order, k_tail, k_rand)
+    learned = learned_results(scorer, trace, name, order, k_tail, k_rand, k_head)
     classical = replay_trace(trace, list(CLASSICAL), order)
     rows = {}
     for k, (label, budget) in enumerate(budgets.items()):
@@ -199,7 +199,7 @@ def targets(name: str, result: dict) -> dict:
     }
 
 
-def decision_latency(model: Path, k_tail: int, k_rand: int, decisions: int,
+def decision_latency(model: Path, k_tail: int, k_rand: int, k_head: int, decisions: int,
                      residents: int) -> dict:
     """Microseconds per ``victims(need)`` call on a full cache of ``residents`` mixed-size
     objects: the public decision path (candidates, features, ONNX Runtime). A generous
@@ -208,7 +208,7 @@ def decision_latency(model: Path, k_tail: int, k_rand: int, decisions: int,
     sizes = np.maximum(1, rng.lognormal(np.log(64 * KIB), 1.0, residents)).astype(np.int64)
     cache = PagedCache(int(sizes.sum()), "learned", load_workers=0,
                        policy_params={"model": str(model), "k_tail": k_tail,
-                                      "k_rand": k_rand, "budget_us": 1e6},
+                                      "k_rand": k_rand, "k_head": k_head, "budget_us": 1e6},
                        loader=lambda key: (key, int(sizes[key])))
     for key in range(residents):
         with cache.acquire(key):
@@ -227,25 +227,26 @@ def decision_latency(model: Path, k_tail: int, k_rand: int, decisions: int,
             "fallback_decisions": stats["fallback_decisions"]}
 
 
-def shipped_candidate_rule() -> tuple[int, int]:
-    """(k_tail, k_rand) of policies/cold-rl.yaml, the rule the shipped model was trained with;
-    the policy's own defaults (16, 16) without that file."""
+def shipped_candidate_rule() -> tuple[int, int, int]:
+    """(k_tail, k_rand, k_head) of policies/cold-rl.yaml, the rule the shipped model was
+    trained with; the policy's own defaults (16, 16, 0) without that file."""
     from edge.cache.policies.learned import DEFAULT_CANDIDATES
 
     params = {}
     if POLICY_FILE.exists():
         params = load_config(POLICY_FILE).cache.policy_params or {}
-    tail, drawn = params.get("k_tail"), params.get("k_rand")
-    return (DEFAULT_CANDIDATES[0] if tail is None else tail,
-            DEFAULT_CANDIDATES[1] if drawn is None else drawn)
+    return tuple(default if params.get(name) is None else params[name]
+                 for name, default in zip(("k_tail", "k_rand", "k_head"), DEFAULT_CANDIDATES,
+                                          strict=True))
 
 
-def latency_summary(model: Path, k_tail: int, k_rand: int, decisions: int,
+def latency_summary(model: Path, k_tail: int, k_rand: int, k_head: int, decisions: int,
                     repeats: int) -> dict:
-    runs = [decision_latency(model, k_tail, k_rand, decisions,
-                             residents=4 * (k_tail + k_rand) + 200) for _ in range(repeats)]
+    runs = [decision_latency(model, k_tail, k_rand, k_head, decisions,
+                             residents=4 * (k_tail + k_head + k_rand) + 200)
+            for _ in range(repeats)]
     p99 = statistics.median(r["p99_us"] for r in runs)
-    return {"k_tail": k_tail, "k_rand": k_rand,
+    return {"k_tail": k_tail, "k_rand": k_rand, "k_head": k_head,
             "p50_us": statistics.median(r["p50_us"] for r in runs), "p99_us": p99,
             "p99_us_runs": [r["p99_us"] for r in runs],
             "model_decisions": sum(r["model_decisions"] for r in runs),
@@ -260,6 +261,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="LRU-tail candidates (default: policies/cold-rl.yaml's)")
     parser.add_argument("--k-rand", type=int, default=None,
                         help="uniformly drawn candidates (default: policies/cold-rl.yaml's)")
+    parser.add_argument("--k-head", type=int, default=None,
+                        help="MRU-head candidates (default: policies/cold-rl.yaml's)")
     parser.add_argument("--requests", type=int, default=None,
                         help="requests per generated trace (default 150,000; --quick 3,000)")
     parser.add_argument("--real-trace", type=Path, default=REAL_TRACE)
@@ -282,6 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     shipped = shipped_candidate_rule()
     args.k_tail = shipped[0] if args.k_tail is None else args.k_tail
     args.k_rand = shipped[1] if args.k_rand is None else args.k_rand
+    args.k_head = shipped[2] if args.k_head is None else args.k_head
     for name, full, quick in (("requests", 150_000, 3000), ("decisions", 2000, 200),
                               ("repeats", 5, 2)):
         if getattr(args, name) is None:
@@ -293,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--latency-only and --skip-latency leave nothing to measure")
     for name, params, trace in ([] if args.latency_only else
                                 generated_workloads(args.requests, args.workloads)):
-        result = compare_on(scorer, name, trace, args.k_tail, args.k_rand)
+        result = compare_on(scorer, name, trace, args.k_tail, args.k_rand, args.k_head)
         generated[name] = {"parameters": params, **result, "targets": targets(name, result)}
 
     real = None
@@ -307,18 +311,21 @@ def main(argv: list[str] | None = None) -> None:
             path = Path(tmp) / "trace.oracleGeneral.bin"
             write_oracle_general(trace, path)  # exactly the requests replayed (--quick cuts)
             real = {"source": str(args.real_trace),
-                    **compare_on(scorer, "real", trace, args.k_tail, args.k_rand, path, lcs)}
+                    **compare_on(scorer, "real", trace, args.k_tail, args.k_rand, args.k_head,
+                                 path, lcs)}
         real["libcachesim_available"] = lcs is not None
 
-    rules = [(16, 16)] + ([(args.k_tail, args.k_rand)] if (args.k_tail, args.k_rand) != (16, 16)
-                          else [])
-    latency = {f"{kt}+{kr}": latency_summary(args.model, kt, kr, args.decisions, args.repeats)
-               for kt, kr in ([] if args.skip_latency else rules)}
+    # K = 16 (16 + 16, the issue's), and the shipped rule when it differs.
+    shipped_rule = (args.k_tail, args.k_rand, args.k_head)
+    rules = [(16, 16, 0)] + ([shipped_rule] if shipped_rule != (16, 16, 0) else [])
+    latency = {f"{kt}+{kh}+{kr}" if kh else f"{kt}+{kr}":
+               latency_summary(args.model, kt, kr, kh, args.decisions, args.repeats)
+               for kt, kr, kh in ([] if args.skip_latency else rules)}
 
     emit({
         "benchmark": "bench_eviction",
         "model": {"path": str(args.model), "sha256": scorer.model.sha256},
-        "candidates": {"k_tail": args.k_tail, "k_rand": args.k_rand},
+        "candidates": {"k_tail": args.k_tail, "k_rand": args.k_rand, "k_head": args.k_head},
         "budget_fractions": BUDGETS,
         "workloads": args.workloads,
         "generated": generated,
@@ -328,7 +335,8 @@ def main(argv: list[str] | None = None) -> None:
         "quick": args.quick,
         "latency_only": args.latency_only,
         "notes": "hit ratios are deterministic (one replay each); latencies are medians over "
-                 "repeats. Oracle: Belady for unit sizes, else the PFOO-L upper bound on hits.",
+                 "repeats, keyed by candidate rule: tail+drawn, or tail+head+drawn with MRU-head "
+                 "candidates. Oracle: Belady for unit sizes, else the PFOO-L upper bound on hits.",
         "machine": machine(),
     }, args.out)
 

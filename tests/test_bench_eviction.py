@@ -49,7 +49,7 @@ def _check_budgets(budgets):
 def test_quick_run_reports_every_peer(bench, model, tmp_path, capsys):
     out = tmp_path / "bench.json"
     bench.main(["--quick", "--model", str(model), "--requests", "2000", "--decisions", "50",
-                "--k-tail", "4", "--k-rand", "12", "--out", str(out)])
+                "--k-tail", "4", "--k-rand", "12", "--k-head", "2", "--out", str(out)])
     data = json.loads(out.read_text())
     assert data["benchmark"] == "bench_eviction" and data["machine"]["cores"] >= 1
     assert data["model"]["path"] == str(model)
@@ -61,11 +61,12 @@ def test_quick_run_reports_every_peer(bench, model, tmp_path, capsys):
         small = workload["budgets"]["small"]
         assert targets["small_over_lru_met"] == (
             small["learned"]["hit_ratio"] >= 1.5 * small["lru"]["hit_ratio"])
-    assert data["candidates"] == {"k_tail": 4, "k_rand": 12}
-    # The K = 16 + 16 always, and the benchmarked rule beside it.
-    assert set(data["decision_latency"]) == {"16+16", "4+12"}
+    assert data["candidates"] == {"k_tail": 4, "k_rand": 12, "k_head": 2}
+    # The K = 16 + 16 always, and the benchmarked rule beside it (tail + head + drawn).
+    assert set(data["decision_latency"]) == {"16+16", "4+2+12"}
     for rule, latency in data["decision_latency"].items():
-        assert rule == f"{latency['k_tail']}+{latency['k_rand']}"
+        kt, kh, kr = latency["k_tail"], latency["k_head"], latency["k_rand"]
+        assert rule == (f"{kt}+{kh}+{kr}" if kh else f"{kt}+{kr}")
         assert 0 < latency["p50_us"] <= latency["p99_us"]
         assert latency["model_decisions"] == 2 * 50 and latency["fallback_decisions"] == 0
     if bench.REAL_TRACE.exists():

@@ -97,14 +97,17 @@ def test_decision_inputs_are_the_candidates_and_model_inputs_of_their_features()
 
     cache, pins = filled(seed=3)
     view = cache.view
-    for k_lru, k_sample in [(0, 0), (2, 0), (0, 5), (3, 5), (100, 100)]:
-        slots, inputs = view.decision_inputs(k_lru, k_sample, 0.0, 0.5, 0.25)
-        np.testing.assert_array_equal(slots, view.candidates(k_lru, k_sample))
+    for k_lru, k_sample, k_mru in [(0, 0, 0), (2, 0, 0), (0, 5, 0), (3, 5, 0), (100, 100, 0),
+                                   (0, 0, 4), (3, 5, 4)]:
+        slots, inputs = view.decision_inputs(k_lru, k_sample, 0.0, 0.5, 0.25, k_mru=k_mru)
+        np.testing.assert_array_equal(slots, view.candidates(k_lru, k_sample, k_mru))
         want = model_inputs(view.features(slots), 0.0, 0.5, 0.25)
         np.testing.assert_allclose(inputs, want, rtol=1e-6, atol=0)
         assert inputs.shape == (len(slots), N_INPUTS) and inputs.dtype == np.float32
     with pytest.raises(ValueError, match="must be >= 0"):
         view.decision_inputs(-1, 2, 0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        view.decision_inputs(1, 2, 0.0, 0.0, 0.0, k_mru=-1)
     for cm in pins:
         cm.__exit__(None, None, None)
 
@@ -155,8 +158,17 @@ def test_candidates_lru_first_then_a_deterministic_uniform_draw():
     mixed = keys(view.candidates(3, 5))
     assert mixed[:3] == unpinned_lru[:3] and len(set(mixed)) == len(mixed)
     assert 3 <= len(mixed) <= 8 and set(mixed[3:]) <= set(drawn)
+    # The MRU head: the most recently used unpinned keys, MRU first, after the tail and before
+    # the draw, each key once.
+    assert keys(view.candidates(0, 0, 4)) == unpinned_lru[::-1][:4]
+    with_head = keys(view.candidates(3, 5, 4))
+    assert with_head[:7] == unpinned_lru[:3] + unpinned_lru[::-1][:4]
+    assert set(with_head[7:]) <= set(drawn) and len(set(with_head)) == len(with_head)
+    assert keys(view.candidates(100, 0, 100)) == unpinned_lru  # the head adds nothing new
     with pytest.raises(ValueError):
         view.candidates(-1, 2)
+    with pytest.raises(ValueError):
+        view.candidates(1, 2, -1)
     # Each eviction round draws afresh (and over many rounds every unpinned key comes up).
     seen, draws = set(), set()
     for k in range(100, 140):

@@ -62,14 +62,16 @@ def learned(**params) -> LearnedPolicy:
 
 # -- the conformance suite ------------------------------------------------------------------
 
-@pytest.mark.parametrize("candidates", [(16, 16), (2, 2), (0, 4), (1, 0)],
-                         ids=["tail16+rand16", "tail2+rand2", "rand4", "tail1"])
+@pytest.mark.parametrize("candidates", [(16, 16, 0), (2, 2, 0), (0, 4, 0), (1, 0, 0), (0, 0, 3),
+                                        (2, 2, 2)],
+                         ids=["tail16+rand16", "tail2+rand2", "rand4", "tail1", "head3",
+                              "tail2+head2+rand2"])
 class TestLearnedWithAModel(PolicyConformance):
     @pytest.fixture
     def new_policy(self, models, candidates):
-        k_tail, k_rand = candidates
+        k_tail, k_rand, k_head = candidates
         return lambda: learned(model=models["random"], k_tail=k_tail, k_rand=k_rand,
-                               budget_us=NO_DEADLINE)
+                               k_head=k_head, budget_us=NO_DEADLINE)
 
 
 class TestLearnedWithoutAModel(PolicyConformance):
@@ -230,17 +232,23 @@ def test_candidates_default_to_the_rule_the_model_was_trained_with(models, tmp_p
         cache = PagedCache(1000, learned(**params), load_workers=0)
         stats = cache.policy.stats()
         cache.close()
-        return stats["k_tail"], stats["k_rand"]
+        return stats["k_tail"], stats["k_rand"], stats["k_head"]
 
-    trained = tmp_path / "trained-4-12.onnx"
+    trained = tmp_path / "trained-4-12.onnx"  # trained before k_head existed: none recorded
     export_onnx(DuelingQNet.initialise(8, seed=1), trained,
                 metadata={"train_config": {"k_tail": 4, "k_rand": 12, "episodes": 1}})
-    assert rule(model=trained) == (4, 12)
-    assert rule(model=trained, k_rand=3) == (4, 3)  # a configured value wins, each on its own
-    assert rule(model=models["random"]) == (16, 16)  # no train_config: the defaults
-    assert rule(model=tmp_path / "absent.onnx") == (16, 16)  # no model: LRU, defaults shown
-    # The shipped model was trained on 8 LRU-tail + 56 drawn candidates (models/MANIFEST).
-    assert rule() == (8, 56)
+    with_head = tmp_path / "trained-4-12-2.onnx"
+    export_onnx(DuelingQNet.initialise(8, seed=1), with_head,
+                metadata={"train_config": {"k_tail": 4, "k_rand": 12, "k_head": 2}})
+    assert rule(model=trained) == (4, 12, 0)
+    assert rule(model=with_head) == (4, 12, 2)
+    assert rule(model=with_head, k_rand=3) == (4, 3, 2)  # a configured value wins, each alone
+    assert rule(model=with_head, k_head=0) == (4, 12, 0)
+    assert rule(model=models["random"]) == (16, 16, 0)  # no train_config: the defaults
+    assert rule(model=tmp_path / "absent.onnx") == (16, 16, 0)  # no model: LRU, defaults shown
+    # The shipped model was trained on 8 LRU-tail + 56 drawn + 16 MRU-head candidates
+    # (models/MANIFEST).
+    assert rule() == (8, 56, 16)
 
 
 # -- the breaker, driven decision by decision -----------------------------------------------
@@ -314,12 +322,14 @@ def run_trace(policy, pin_a: bool = False) -> tuple[list, list]:
 # - a pinned: c (30), then the 15s tie, broken by candidate order (LRU first): b (45), d (60).
 # - Only the two LRU-tail candidates b, c: c (30), b (45 < 50); both evicted, the cache asks
 #   for more and a second decision sees the new tail d, a: a (85). LRU would take d.
+# - Only the two MRU-head candidates a, d: a (40), d (55).
 @pytest.mark.parametrize(("params", "pin_a", "expected", "decisions"), [
     ({}, False, ["a", "c"], 1),
     ({}, True, ["c", "b", "d"], 1),
     ({"k_tail": 2, "k_rand": 0}, False, ["c", "b", "a"], 2),
     ({"k_tail": 0, "k_rand": 16}, False, ["a", "c"], 1),
-], ids=["all-candidates", "largest-pinned", "tail2-two-rounds", "sampled-only"])
+    ({"k_tail": 0, "k_rand": 0, "k_head": 2}, False, ["a", "d"], 1),
+], ids=["all-candidates", "largest-pinned", "tail2-two-rounds", "sampled-only", "head2-only"])
 def test_a_model_preferring_size_evicts_the_largest_candidates_first(models, params, pin_a,
                                                                      expected, decisions):
     policy = learned(model=models["largest"], budget_us=NO_DEADLINE, **params)
@@ -383,8 +393,9 @@ def test_a_cache_run_by_the_model_serves_a_trace_within_its_budget(models):
 # -- settings ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("params", "message"), [
-    ({"k_tail": 0, "k_rand": 0}, "k_tail + k_rand"),
+    ({"k_tail": 0, "k_rand": 0}, "k_tail + k_head + k_rand must be at least 1"),
     ({"k_rand": -1}, "k_rand must be an int >= 0 or null"),
+    ({"k_head": -1}, "k_head must be an int >= 0 or null"),
     ({"budget_us": 0}, "budget_us must be a finite number"),
     ({"sha256": "abc"}, "sha256 must be 64 hex digits"),
     ({"breaker_overruns": 5, "breaker_window": 4}, "breaker_window (4) must be at least"),

@@ -169,8 +169,11 @@ def test_budget_below_the_largest_object_is_refused():
                   np.array([5, 9, 5], dtype=np.uint64))
     with pytest.raises(ValueError, match=r"budget 8 bytes .* largest object of trace big \(9"):
         replay_many([Run(prepare_trace(trace, "big"), 8)], LruOrder())
-    with pytest.raises(ValueError, match="k_tail \\+ k_rand >= 1"):
+    with pytest.raises(ValueError, match="k_tail \\+ k_rand \\+ k_head >= 1"):
         TrainConfig(k_tail=0, k_rand=0)
+    TrainConfig(k_tail=0, k_rand=0, k_head=1)  # the MRU head alone is a candidate rule
+    with pytest.raises(ValueError, match="k_head >= 0"):
+        TrainConfig(k_head=-1)
 
 
 # -- learning -----------------------------------------------------------------------------------
@@ -215,16 +218,17 @@ def test_trained_policy_beats_lru_on_a_held_out_trace(trained):
     assert reversed_order.hit_ratio < lru.hit_ratio
 
 
-def test_evaluation_equals_the_daemons_learned_policy(trained, tmp_path):
+@pytest.mark.parametrize("k_head", [0, 4])
+def test_evaluation_equals_the_daemons_learned_policy(trained, tmp_path, k_head):
     from edge.learned.onnx_model import export_onnx
 
     model = tmp_path / "m.onnx"
     export_onnx(trained.net, model)
     held_out = bursty(2, 6000)
     budget = budget_of(held_out, 0.05)
-    [ours] = evaluate(trained.net, [Run(prepare_trace(held_out, "h"), budget)])
+    [ours] = evaluate(trained.net, [Run(prepare_trace(held_out, "h"), budget)], k_head=k_head)
     [daemon] = replay_trace(held_out, [CacheConfig(policy="learned", policy_params={
-        "model": str(model), "budget_us": 1e6})], [budget])
+        "model": str(model), "budget_us": 1e6, "k_head": k_head})], [budget])
     assert ours.decisions > 500
     assert (ours.hits, ours.bytes_hit, ours.evictions) == (daemon.hits, daemon.bytes_hit,
                                                            daemon.evictions)

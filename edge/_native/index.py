@@ -310,11 +310,12 @@ class NativeIndex:
             _raise(status, "edge_index_sample_unpinned_seeded")
         return ffi.unpack(buf, self._n[0])
 
-    def candidates(self, k_tail: int, k_rand: int, seed: int) -> np.ndarray:
+    def candidates(self, k_tail: int, k_rand: int, seed: int, k_head: int = 0) -> np.ndarray:
         """``edge_index_candidates``: up to ``k_tail`` unpinned slots from the LRU end, then the
-        new slots of a ``sample_unpinned_seeded(k_rand, seed)`` draw (int32)."""
-        out = np.empty(max(k_tail + k_rand, 1), dtype=np.int32)
-        status = lib.edge_index_candidates(self._ptr, k_tail, k_rand, seed & _MASK64,
+        new ones of up to ``k_head`` from the MRU end, then the new slots of a
+        ``sample_unpinned_seeded(k_rand, seed)`` draw (int32)."""
+        out = np.empty(max(k_tail + k_head + k_rand, 1), dtype=np.int32)
+        status = lib.edge_index_candidates(self._ptr, k_tail, k_head, k_rand, seed & _MASK64,
                                            ffi.from_buffer("int32_t[]", out,
                                                            require_writable=True), self._n)
         if status != _OK:
@@ -322,15 +323,15 @@ class NativeIndex:
         return out[:self._n[0]]
 
     def decision_inputs(self, k_tail: int, k_rand: int, seed: int, now: float, demand: float,
-                        free_fraction: float, need_fraction: float
+                        free_fraction: float, need_fraction: float, k_head: int = 0
                         ) -> tuple[np.ndarray, np.ndarray]:
         """``edge_learned_decision_inputs``: the candidates (as ``candidates``) and their
         (n, EDGE_N_LEARNED_INPUTS) float32 network input rows at ``now``, in one call."""
-        n = max(k_tail + k_rand, 1)
+        n = max(k_tail + k_head + k_rand, 1)
         slots = np.empty(n, dtype=np.int32)
         inputs = np.empty((n, lib.EDGE_N_LEARNED_INPUTS), dtype=np.float32)
         status = lib.edge_learned_decision_inputs(
-            self._ptr, k_tail, k_rand, seed & _MASK64, now, demand, free_fraction,
+            self._ptr, k_tail, k_head, k_rand, seed & _MASK64, now, demand, free_fraction,
             need_fraction, ffi.from_buffer("int32_t[]", slots, require_writable=True),
             ffi.from_buffer("float[]", inputs, require_writable=True), self._n)
         if status != _OK:

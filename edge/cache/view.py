@@ -81,17 +81,19 @@ class PagedCacheView:
         self.key_of_slot(slot)  # a KeyError for a free slot, as everywhere else here
         return self._index.slot_info(slot).load_cost
 
-    def candidates(self, k_lru: int, k_sample: int) -> np.ndarray:
-        if k_lru < 0 or k_sample < 0:
-            raise ValueError(f"k_lru and k_sample must be >= 0, got {k_lru}, {k_sample}")
-        return self._index.candidates(k_lru, k_sample, self._draw_seed())
+    def candidates(self, k_lru: int, k_sample: int, k_mru: int = 0) -> np.ndarray:
+        if k_lru < 0 or k_sample < 0 or k_mru < 0:
+            raise ValueError(f"k_lru, k_sample and k_mru must be >= 0, got {k_lru}, {k_sample}, "
+                             f"{k_mru}")
+        return self._index.candidates(k_lru, k_sample, self._draw_seed(), k_head=k_mru)
 
     def decision_inputs(self, k_lru: int, k_sample: int, demand: float, free_fraction: float,
-                        need_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-        if k_lru < 0 or k_sample < 0:
-            raise ValueError(f"k_lru and k_sample must be >= 0, got {k_lru}, {k_sample}")
+                        need_fraction: float, k_mru: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        if k_lru < 0 or k_sample < 0 or k_mru < 0:
+            raise ValueError(f"k_lru, k_sample and k_mru must be >= 0, got {k_lru}, {k_sample}, "
+                             f"{k_mru}")
         return self._index.decision_inputs(k_lru, k_sample, self._draw_seed(), self._clock(),
-                                           demand, free_fraction, need_fraction)
+                                           demand, free_fraction, need_fraction, k_head=k_mru)
 
     def _draw_seed(self) -> int:
         # Seeded by the eviction count: the same state gives the same draw (asking twice

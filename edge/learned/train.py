@@ -3,8 +3,9 @@ or imitate the hindsight ranking.
 
 **Environment.** A trace is replayed through the C core's ``NativeIndex`` at a byte budget, with
 the serving policy's candidate rule and inputs: at each eviction decision the candidates are the
-``k_tail`` least-recently-used residents plus ``k_rand`` uniformly sampled ones (the C core's
-``edge_index_candidates``, seeded the same way, as ``PagedCacheView.candidates``), their inputs
+``k_tail`` least-recently-used residents, the ``k_head`` most recently used ones and ``k_rand``
+uniformly sampled ones (the C core's ``edge_index_candidates``, seeded the same way, as
+``PagedCacheView.candidates``), their inputs
 ``model_inputs`` of the C core's feature matrix (demand 0: a replay
 has no router; free and needed bytes as fractions of the budget). Victims are taken highest
 eviction preference first until the missing object fits; when the candidates do not free enough,
@@ -91,6 +92,7 @@ class TrainConfig:
     horizon: int | None = None  # requests; None: per budget, the objects that fit in it
     k_tail: int = 16
     k_rand: int = 16
+    k_head: int = 0  # most-recently-used candidates
     hidden: int = 32
     seed: int = 0
     gamma: float = 0.5
@@ -111,7 +113,7 @@ class TrainConfig:
     size_scaled_reward: bool = False
     # "dqn": the above. "imitation": no reward and no Q-learning: a linear score of the inputs
     # fitted by least squares to the hindsight ranking of each decision's candidates (see
-    # ``imitate``); of the settings above only k_tail, k_rand, seed and segment apply.
+    # ``imitate``); of the settings above only k_tail, k_rand, k_head, seed and segment apply.
     objective: str = "dqn"
 
     def __post_init__(self) -> None:
@@ -122,9 +124,10 @@ class TrainConfig:
                      "target_sync", "segment"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.k_tail < 0 or self.k_rand < 0 or self.k_tail + self.k_rand < 1:
-            raise ValueError(f"need k_tail, k_rand >= 0 and k_tail + k_rand >= 1, got "
-                             f"{self.k_tail}, {self.k_rand}")
+        if min(self.k_tail, self.k_rand, self.k_head) < 0 \
+                or self.k_tail + self.k_rand + self.k_head < 1:
+            raise ValueError(f"need k_tail, k_rand, k_head >= 0 and k_tail + k_rand + k_head >= 1, "
+                             f"got {self.k_tail}, {self.k_rand}, {self.k_head}")
         if self.horizon is not None and self.horizon < 1:
             raise ValueError(f"horizon must be >= 1 request, got {self.horizon}")
         if not 0 <= self.gamma < 1:
@@ -274,7 +277,8 @@ class Decision:
 Episode = Generator[Decision, np.ndarray, None]
 
 
-def _episode(run: Run, result: EpisodeResult, k_tail: int, k_rand: int) -> Episode:
+def _episode(run: Run, result: EpisodeResult, k_tail: int, k_rand: int,
+             k_head: int = 0) -> Episode:
     """Replay ``run`` as a generator: it yields each eviction ``Decision`` and is sent back the
     candidates' eviction order (indices, first victim first). Counting as in
     ``edge.sim.replay``: every request is a hit or a miss; an object larger than the budget is
@@ -297,7 +301,7 @@ def _episode(run: Run, result: EpisodeResult, k_tail: int, k_rand: int) -> Episo
     slot_object = np.zeros(max(16, trace.n_objects), dtype=np.int64)
     slot_size = np.zeros(len(slot_object), dtype=np.int64)
     lookup = np.empty(_HIT_WINDOW, dtype=np.int32)
-    candidates = np.empty(max(k_tail + k_rand, 1), dtype=np.int32)  # one decision's
+    candidates = np.empty(max(k_tail + k_head + k_rand, 1), dtype=np.int32)  # one decision's
     candidates_c = ffi.from_buffer("int32_t[]", candidates, require_writable=True)
     slot_c, count_c = ffi.new("int32_t *"), ffi.new("uint32_t *")
     touch, insert, remove = lib.edge_index_touch, lib.edge_index_insert, lib.edge_index_remove
@@ -339,7 +343,7 @@ def _episode(run: Run, result: EpisodeResult, k_tail: int, k_rand: int) -> Episo
             continue
         while used + size > budget:
             # PagedCacheView.candidates' rule: the tail, then new slots of a seeded draw.
-            _check(lib.edge_index_candidates(ptr, k_tail, k_rand,
+            _check(lib.edge_index_candidates(ptr, k_tail, k_head, k_rand,
                                              candidate_seed(cache_seed, evictions), candidates_c,
                                              count_c), "candidates")
             slots = candidates[:count_c[0]].copy()
@@ -430,6 +434,7 @@ class GreedyAgent(Agent):
 
 
 def replay_many(runs: Sequence[Run], agent: Agent, *, k_tail: int = 16, k_rand: int = 16,
+                k_head: int = 0,
                 progress: Progress | None = None,
                 progress_offset: int = 0, progress_total: int | None = None
                 ) -> list[EpisodeResult]:
@@ -447,7 +452,7 @@ def replay_many(runs: Sequence[Run], agent: Agent, *, k_tail: int = 16, k_rand: 
                              bytes_requested=check_byte_total(r.trace.sizes[r.start:r.end]))
                for r in runs]
     total = progress_total or sum(r.end - r.start for r in runs)
-    episodes = {k: _episode(run, results[k], k_tail, k_rand)
+    episodes = {k: _episode(run, results[k], k_tail, k_rand, k_head)
                 for k, run in enumerate(runs)}
     waiting: dict[int, Decision] = {}
     for k, episode in list(episodes.items()):
@@ -783,7 +788,7 @@ def train(traces: Sequence[PreparedTrace], budgets: Sequence[Sequence[int]],
                 for t, b in pairs for start in range(0, len(t), config.segment)]
         agent.begin(runs, config.epsilon_fraction * total)
         report.episodes += replay_many(runs, agent, k_tail=config.k_tail, k_rand=config.k_rand,
-                                       progress=progress,
+                                       k_head=config.k_head, progress=progress,
                                        progress_offset=episode * per_episode,
                                        progress_total=total)
         agent.end()
@@ -893,7 +898,7 @@ def imitate(pairs: Sequence[tuple[PreparedTrace, int]], config: TrainConfig,
     agent.begin(runs)
     start = time.perf_counter()
     episodes = replay_many(runs, agent, k_tail=config.k_tail, k_rand=config.k_rand,
-                           progress=progress)
+                           k_head=config.k_head, progress=progress)
     weights, intercept, residual = agent.solve()
     report = TrainReport(DuelingQNet.linear(weights, intercept), config)
     report.episodes = episodes
@@ -903,10 +908,11 @@ def imitate(pairs: Sequence[tuple[PreparedTrace, int]], config: TrainConfig,
 
 
 def evaluate(net: DuelingQNet, runs: Sequence[Run], *, k_tail: int = 16, k_rand: int = 16,
-             progress: Progress | None = None) -> list[EpisodeResult]:
+             k_head: int = 0, progress: Progress | None = None) -> list[EpisodeResult]:
     """The trained policy's hits on each run: greedy, through the serving candidate rule and
     inputs, all runs in lockstep."""
-    return replay_many(runs, GreedyAgent(net), k_tail=k_tail, k_rand=k_rand, progress=progress)
+    return replay_many(runs, GreedyAgent(net), k_tail=k_tail, k_rand=k_rand, k_head=k_head,
+                       progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -925,7 +931,7 @@ class EvaluationRow:
 
 
 def compare_policies(net: DuelingQNet, trace: Trace, name: str, budgets: Sequence[int], *,
-                     k_tail: int = 16, k_rand: int = 16, seed: int = 0,
+                     k_tail: int = 16, k_rand: int = 16, k_head: int = 0, seed: int = 0,
                      policies: Sequence[str] = CLASSICAL_POLICIES,
                      profile: PagingCostModel | None = None) -> list[EvaluationRow]:
     """The trained policy beside the classical ones (``edge.sim.replay``, the daemon's own
@@ -938,7 +944,7 @@ def compare_policies(net: DuelingQNet, trace: Trace, name: str, budgets: Sequenc
     n = len(trace)
     rows = []
     learned = evaluate(net, [Run(prepared, int(b), seed=seed) for b in budgets],
-                       k_tail=k_tail, k_rand=k_rand)
+                       k_tail=k_tail, k_rand=k_rand, k_head=k_head)
     classical = replay_trace(trace, list(policies), list(budgets), profile=profile)
     hit_flags = np.zeros(n, dtype=np.uint8)
     for k, budget in enumerate(budgets):

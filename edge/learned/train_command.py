@@ -183,6 +183,8 @@ def _save_parameters(net: DuelingQNet, path: Path) -> None:
               help="Least-recently-used candidates per decision (as the policy serves).")
 @click.option("--k-rand", type=click.IntRange(0), default=16, show_default=True,
               help="Uniformly drawn candidates per decision (as the policy serves).")
+@click.option("--k-head", type=click.IntRange(0), default=0, show_default=True,
+              help="Most-recently-used candidates per decision (as the policy serves).")
 @click.option("--hidden", type=click.IntRange(1), default=32, show_default=True,
               help="Width of the network's two hidden layers.")
 @click.option("--size-scaled-reward", is_flag=True,
@@ -194,15 +196,15 @@ def _save_parameters(net: DuelingQNet, path: Path) -> None:
 @progress_option
 @friendly_errors
 def train_eviction(trace_paths, generate_specs, budget_text, out_path, eval_paths, eval_json,
-                   seed, episodes, horizon, k_tail, k_rand, hidden, size_scaled_reward,
-                   objective, show_progress):
+                   seed, episodes, horizon, k_tail, k_rand, k_head, hidden,
+                   size_scaled_reward, objective, show_progress):
     """Train the learned eviction policy offline on replayed traces and export it as ONNX."""
     if not trace_paths and not generate_specs:
         raise click.UsageError("give at least one --trace or --generate")
     try:
         config = TrainConfig(episodes=episodes, horizon=horizon, k_tail=k_tail, k_rand=k_rand,
-                             hidden=hidden, seed=seed, size_scaled_reward=size_scaled_reward,
-                             objective=objective)
+                             k_head=k_head, hidden=hidden, seed=seed,
+                             size_scaled_reward=size_scaled_reward, objective=objective)
         specs = [parse_generate(s) for s in generate_specs]
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -235,7 +237,7 @@ def train_eviction(trace_paths, generate_specs, budget_text, out_path, eval_path
     rows: list[dict[str, Any]] = []
     for (name, trace, seen), trace_budgets in zip(held_out, eval_budgets, strict=True):
         for row in compare_policies(report.net, trace, name, trace_budgets, k_tail=k_tail,
-                                    k_rand=k_rand, seed=seed):
+                                    k_rand=k_rand, k_head=k_head, seed=seed):
             rows.append({**asdict(row), "seen": seen})
     click.echo(format_evaluation(rows))
 

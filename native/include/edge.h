@@ -161,6 +161,9 @@ int edge_index_touch_slots(edge_index *idx, const int32_t *slots, uint32_t n, do
  * k entries); with skip_pinned != 0 pinned slots are passed over. *n_out = slots written. */
 int edge_index_walk_lru(const edge_index *idx, uint32_t k, int skip_pinned, int32_t *out,
                         uint32_t *n_out);
+/* The same walk from the MRU end towards the LRU end (the most recently used first). */
+int edge_index_walk_mru(const edge_index *idx, uint32_t k, int skip_pinned, int32_t *out,
+                        uint32_t *n_out);
 /* Up to k distinct unpinned slots drawn uniformly without replacement (all of them when fewer
  * than k are unpinned), from the index's seeded generator. */
 int edge_index_sample_unpinned(edge_index *idx, uint32_t k, int32_t *out, uint32_t *n_out);
@@ -203,19 +206,20 @@ int edge_learned_inputs(const float *features, uint32_t n, float demand, float f
                         float need_fraction, float *out);
 
 /* A learned policy's candidates (edge/cache/view.py PagedCacheView.candidates): up to k_tail
- * unpinned slots from the LRU end (edge_index_walk_lru), then the slots of
+ * unpinned slots from the LRU end (edge_index_walk_lru), then up to k_head from the MRU end
+ * (edge_index_walk_mru) not already listed, then the slots of
  * edge_index_sample_unpinned_seeded(seed, k_rand) not already listed, in draw order. out holds
- * k_tail + k_rand entries; *n_out = candidates written. */
-int edge_index_candidates(const edge_index *idx, uint32_t k_tail, uint32_t k_rand, uint64_t seed,
-                          int32_t *out, uint32_t *n_out);
+ * k_tail + k_head + k_rand entries; *n_out = candidates written. */
+int edge_index_candidates(const edge_index *idx, uint32_t k_tail, uint32_t k_head,
+                          uint32_t k_rand, uint64_t seed, int32_t *out, uint32_t *n_out);
 
 /* One decision's inputs in one call: edge_index_candidates into slots, then each candidate's
  * edge_index_features row at time now through edge_learned_inputs into inputs ((k_tail +
- * k_rand) x EDGE_N_LEARNED_INPUTS floats, row-major); *n_out = candidates. */
-int edge_learned_decision_inputs(const edge_index *idx, uint32_t k_tail, uint32_t k_rand,
-                                 uint64_t seed, double now, float demand, float free_fraction,
-                                 float need_fraction, int32_t *slots, float *inputs,
-                                 uint32_t *n_out);
+ * k_head + k_rand) x EDGE_N_LEARNED_INPUTS floats, row-major); *n_out = candidates. */
+int edge_learned_decision_inputs(const edge_index *idx, uint32_t k_tail, uint32_t k_head,
+                                 uint32_t k_rand, uint64_t seed, double now, float demand,
+                                 float free_fraction, float need_fraction, int32_t *slots,
+                                 float *inputs, uint32_t *n_out);
 
 /* ---- the router's feature hashing -------------------------------------------------------- */
 

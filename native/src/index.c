@@ -726,6 +726,18 @@ int edge_index_walk_lru(const edge_index *idx, uint32_t k, int skip_pinned, int3
     return EDGE_OK;
 }
 
+int edge_index_walk_mru(const edge_index *idx, uint32_t k, int skip_pinned, int32_t *out,
+                        uint32_t *n_out) {
+    if (!idx || !n_out || (k && !out)) return EDGE_ERR_INVALID;
+    uint32_t n = 0;
+    for (int32_t s = idx->mru; s != NIL && n < k; s = idx->next[s]) {
+        if (skip_pinned && idx->pins[s]) continue;
+        out[n++] = s;
+    }
+    *n_out = n;
+    return EDGE_OK;
+}
+
 static int sample_unpinned(const edge_index *idx, uint64_t *rng, uint32_t k, int32_t *out,
                            uint32_t *n_out) {
     if (!idx || !n_out || (k && !out)) return EDGE_ERR_INVALID;

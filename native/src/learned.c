@@ -28,45 +28,55 @@ int edge_learned_inputs(const float *features, uint32_t n, float demand, float f
     return EDGE_OK;
 }
 
-int edge_index_candidates(const edge_index *idx, uint32_t k_tail, uint32_t k_rand, uint64_t seed,
-                          int32_t *out, uint32_t *n_out) {
-    if (!idx || !n_out || (k_tail + k_rand && !out))
+/* Appends to out[*n] the slots of src[0..m) not yet in out[0..*n), in src order. */
+static void append_new(int32_t *out, uint32_t *n, const int32_t *src, uint32_t m) {
+    for (uint32_t r = 0; r < m; r++) {
+        int listed = 0;
+        for (uint32_t t = 0; t < *n && !listed; t++)
+            listed = out[t] == src[r];
+        if (!listed)
+            out[(*n)++] = src[r];
+    }
+}
+
+int edge_index_candidates(const edge_index *idx, uint32_t k_tail, uint32_t k_head,
+                          uint32_t k_rand, uint64_t seed, int32_t *out, uint32_t *n_out) {
+    if (!idx || !n_out || (k_tail + k_head + k_rand && !out))
         return EDGE_ERR_INVALID;
     *n_out = 0;
-    uint32_t n_tail = 0, n_drawn = 0;
+    uint32_t n = 0;
     if (k_tail) {
-        int rc = edge_index_walk_lru(idx, k_tail, 1, out, &n_tail);
+        int rc = edge_index_walk_lru(idx, k_tail, 1, out, &n);
         if (rc != EDGE_OK)
             return rc;
+    }
+    /* The head walk and the draw are read into the space after the slots listed so far, then
+     * compacted in place (append_new): a kept slot moves down, never past one not yet read. */
+    if (k_head) {
+        uint32_t m = 0;
+        int rc = edge_index_walk_mru(idx, k_head, 1, out + n, &m);
+        if (rc != EDGE_OK)
+            return rc;
+        append_new(out, &n, out + n, m);
     }
     if (k_rand) {
-        /* Drawn into the space after the tail, then compacted in place: a kept slot moves
-         * down, never past one not yet read. */
-        int32_t *drawn = out + n_tail;
-        int rc = edge_index_sample_unpinned_seeded(idx, seed, k_rand, drawn, &n_drawn);
+        uint32_t m = 0;
+        int rc = edge_index_sample_unpinned_seeded(idx, seed, k_rand, out + n, &m);
         if (rc != EDGE_OK)
             return rc;
-        uint32_t kept = 0;
-        for (uint32_t r = 0; r < n_drawn; r++) {
-            int listed = 0;
-            for (uint32_t t = 0; t < n_tail && !listed; t++)
-                listed = out[t] == drawn[r];
-            if (!listed)
-                drawn[kept++] = drawn[r];
-        }
-        n_drawn = kept;
+        append_new(out, &n, out + n, m);
     }
-    *n_out = n_tail + n_drawn;
+    *n_out = n;
     return EDGE_OK;
 }
 
-int edge_learned_decision_inputs(const edge_index *idx, uint32_t k_tail, uint32_t k_rand,
-                                 uint64_t seed, double now, float demand, float free_fraction,
-                                 float need_fraction, int32_t *slots, float *inputs,
-                                 uint32_t *n_out) {
-    if (!inputs && k_tail + k_rand)
+int edge_learned_decision_inputs(const edge_index *idx, uint32_t k_tail, uint32_t k_head,
+                                 uint32_t k_rand, uint64_t seed, double now, float demand,
+                                 float free_fraction, float need_fraction, int32_t *slots,
+                                 float *inputs, uint32_t *n_out) {
+    if (!inputs && k_tail + k_head + k_rand)
         return EDGE_ERR_INVALID;
-    int rc = edge_index_candidates(idx, k_tail, k_rand, seed, slots, n_out);
+    int rc = edge_index_candidates(idx, k_tail, k_head, k_rand, seed, slots, n_out);
     if (rc != EDGE_OK)
         return rc;
     for (uint32_t i = 0; i < *n_out; i++) {

@@ -1958,55 +1958,78 @@ static void test_learned_inputs(void) {
     EXPECT_RC(edge_learned_inputs(NULL, 1, 0.0f, 0.0f, 0.0f, &out[0][0]), EDGE_ERR_INVALID);
 }
 
+/* expected[*want..] gets the slots of src not yet in expected[0..*want). */
+static void expect_new(int32_t *expected, uint32_t *want, const int32_t *src, uint32_t m) {
+    for (uint32_t i = 0; i < m; i++) {
+        int listed = 0;
+        for (uint32_t t = 0; t < *want; t++) listed |= expected[t] == src[i];
+        if (!listed) expected[(*want)++] = src[i];
+    }
+}
+
 static void test_candidates(void) {
     cur_test = "candidates";
     enum { N = 12 };
     edge_index *idx = new_index(N, 7);
-    for (uint32_t k = 0; k < N; k++)
-        insert_key(idx, k, 1, 0.0, k == 0 ? 1 : 0); /* key 0 (LRU end) pinned */
+    for (uint32_t k = 0; k < N; k++) /* key 0 (LRU end) and key N - 1 (MRU end) pinned */
+        insert_key(idx, k, 1, 0.0, k == 0 || k == N - 1 ? 1 : 0);
+    int32_t mru[N];
+    uint32_t n_mru = 0;
+    CHECK_OK(edge_index_walk_mru(idx, 3, 1, mru, &n_mru));
+    EXPECT(n_mru == 3 && info_of(idx, mru[0]).key == N - 2 && info_of(idx, mru[2]).key == N - 4,
+           "walk_mru: %u slots, first key %llu", n_mru,
+           (unsigned long long)info_of(idx, mru[0]).key);
+    CHECK_OK(edge_index_walk_mru(idx, 1, 0, mru, &n_mru)); /* pinned ones included */
+    EXPECT(n_mru == 1 && info_of(idx, mru[0]).key == N - 1, "walk_mru with pinned keys");
     for (uint32_t k_tail = 0; k_tail <= 4; k_tail += 2) {
-        for (uint32_t k_rand = 0; k_rand <= N + 2; k_rand += 5) {
-            int32_t got[2 * N + 4], tail[N], drawn[N + 4];
-            uint32_t n = 0, n_tail = 0, n_drawn = 0;
-            SNAPSHOT(idx);
-            CHECK_OK(edge_index_candidates(idx, k_tail, k_rand, 99, got, &n));
-            EXPECT_UNCHANGED(idx, "candidates");
-            /* By definition: the unpinned LRU tail, then the seeded draw's other slots. */
-            CHECK_OK(edge_index_walk_lru(idx, k_tail, 1, tail, &n_tail));
-            CHECK_OK(edge_index_sample_unpinned_seeded(idx, 99, k_rand, drawn, &n_drawn));
-            uint32_t want = 0;
-            int32_t expected[2 * N + 4];
-            for (uint32_t i = 0; i < n_tail; i++) expected[want++] = tail[i];
-            for (uint32_t i = 0; i < n_drawn; i++) {
-                int listed = 0;
-                for (uint32_t t = 0; t < n_tail; t++) listed |= tail[t] == drawn[i];
-                if (!listed) expected[want++] = drawn[i];
-            }
-            EXPECT(n == want && memcmp(got, expected, n * sizeof(got[0])) == 0,
-                   "candidates(%u, %u): %u slots, expected %u", k_tail, k_rand, n, want);
-            for (uint32_t i = 0; i < n; i++) {
-                EXPECT(pins_of(idx, got[i]) == 0, "candidate %d is pinned", got[i]);
-                for (uint32_t j = 0; j < i; j++) EXPECT(got[i] != got[j], "candidate repeated");
-            }
-            float inputs[(2 * N + 4) * EDGE_N_LEARNED_INPUTS];
-            int32_t slots[2 * N + 4];
-            uint32_t m = 0;
-            CHECK_OK(edge_learned_decision_inputs(idx, k_tail, k_rand, 99, 5.0, 0.0f, 0.5f,
-                                                  0.25f, slots, inputs, &m));
-            EXPECT(m == n && memcmp(slots, got, n * sizeof(got[0])) == 0,
-                   "decision inputs' slots differ from the candidates");
-            for (uint32_t i = 0; i < m; i++) {
-                float row[EDGE_N_FEATURES], x[EDGE_N_LEARNED_INPUTS];
-                CHECK_OK(edge_index_features(idx, &slots[i], 1, 5.0, row));
-                CHECK_OK(edge_learned_inputs(row, 1, 0.0f, 0.5f, 0.25f, x));
-                EXPECT(memcmp(x, inputs + i * EDGE_N_LEARNED_INPUTS, sizeof(x)) == 0,
-                       "decision input row %u differs", i);
+        for (uint32_t k_head = 0; k_head <= N; k_head += 3) {
+            for (uint32_t k_rand = 0; k_rand <= N + 2; k_rand += 5) {
+                int32_t got[3 * N + 4], tail[N], head[N], drawn[N + 4];
+                uint32_t n = 0, n_tail = 0, n_head = 0, n_drawn = 0;
+                SNAPSHOT(idx);
+                CHECK_OK(edge_index_candidates(idx, k_tail, k_head, k_rand, 99, got, &n));
+                EXPECT_UNCHANGED(idx, "candidates");
+                /* By definition: the unpinned LRU tail, then the MRU head's and the seeded
+                 * draw's other slots. */
+                CHECK_OK(edge_index_walk_lru(idx, k_tail, 1, tail, &n_tail));
+                CHECK_OK(edge_index_walk_mru(idx, k_head, 1, head, &n_head));
+                CHECK_OK(edge_index_sample_unpinned_seeded(idx, 99, k_rand, drawn, &n_drawn));
+                uint32_t want = 0;
+                int32_t expected[3 * N + 4];
+                expect_new(expected, &want, tail, n_tail);
+                expect_new(expected, &want, head, n_head);
+                expect_new(expected, &want, drawn, n_drawn);
+                EXPECT(n == want && memcmp(got, expected, n * sizeof(got[0])) == 0,
+                       "candidates(%u, %u, %u): %u slots, expected %u", k_tail, k_head, k_rand,
+                       n, want);
+                for (uint32_t i = 0; i < n; i++) {
+                    EXPECT(pins_of(idx, got[i]) == 0, "candidate %d is pinned", got[i]);
+                    for (uint32_t j = 0; j < i; j++)
+                        EXPECT(got[i] != got[j], "candidate repeated");
+                }
+                float inputs[(3 * N + 4) * EDGE_N_LEARNED_INPUTS];
+                int32_t slots[3 * N + 4];
+                uint32_t m = 0;
+                CHECK_OK(edge_learned_decision_inputs(idx, k_tail, k_head, k_rand, 99, 5.0,
+                                                      0.0f, 0.5f, 0.25f, slots, inputs, &m));
+                EXPECT(m == n && memcmp(slots, got, n * sizeof(got[0])) == 0,
+                       "decision inputs' slots differ from the candidates");
+                for (uint32_t i = 0; i < m; i++) {
+                    float row[EDGE_N_FEATURES], x[EDGE_N_LEARNED_INPUTS];
+                    CHECK_OK(edge_index_features(idx, &slots[i], 1, 5.0, row));
+                    CHECK_OK(edge_learned_inputs(row, 1, 0.0f, 0.5f, 0.25f, x));
+                    EXPECT(memcmp(x, inputs + i * EDGE_N_LEARNED_INPUTS, sizeof(x)) == 0,
+                           "decision input row %u differs", i);
+                }
             }
         }
     }
     uint32_t n = 0;
-    EXPECT_RC(edge_index_candidates(idx, 1, 1, 0, NULL, &n), EDGE_ERR_INVALID);
-    EXPECT_RC(edge_index_candidates(NULL, 1, 1, 0, (int32_t[2]){0}, &n), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_index_candidates(idx, 1, 0, 1, 0, NULL, &n), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_index_candidates(idx, 0, 1, 0, 0, NULL, &n), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_index_candidates(NULL, 1, 0, 1, 0, (int32_t[2]){0}, &n), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_index_walk_mru(NULL, 1, 1, mru, &n), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_index_walk_mru(idx, 1, 1, NULL, &n), EDGE_ERR_INVALID);
     CHECK_OK(edge_index_free(idx));
 }
 

@@ -60,17 +60,18 @@ class CacheView(Protocol):
     def load_cost(self, slot: int) -> float:
         """The load cost recorded at insert (the loader's, else the measured seconds)."""
 
-    def candidates(self, k_lru: int, k_sample: int) -> np.ndarray:
+    def candidates(self, k_lru: int, k_sample: int, k_mru: int = 0) -> np.ndarray:
         """Eviction candidates for a learned policy, as int32 slots: the ``k_lru`` least-
-        recently-used unpinned ones (LRU end first), then those of ``k_sample`` unpinned slots
-        drawn uniformly that are not already listed (in draw order). Distinct, unpinned, fewer
-        when fewer are unpinned. The draw is seeded by the cache's seed and eviction count, so
-        the same state gives the same candidates: a decision built on them is side-effect-free,
+        recently-used unpinned ones (LRU end first), then those of the ``k_mru`` most recently
+        used unpinned ones (MRU end first) and then those of ``k_sample`` unpinned slots drawn
+        uniformly that are not already listed (in draw order). Distinct, unpinned, fewer when
+        fewer are unpinned. The draw is seeded by the cache's seed and eviction count, so the
+        same state gives the same candidates: a decision built on them is side-effect-free,
         and each eviction round draws afresh."""
 
     def decision_inputs(self, k_lru: int, k_sample: int, demand: float, free_fraction: float,
-                        need_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-        """``candidates(k_lru, k_sample)`` and their learned-policy network input rows (the
+                        need_fraction: float, k_mru: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``candidates(k_lru, k_sample, k_mru)`` and their learned-policy network input rows (the
         ``features`` transformed as ``edge.learned.network.model_inputs`` does, then the three
         given cache-level columns), float32 (n, N_INPUTS): one C call per decision."""
 

@@ -1,13 +1,15 @@
 """Learned eviction (Cold-RL style, adapted to paging): a dueling Q-network ranks candidates.
 
-Each decision takes the ``k_tail`` least-recently-used unpinned objects plus ``k_rand`` drawn
-uniformly (``view.candidates``; the LRU tail alone is too narrow to beat size-aware policies on
-mixed sizes), reads their feature matrix from the C core, and asks the network (ONNX Runtime,
-``edge.learned.serving``) for each one's eviction preference. Victims are the candidates by
-preference, highest first; the cache takes them in order and stops once ``need_bytes`` are
-free. If it has evicted them all and still needs bytes, the same answer makes a new decision over
-fresh candidates (the C core draws afresh after each eviction), as the trainer's replay does, so
-one answer always covers the need when the unpinned bytes allow.
+Each decision takes the ``k_tail`` least-recently-used unpinned objects, the ``k_head`` most
+recently used ones and ``k_rand`` drawn uniformly (``view.candidates``; the LRU tail alone is
+too narrow to beat size-aware policies on mixed sizes, and the MRU head holds the objects just
+loaded, which a one-hit object should leave first), reads their feature matrix from the C core,
+and asks the network (ONNX Runtime, ``edge.learned.serving``) for each one's eviction
+preference. Victims are the candidates by preference, highest first; the cache takes them in
+order and stops once ``need_bytes`` are free. If it has evicted them all and still needs
+bytes, the same answer makes a new decision over fresh candidates (the C core draws afresh
+after each eviction), as the trainer's replay does, so one answer always covers the need when
+the unpinned bytes allow.
 
 The decision has a hard budget (``budget_us``, candidates and features included) and a circuit
 breaker (``breaker_*``, counted in decisions); a decision over budget, a runtime error, a
@@ -52,10 +54,12 @@ class LearnedPolicy(EvictionPolicy):
         # shipped models/eviction.onnx of this edge checkout.
         model: str | None = None
         sha256: str | None = None  # expected sha256 of the file, when pinned by the config
-        # Candidates: least-recently-used ones and uniformly drawn unpinned ones. null: the rule
-        # the model was trained with (its train_config), else 16 + 16.
+        # Candidates: least-recently-used ones, most-recently-used ones and uniformly drawn
+        # unpinned ones. null: the rule the model was trained with (its train_config), else
+        # 16 + 0 + 16.
         k_tail: int | None = None
         k_rand: int | None = None
+        k_head: int | None = None
         budget_us: float = 500.0  # hard budget of one decision, microseconds
         breaker_overruns: int = 5  # failures (overruns, errors) that open the breaker ...
         breaker_window: int = 100  # ... within this many decisions
@@ -63,14 +67,15 @@ class LearnedPolicy(EvictionPolicy):
         threads: int = 1  # ONNX Runtime intra-op threads
 
         def __post_init__(self) -> None:
-            for name in ("k_tail", "k_rand"):
+            for name in ("k_tail", "k_rand", "k_head"):
                 value = getattr(self, name)
                 if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                           or value < 0):
                     raise ValueError(f"{name} must be an int >= 0 or null, got {value!r}")
             if self.k_tail is not None and self.k_rand is not None \
-                    and self.k_tail + self.k_rand < 1:
-                raise ValueError("k_tail + k_rand must be at least 1 (no candidates to rank)")
+                    and self.k_tail + self.k_rand + (self.k_head or 0) < 1:
+                raise ValueError("k_tail + k_head + k_rand must be at least 1 (no candidates to "
+                                 "rank)")
             if isinstance(self.budget_us, bool) or not isinstance(self.budget_us, (int, float)) \
                     or not 0 < self.budget_us < math.inf:
                 raise ValueError(f"budget_us must be a finite number of microseconds > 0, "
@@ -94,7 +99,7 @@ class LearnedPolicy(EvictionPolicy):
         self._inputs = None  # edge.learned.serving.decision_inputs
         self.model_path: str | None = None
         self.model_error: str | None = None
-        self.k_tail, self.k_rand = DEFAULT_CANDIDATES  # resolved by bind()
+        self.k_tail, self.k_rand, self.k_head = DEFAULT_CANDIDATES  # resolved by bind()
 
     def bind(self, view: CacheView) -> None:
         super().bind(view)
@@ -120,10 +125,11 @@ class LearnedPolicy(EvictionPolicy):
             if (self.model_path, self.model_error) not in _warned:
                 _warned.add((self.model_path, self.model_error))
                 log.warning("learned eviction policy serves LRU: %s", exc)
-        self.k_tail, self.k_rand = candidate_rule(p, scorer.model.metadata if scorer else {})
-        if self.k_tail + self.k_rand < 1:
-            raise ValueError(f"learned policy: k_tail {self.k_tail} + k_rand {self.k_rand} "
-                             "leaves no candidates to rank")
+        self.k_tail, self.k_rand, self.k_head = candidate_rule(
+            p, scorer.model.metadata if scorer else {})
+        if self.k_tail + self.k_head + self.k_rand < 1:
+            raise ValueError(f"learned policy: k_tail {self.k_tail} + k_head {self.k_head} + "
+                             f"k_rand {self.k_rand} leaves no candidates to rank")
         breaker = CircuitBreaker(p.breaker_overruns, p.breaker_window, p.breaker_cooldown)
         self._serving = TimedScorer(scorer, budget_us=p.budget_us, breaker=breaker)
         self._inputs = decision_inputs
@@ -147,7 +153,8 @@ class LearnedPolicy(EvictionPolicy):
         started = serving.begin()
         if started is None:
             return None
-        slots, inputs = self._inputs(view, self.k_tail, self.k_rand, need_bytes)
+        slots, inputs = self._inputs(view, self.k_tail, self.k_rand, need_bytes,
+                                     k_head=self.k_head)
         order = serving.rank(inputs, started)
         if order is None:
             return None
@@ -194,7 +201,7 @@ class LearnedPolicy(EvictionPolicy):
             state = self._serving.breaker.state
         scorer = self._serving.scorer if self._serving is not None else None
         return {**counters, "breaker_state": state, "budget_us": self.params.budget_us,
-                "k_tail": self.k_tail, "k_rand": self.k_rand,
+                "k_tail": self.k_tail, "k_rand": self.k_rand, "k_head": self.k_head,
                 "model": self.model_path, "model_error": self.model_error,
                 "model_sha256": scorer.model.sha256 if scorer is not None else None}
 
@@ -209,21 +216,22 @@ class LearnedPolicy(EvictionPolicy):
         return None if slot < 0 else self.view.key_of_slot(slot)
 
 
-DEFAULT_CANDIDATES = (16, 16)  # k_tail, k_rand when neither the config nor the model says
+DEFAULT_CANDIDATES = (16, 16, 0)  # k_tail, k_rand, k_head when neither config nor model says
 
 
-def candidate_rule(params: Any, metadata: dict[str, Any]) -> tuple[int, int]:
-    """(k_tail, k_rand): each as configured, else as the model was trained (its metadata's
-    ``train_config``), else ``DEFAULT_CANDIDATES``. A model ranks best over the candidate set
-    it learned on: the shipped one was trained on 8 + 56."""
+def candidate_rule(params: Any, metadata: dict[str, Any]) -> tuple[int, int, int]:
+    """(k_tail, k_rand, k_head): each as configured, else as the model was trained (its
+    metadata's ``train_config``; a model trained before ``k_head`` existed has none: 0), else
+    ``DEFAULT_CANDIDATES``. A model ranks best over the candidate set it learned on: the shipped
+    one was trained on 8 + 8 + 56 (tail, head, drawn)."""
     trained = metadata.get("train_config")
     trained = trained if isinstance(trained, dict) else {}
     rule = []
-    for name, default in zip(("k_tail", "k_rand"), DEFAULT_CANDIDATES, strict=True):
+    for name, default in zip(("k_tail", "k_rand", "k_head"), DEFAULT_CANDIDATES, strict=True):
         value = getattr(params, name)
         if value is None:
             value = trained.get(name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 value = default
         rule.append(value)
-    return rule[0], rule[1]
+    return rule[0], rule[1], rule[2]
