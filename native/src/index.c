@@ -129,41 +129,50 @@ static inline int valid_slot(const edge_index *idx, int32_t slot) {
     return slot >= 0 && (uint32_t)slot < idx->capacity && idx->used[slot];
 }
 
-/* ---- hash table -------------------------------------------------------------------------- */
+/* ---- hash tables ------------------------------------------------------------------------- */
 
-static inline int32_t table_find(const edge_index *idx, uint64_t key, uint32_t *pos_out) {
-    uint32_t pos = (uint32_t)mix64(key) & idx->table_mask;
+/* Two tables share this code: the resident keys' (cells hold slot ids, keys in idx->key) and the
+ * ghost list's (cells hold ring positions, keys in idx->ghost_key). */
+
+/* The cell of key's entry (its id), or NIL; *pos_out (if not NULL) = that cell, or the empty
+ * cell where the key would go. */
+static inline int32_t probe_find(const int32_t *table, uint32_t mask, const uint64_t *keys,
+                                 uint64_t key, uint32_t *pos_out) {
+    uint32_t pos = (uint32_t)mix64(key) & mask;
     for (;;) {
-        int32_t s = idx->table[pos];
-        if (s == NIL) {
+        int32_t e = table[pos];
+        if (e == NIL || keys[e] == key) {
             if (pos_out) *pos_out = pos;
-            return NIL;
+            return e;
         }
-        if (idx->key[s] == key) {
-            if (pos_out) *pos_out = pos;
-            return s;
-        }
-        pos = (pos + 1) & idx->table_mask;
+        pos = (pos + 1) & mask;
     }
 }
 
 /* Backward-shift deletion: pull later members of the probe run into the hole. */
-static void table_erase_at(edge_index *idx, uint32_t hole) {
-    uint32_t mask = idx->table_mask;
+static void probe_erase(int32_t *table, uint32_t mask, const uint64_t *keys, uint32_t hole) {
     uint32_t pos = (hole + 1) & mask;
-    while (idx->table[pos] != NIL) {
-        int32_t s = idx->table[pos];
-        uint32_t home = (uint32_t)mix64(idx->key[s]) & mask;
-        /* Move s into the hole if its home is not in the cyclic range (hole, pos]. */
+    while (table[pos] != NIL) {
+        int32_t e = table[pos];
+        uint32_t home = (uint32_t)mix64(keys[e]) & mask;
+        /* Move e into the hole if its home is not in the cyclic range (hole, pos]. */
         uint32_t dist_pos = (pos - home) & mask;
         uint32_t dist_hole = (hole - home) & mask;
         if (dist_hole < dist_pos) {
-            idx->table[hole] = s;
+            table[hole] = e;
             hole = pos;
         }
         pos = (pos + 1) & mask;
     }
-    idx->table[hole] = NIL;
+    table[hole] = NIL;
+}
+
+static inline int32_t table_find(const edge_index *idx, uint64_t key, uint32_t *pos_out) {
+    return probe_find(idx->table, idx->table_mask, idx->key, key, pos_out);
+}
+
+static void table_erase_at(edge_index *idx, uint32_t hole) {
+    probe_erase(idx->table, idx->table_mask, idx->key, hole);
 }
 
 /* ---- ghost list --------------------------------------------------------------------------- */
@@ -175,30 +184,11 @@ static inline uint32_t add_saturating(uint32_t a, uint64_t b) {
 /* Ring position of key's entry (NIL if absent); *pos_out = its table cell or the empty cell
  * where it would go. */
 static inline int32_t ghost_find(const edge_index *idx, uint64_t key, uint32_t *pos_out) {
-    uint32_t pos = (uint32_t)mix64(key) & idx->ghost_mask;
-    for (;;) {
-        int32_t e = idx->ghost_table[pos];
-        if (e == NIL || idx->ghost_key[e] == key) {
-            *pos_out = pos;
-            return e;
-        }
-        pos = (pos + 1) & idx->ghost_mask;
-    }
+    return probe_find(idx->ghost_table, idx->ghost_mask, idx->ghost_key, key, pos_out);
 }
 
 static void ghost_erase_at(edge_index *idx, uint32_t hole) {
-    uint32_t mask = idx->ghost_mask;
-    uint32_t pos = (hole + 1) & mask;
-    while (idx->ghost_table[pos] != NIL) {
-        int32_t e = idx->ghost_table[pos];
-        uint32_t home = (uint32_t)mix64(idx->ghost_key[e]) & mask;
-        if (((hole - home) & mask) < ((pos - home) & mask)) {
-            idx->ghost_table[hole] = e;
-            hole = pos;
-        }
-        pos = (pos + 1) & mask;
-    }
-    idx->ghost_table[hole] = NIL;
+    probe_erase(idx->ghost_table, idx->ghost_mask, idx->ghost_key, hole);
 }
 
 /* Remembers a removed key, overwriting the oldest entry when the ring is full. The key is not
