@@ -704,11 +704,12 @@ int edge_index_touch_slots(edge_index *idx, const int32_t *slots, uint32_t n, do
 
 /* ---- candidates for eviction ------------------------------------------------------------- */
 
-int edge_index_walk_lru(const edge_index *idx, uint32_t k, int skip_pinned, int32_t *out,
-                        uint32_t *n_out) {
-    if (!idx || !n_out || (k && !out)) return EDGE_ERR_INVALID;
+/* Up to k slots of the LRU list from `start`, following `step` (prev: towards the MRU end,
+ * next: towards the LRU end). */
+static int walk(const edge_index *idx, int32_t start, const int32_t *step, uint32_t k,
+                int skip_pinned, int32_t *out, uint32_t *n_out) {
     uint32_t n = 0;
-    for (int32_t s = idx->lru; s != NIL && n < k; s = idx->prev[s]) {
+    for (int32_t s = start; s != NIL && n < k; s = step[s]) {
         if (skip_pinned && idx->pins[s]) continue;
         out[n++] = s;
     }
@@ -716,16 +717,16 @@ int edge_index_walk_lru(const edge_index *idx, uint32_t k, int skip_pinned, int3
     return EDGE_OK;
 }
 
+int edge_index_walk_lru(const edge_index *idx, uint32_t k, int skip_pinned, int32_t *out,
+                        uint32_t *n_out) {
+    if (!idx || !n_out || (k && !out)) return EDGE_ERR_INVALID;
+    return walk(idx, idx->lru, idx->prev, k, skip_pinned, out, n_out);
+}
+
 int edge_index_walk_mru(const edge_index *idx, uint32_t k, int skip_pinned, int32_t *out,
                         uint32_t *n_out) {
     if (!idx || !n_out || (k && !out)) return EDGE_ERR_INVALID;
-    uint32_t n = 0;
-    for (int32_t s = idx->mru; s != NIL && n < k; s = idx->next[s]) {
-        if (skip_pinned && idx->pins[s]) continue;
-        out[n++] = s;
-    }
-    *n_out = n;
-    return EDGE_OK;
+    return walk(idx, idx->mru, idx->next, k, skip_pinned, out, n_out);
 }
 
 static int sample_unpinned(const edge_index *idx, uint64_t *rng, uint32_t k, int32_t *out,
