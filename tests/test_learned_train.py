@@ -19,6 +19,7 @@ from edge.learned.network import EVICT, INPUT_NAMES, KEEP, N_INPUTS, DuelingQNet
 from edge.learned.train import (
     Agent,
     Decision,
+    HindsightAgent,
     LearningAgent,
     Run,
     TrainConfig,
@@ -162,6 +163,17 @@ def test_environment_in_lru_order_is_the_c_cores_lru(fraction):
     assert peer.engine == "native"
     assert (result.hits, result.bytes_hit, result.evictions) == (peer.hits, peer.bytes_hit,
                                                                  peer.evictions)
+
+
+def test_the_hindsight_agent_evicts_the_candidate_used_furthest_ahead():
+    # Budget 2 unit objects; requests a b c a. At c's miss the candidates are a (next: request
+    # 3) and b (never again): hindsight evicts b and a hits; LRU evicts a, which then misses.
+    trace = Trace(np.arange(4.0), np.array([1, 2, 3, 1], dtype=np.uint64),
+                  np.ones(4, dtype=np.uint64))
+    runs = [Run(prepare_trace(trace, "abca"), 2)]
+    [hindsight] = replay_many(runs, HindsightAgent(runs), k_tail=2, k_rand=0)
+    [lru] = replay_many(runs, LruOrder(), k_tail=2, k_rand=0)
+    assert (hindsight.hits, lru.hits) == (1, 0)
 
 
 def test_budget_below_the_largest_object_is_refused():

@@ -88,7 +88,12 @@ def test_probe_prints_the_table_and_leaves_the_registry_as_it_was(probe, capsys,
     out = tmp_path / "probe.json"
     assert probe.main(["--requests", "3000", "--out", str(out)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "| trace, budget | lru | arc | s3fifo | gdsf | hand | hand+ghost |"
+    assert lines[0] == ("| trace, budget | lru | arc | s3fifo | gdsf | hand | hand+ghost | "
+                        "hindsight |")
     assert len(lines) == 2 + 3 * 2  # three traces at 5 % and 20 %
     assert probe.HandScore.name not in POLICIES
     assert out.exists()
+    assert probe.main(["--requests", "3000", "--skip-hand", "--k-head", "4"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "| trace, budget | lru | arc | s3fifo | gdsf | hindsight |"
+    assert len(lines) == 2 + 3 * 2

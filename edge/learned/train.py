@@ -395,6 +395,12 @@ class Agent:
         candidates of consecutive decisions, ``rows_per_decision`` of each."""
         raise NotImplementedError
 
+    def decide(self, inputs: np.ndarray, rows_per_decision: np.ndarray,
+               decisions: list[Decision], replays: list[int]) -> np.ndarray:
+        """What ``replay_many`` asks: ``preferences``, for an agent that needs only the inputs;
+        one that ranks by what the decisions know (their objects, their request) overrides it."""
+        return self.preferences(inputs, rows_per_decision)
+
     def observe(self, inputs: np.ndarray, decisions: list[Decision],
                 replays: list[int]) -> None:
         """The ``decisions`` (of replays ``replays``, whose candidate rows ``inputs`` are) have
@@ -470,7 +476,7 @@ def replay_many(runs: Sequence[Run], agent: Agent, *, k_tail: int = 16, k_rand: 
             np.concatenate([d.features for d in decisions]), 0.0,
             np.repeat([d.free_fraction for d in decisions], counts),
             np.repeat([d.need_fraction for d in decisions], counts))
-        preference = agent.preferences(inputs, counts)
+        preference = agent.decide(inputs, counts, decisions, replays)
         # Every decision's candidates by falling preference, in one sort over all of them.
         order = np.lexsort((-preference, np.repeat(np.arange(len(decisions)), counts)))
         for j, k in enumerate(replays):
@@ -831,6 +837,30 @@ def hindsight_ranks(next_request: np.ndarray, decision: int, sizes: np.ndarray,
     return score - score.mean()
 
 
+def decision_ranks(runs: Sequence[Run], decisions: list[Decision],
+                   replays: list[int]) -> np.ndarray:
+    """``hindsight_ranks`` of every decision's candidates, concatenated in row order."""
+    ranks = []
+    for d, k in zip(decisions, replays, strict=True):
+        trace = runs[k].trace
+        nxt = trace.next_requests(d.objects, d.request)
+        ranks.append(hindsight_ranks(nxt, d.request, d.features[:, 1], 2 * len(trace)))
+    return np.concatenate(ranks)
+
+
+class HindsightAgent(Agent):
+    """Ranks each decision's candidates by ``hindsight_ranks``, the imitation's target, knowing
+    every run's future: what any score fitted to that ranking could do at best over the same
+    candidates (``scripts/probe_candidate_scores.py``'s hindsight column). Not a policy that
+    can run: it reads the trace ahead."""
+
+    def __init__(self, runs: Sequence[Run]) -> None:
+        self._runs = list(runs)
+
+    def decide(self, inputs, rows_per_decision, decisions, replays):
+        return decision_ranks(self._runs, decisions, replays)
+
+
 class ImitationAgent(Agent):
     """Decides by ``behaviour_preference`` (random order with probability IMITATION_EPSILON)
     and accumulates the least-squares normal equations of ranks ~ inputs + 1."""
@@ -857,12 +887,7 @@ class ImitationAgent(Agent):
         return preference
 
     def observe(self, inputs, decisions, replays) -> None:
-        targets = []
-        for d, k in zip(decisions, replays, strict=True):
-            trace = self._runs[k].trace
-            nxt = trace.next_requests(d.objects, d.request)
-            targets.append(hindsight_ranks(nxt, d.request, d.features[:, 1], 2 * len(trace)))
-        t = np.concatenate(targets)
+        t = decision_ranks(self._runs, decisions, replays)
         a = np.empty((len(t), len(self.columns) + 1))
         a[:, :-1] = inputs[:, self.columns]
         a[:, -1] = 1.0
