@@ -345,7 +345,7 @@ def test_a_page_in_that_must_evict_is_charged_the_cheapest_victims_expected_relo
     assert router.decide(x, {"r_hot", "r_cold"}).penalty[4] == pytest.approx(c[10])
     router.set_size("needs_two", 70 * MiB)
     router._share = np.array([0.5, 0.5, 0.0, 0.0, 0.0])
-    router._eviction_memo = None  # _share was set by hand; a plan() drops the memo itself
+    router._charge_memo = None  # _share was set by hand; a plan() drops the memo itself
     assert router.decide(x, {"r_hot", "r_cold"}).penalty[3] == pytest.approx(c[50] + c[40])
     # The charge changes the choice: needs_one beats r_cold by more than its own page-in but
     # less than page-in + the cold victim's expected reload, so POLAR+ stays with r_cold;
@@ -392,3 +392,53 @@ def test_epsilon_routes_a_uniform_share_at_random_and_says_so():
     off_best = [d.arm_id for d in mixed if d.arm_id != "a"]
     assert all(d.reason == "epsilon" for d in mixed if d.arm_id != "a")
     assert len(off_best) / len(mixed) == pytest.approx(0.2 * 3 / 4, abs=0.03)
+
+
+@pytest.mark.parametrize("amortise", [True, False])
+def test_the_memoised_charge_equals_a_fresh_computation_every_round(amortise):
+    # The charge table is reused while (resident set, requests left, residency measured) stay
+    # the same; every change of sizes, shares (plans) and residency must show in the next
+    # round's charge. Compared with a computation from scratch before each decision, through
+    # plans, measured residencies, a resize, and an arm added and removed. Without
+    # amortisation no residency is measured, so the requests left stay 0 and only the memo's
+    # reset tells a plan's new shares.
+    rng = np.random.default_rng(7)
+    router = _router(mode="polar+", dim=4, budget=120 * MiB, epoch_length=16,
+                     max_epoch_length=16, forced_exploration_scale=0.5,
+                     amortise_paging=amortise)
+    names = [f"a{i}" for i in range(8)]
+    for i, name in enumerate(names):
+        router.add_arm(name, (10 + 7 * i) * MiB)
+    resident = set(names[:3])
+    reuses = plans = 0
+    for t in range(600):
+        if t in (200, 250):
+            # A round on the resident set the next one uses, so only the resize can change
+            # the next round's charge.
+            router.decide(_context(rng, 4), router.resident_mask(resident))
+            router.set_size("a5", (25 if t == 200 else 45) * MiB)
+        if t == 300:
+            router.add_arm("late", 30 * MiB)
+            names.append("late")
+        if t == 400:
+            router.remove_arm("a2")
+            names.remove("a2")
+            resident.discard("a2")
+        x = _context(rng, 4)
+        mask = router.resident_mask(resident)
+        memo_before = router._charge_memo
+        expected = router._compute_charge(mask, router._requests_left())
+        decision = router.decide(x, mask)
+        np.testing.assert_array_equal(decision.penalty, expected)
+        reuses += router._charge_memo is memo_before
+        router.linucb.update(decision.arm_id, x, float(rng.random()))
+        if decision.arm_id not in resident:  # a miss: page it in, evict one at random
+            resident.add(decision.arm_id)
+            if len(resident) > 3:
+                resident.discard(sorted(resident - {decision.arm_id})[rng.integers(3)])
+        if (plan := router.take_plan()) is not None:
+            plans += 1
+            if plans % 2:  # half the plans leave the resident set as it was
+                resident = set(plan[:3])
+    assert (router._residency > 0.0) == amortise  # measured residencies: amortisation ran
+    assert reuses > 100  # the memo was used, not recomputed every round

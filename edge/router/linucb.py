@@ -30,6 +30,12 @@ _TIE_TOLERANCE = 1e-12
 # (N > 32 at d = 32): below it the stack sits in cache and the plain product is cheaper than
 # building the packed weights; above it reading half the bytes wins (measured, docs/router.md).
 _PACKED_MIN_BYTES = 256 * 1024
+# The C core scores from the packed rows from this many arms on, whatever the bytes: one dot
+# product of d(d+1)/2 per arm beats d dot products of d (decide + update, measured at
+# d = 16, 32, 64 and N = 1-32 with scripts/bench_route_step.py's warm loop: level at N = 8,
+# 0.8 us faster at N = 16, d = 32; slower at N = 4, d = 64). numpy's path (Thompson sampling)
+# keeps the byte threshold.
+_PACKED_MIN_ARMS_C = 8
 # Score in the C core (one call) while the scoring rows stay this small; beyond, a decision is
 # bound by memory bandwidth and numpy's BLAS reads the rows faster (at d = 64, N = 256: 4.4 MiB
 # of rows a decision, where the C scores were measured slower before this threshold), while its
@@ -122,7 +128,8 @@ class LinUCB:
     def _refresh_views(self) -> None:
         # Views over the live arms, rebuilt only when the arm set changes (hot path uses them).
         n, d = self._n, self.dim
-        packed = n * d * d * 8 > _PACKED_MIN_BYTES
+        packed = (n * d * d * 8 > _PACKED_MIN_BYTES
+                  or (not self._thompson and n >= _PACKED_MIN_ARMS_C))
         if packed and not self._packed:
             self._packed = True
             for i in range(n):
@@ -244,7 +251,10 @@ class LinUCB:
         n, N, d = X.shape[0], self._n, self.dim
         mean = X @ self._theta[:N].T + self.config.prior_reward
         quad = np.empty((n, N))
-        if self._packed:
+        # The packed product pays for forming every context's weights only once the stack
+        # is past the byte threshold (below it the stack is cache-resident: the plain products
+        # were faster, 1-3.5 ms against 2-6 ms for a 1024-context plan at N = 16, d = 32).
+        if self._packed and N * d * d * 8 > _PACKED_MIN_BYTES:
             # Many arms: x'A^-1x = w(x) . packed(A^-1) for all contexts and arms is one
             # (n x d(d+1)/2) @ (d(d+1)/2 x N) product (at N=256, d=32, 1024 contexts: 22 ms
             # instead of 58 ms for the per-arm products below, one thread).

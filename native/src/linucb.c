@@ -63,7 +63,7 @@ int edge_linucb_scores(const double *rows, uint32_t n, uint32_t row_len, uint32_
     /* Packed: x'A^-1x = sum_{i<=j} w_ij P_ij with w_ii = x_i^2, w_ij = 2 x_i x_j (A is
      * symmetric): the weights once, then one dot product per arm. Whole: x . (A^-1 x), a dot
      * product per row, so no d x d weights are written (at d = 64 that was 32 KiB a call). */
-    if (packed) {
+    if (packed && alpha != 0.0) {
         uint64_t k = 0;
         for (uint32_t i = 0; i < d; i++) {
             double xi = x[i], twice = 2.0 * xi; /* exact: 2 (x_i x_j) == (2 x_i) x_j */
@@ -76,11 +76,12 @@ int edge_linucb_scores(const double *rows, uint32_t n, uint32_t row_len, uint32_
     for (uint32_t a = 0; a < n; a++) {
         const double *row = rows + (uint64_t)a * row_len;
         mean[a] = dot(row, x, d) + prior;
-        double quad;
-        if (packed) {
+        /* alpha = 0 (greedy, the tuned setting at several catalogue sizes): the bonus is 0
+         * whatever x'A^-1x is, so the quadratic form, most of the work, is skipped. */
+        double quad = 0.0;
+        if (alpha != 0.0 && packed) {
             quad = dot(row + d, weights, (uint32_t)m);
-        } else {
-            quad = 0.0;
+        } else if (alpha != 0.0) {
             for (uint32_t i = 0; i < d; i++)
                 quad += x[i] * dot(row + d + (uint64_t)i * d, x, d);
         }

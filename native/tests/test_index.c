@@ -1886,6 +1886,17 @@ static void test_linucb_scores(void) {
         EXPECT(best == want && n_ties == 1 && ties[0] == want,
                "layout %d: best %d (%u ties), expected %d", layout, best, n_ties, want);
     }
+    /* alpha = 0: bonus 0 and the A^-1 part never read (NaN there would poison the scores). */
+    const double nan_inv[2][6] = {{0.5, -0.5, NAN, NAN, NAN, NAN}, {0.1, 0.2, NAN, NAN, NAN, NAN}};
+    for (int layout = 0; layout < 2; layout++) {
+        CHECK_OK(edge_linucb_scores(&nan_inv[0][0], 2, 6, 2, layout, x, weights, 0.1, 0.0, NULL,
+                                    mean, bonus, score, 1e-12, &best, ties, &n_ties));
+        EXPECT(close_to(mean[0], expected_mean[0]) && close_to(mean[1], expected_mean[1]) &&
+                   bonus[0] == 0.0 && bonus[1] == 0.0 && score[0] == mean[0] &&
+                   score[1] == mean[1] && best == 1 && n_ties == 1,
+               "alpha 0, layout %d: mean %g %g bonus %g %g best %d", layout, mean[0], mean[1],
+               bonus[0], bonus[1], best);
+    }
     /* Equal rows tie: every arm listed, the first one best. */
     const double same[2][6] = {{0.1, 0.1, 1.0, 0.0, 0.0, 1.0}, {0.1, 0.1, 1.0, 0.0, 0.0, 1.0}};
     CHECK_OK(edge_linucb_scores(&same[0][0], 2, 6, 2, 0, x, weights, 0.0, 1.0, NULL, mean, bonus,
