@@ -94,3 +94,46 @@ def test_text_workload_and_parallel_instances(bench, tmp_path):
 def test_text_workload_needs_skip_speed(bench):
     with pytest.raises(SystemExit):
         bench.parse_args(["--workload", "text"])
+
+
+@pytest.fixture(scope="module")
+def variants(bench):
+    path = SCRIPT.parent / "router_variants.py"
+    spec = importlib.util.spec_from_file_location("router_variants", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_router_variants_replays_the_tuning_family_as_the_benchmark_does(bench, variants,
+                                                                         tmp_path, capsys):
+    out = tmp_path / "v.json"
+    settings = {"router.linucb.alpha": 0.0, "cache.policy": "lfu"}
+    variants.main(["--arms", "8", "--instances", "2", "--horizon", "150", "--out", str(out),
+                   "--variant", "greedy=greedy+lru",
+                   "--variant", f"ours=polar+:{json.dumps(settings)}"])
+    data = json.loads(out.read_text())
+    args = bench.parse_args(["--arms", "8", "--horizon", "150"])
+    assert data["tuning_seeds"] == bench.instance_seeds(args.tune_seed, 8, 2)
+    # The same figures as the benchmark's own run_instance on those seeds.
+    from edge.config import EdgeConfig
+    from edge.paging_cost import PagingCostModel
+    for i, seed in enumerate(data["tuning_seeds"]):
+        direct = bench.run_instance("polar+", settings, seed, 8, args, PagingCostModel(),
+                                    EdgeConfig(), 10_000 + i)
+        assert data["variants"]["ours"]["per_instance"][i]["objective"] == direct["objective"]
+    first = data["variants"]["greedy"]["versus_first"]
+    assert first == {"mean_objective_difference": 0.0, "at_least_as_good": 2}
+    assert "against greedy:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("nameonly", "expected NAME=STRATEGY"),
+    ("x=nosuch", "unknown strategy 'nosuch'"),
+    ("x=polar+:{alpha", "settings are not JSON"),
+    ("x=polar+:[1]", "must be a JSON object"),
+])
+def test_router_variants_names_a_malformed_variant(variants, bad, message, capsys):
+    with pytest.raises(SystemExit):
+        variants.parse_args(["--arms", "8", "--variant", bad])
+    assert message in capsys.readouterr().err
