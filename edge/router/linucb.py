@@ -31,10 +31,10 @@ _TIE_TOLERANCE = 1e-12
 # building the packed weights; above it reading half the bytes wins (measured, docs/router.md).
 _PACKED_MIN_BYTES = 256 * 1024
 # The C core scores from the packed rows from this many arms on, whatever the bytes: one dot
-# product of d(d+1)/2 per arm beats d dot products of d (decide + update, measured at
-# d = 16, 32, 64 and N = 1-32 with scripts/bench_route_step.py's warm loop: level at N = 8,
-# 0.8 us faster at N = 16, d = 32; slower at N = 4, d = 64). numpy's path (Thompson sampling)
-# keeps the byte threshold.
+# product of d(d+1)/2 per arm beats d dot products of d (decide + update_index, timed warm
+# by a scratch timeit loop at d = 16, 32, 64 and N = 1-32: level at N = 8, 0.8 us faster at
+# N = 16, d = 32; 1.3 us slower at N = 4, d = 64). numpy's paths (Thompson sampling, the
+# planner's batch) keep the byte threshold.
 _PACKED_MIN_ARMS_C = 8
 # Score in the C core (one call) while the scoring rows stay this small; beyond, a decision is
 # bound by memory bandwidth and numpy's BLAS reads the rows faster (at d = 64, N = 256: 4.4 MiB
