@@ -89,6 +89,10 @@ STRATEGIES: dict[str, tuple[str, list[tuple[str, list]]]] = {
                           ("router.linucb.alpha", ALPHAS)]),
     "oracle": ("oracle", []),
 }
+# --tune-epochs: POLAR+'s epoch regime too (doubling up to 16384, or fixed 256-request epochs:
+# with no forced rounds and no eviction charge that is POLAR, which won linear N = 64 where
+# POLAR+ did not; docs/router.md). Off by default so the reported runs stay as they were made.
+EPOCH_STAGE = ("router.polar.max_epoch_length", [16384, 256])
 OURS = ("polar", "polar+")
 REFERENCES = ("random", "oracle")
 CACHE_UNAWARE = ("greedy+lru", "linucb+lru", "linucb+best-eviction", "lints+lru")
@@ -158,9 +162,19 @@ def run_many(tasks, args) -> list[dict]:
     return list(_POOL.map(_run_task, tasks))
 
 
+def strategy_stages(label, args) -> list[tuple[str, list]]:
+    """The coordinate-search stages of a strategy (POLAR+'s epoch stage with --tune-epochs,
+    after the eviction policy)."""
+    stages = list(STRATEGIES[label][1])
+    if label == "polar+" and getattr(args, "tune_epochs", False):
+        at = [path for path, _ in stages].index("cache.policy") + 1
+        stages.insert(at, EPOCH_STAGE)
+    return stages
+
+
 def tune_strategy(label, n_arms, seeds, args, device, base_config):
     """Coordinate search of the strategy's stages on the tuning instances, by mean objective."""
-    stages = STRATEGIES[label][1]
+    stages = strategy_stages(label, args)
     chosen = {path: choices[0] for path, choices in stages}
     tried: dict[str, float] = {}
 
@@ -414,6 +428,8 @@ def parse_args(argv=None):
                    help="tuning problem instances per N (seeds disjoint from the reported)")
     p.add_argument("--tune-seed", type=int, default=None,
                    help="base of the tuning instances' seeds (default --seed + 1000003)")
+    p.add_argument("--tune-epochs", action="store_true",
+                   help="also tune POLAR+'s epoch regime (max_epoch_length 16384 or 256)")
     p.add_argument("--skip-speed", action="store_true", help="quality only")
     p.add_argument("--skip-quality", action="store_true", help="speed only")
     p.add_argument("--speed-steps", type=int, default=5000)

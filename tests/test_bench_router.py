@@ -137,3 +137,23 @@ def test_router_variants_names_a_malformed_variant(variants, bad, message, capsy
     with pytest.raises(SystemExit):
         variants.parse_args(["--arms", "8", "--variant", bad])
     assert message in capsys.readouterr().err
+
+
+def test_tune_epochs_adds_polar_plus_epoch_stage_only_when_asked(bench, tmp_path):
+    default = bench.parse_args([])
+    assert bench.EPOCH_STAGE not in bench.strategy_stages("polar+", default)
+    asked = bench.parse_args(["--tune-epochs"])
+    stages = bench.strategy_stages("polar+", asked)
+    paths = [path for path, _ in stages]
+    assert paths.index("router.polar.max_epoch_length") == paths.index("cache.policy") + 1
+    assert bench.strategy_stages("polar", asked) == bench.STRATEGIES["polar"][1]
+    out = tmp_path / "e.json"
+    bench.main(["--arms", "8", "--dim", "8", "--horizon", "200", "--quality-repeats", "1",
+                "--tune-instances", "1", "--skip-speed", "--tune-epochs", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["inputs"]["tune_epochs"] is True
+    chosen = data["quality"]["8"]["tuning"]["polar+"]["chosen"]
+    assert chosen["router.polar.max_epoch_length"] in (16384, 256)
+    tried = {t["settings"]["router.polar.max_epoch_length"]
+             for t in data["quality"]["8"]["tuning"]["polar+"]["tried"]}
+    assert tried == {16384, 256}
