@@ -166,7 +166,7 @@ def strategy_stages(label, args) -> list[tuple[str, list]]:
     """The coordinate-search stages of a strategy (POLAR+'s epoch stage with --tune-epochs,
     after the eviction policy)."""
     stages = list(STRATEGIES[label][1])
-    if label == "polar+" and getattr(args, "tune_epochs", False):
+    if label == "polar+" and args.tune_epochs:
         at = [path for path, _ in stages].index("cache.policy") + 1
         stages.insert(at, EPOCH_STAGE)
     return stages
