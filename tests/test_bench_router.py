@@ -145,7 +145,11 @@ def test_tune_epochs_adds_polar_plus_epoch_stage_only_when_asked(bench, tmp_path
     asked = bench.parse_args(["--tune-epochs"])
     stages = bench.strategy_stages("polar+", asked)
     paths = [path for path, _ in stages]
-    assert paths.index("router.polar.max_epoch_length") == paths.index("cache.policy") + 1
+    assert paths.index(bench.EPOCH_STAGE[0]) == paths.index("cache.policy") + 1
+    # Its second choice is POLAR's form, all three settings at once.
+    assert dict(zip(bench.EPOCH_STAGE[0], bench.EPOCH_STAGE[1][1], strict=True)) == {
+        "router.polar.max_epoch_length": 256, "router.polar.forced_exploration_scale": 0.0,
+        "router.polar.charge_eviction": False}
     assert bench.strategy_stages("polar", asked) == bench.STRATEGIES["polar"][1]
     out = tmp_path / "e.json"
     bench.main(["--arms", "8", "--dim", "8", "--horizon", "200", "--quality-repeats", "1",
@@ -154,6 +158,9 @@ def test_tune_epochs_adds_polar_plus_epoch_stage_only_when_asked(bench, tmp_path
     assert data["inputs"]["tune_epochs"] is True
     chosen = data["quality"]["8"]["tuning"]["polar+"]["chosen"]
     assert chosen["router.polar.max_epoch_length"] in (16384, 256)
-    tried = {t["settings"]["router.polar.max_epoch_length"]
-             for t in data["quality"]["8"]["tuning"]["polar+"]["tried"]}
-    assert tried == {16384, 256}
+    tried = [t["settings"] for t in data["quality"]["8"]["tuning"]["polar+"]["tried"]]
+    assert {t["router.polar.max_epoch_length"] for t in tried} == {16384, 256}
+    # The joint stage tried POLAR's corner (with the tuned alpha and eviction policy).
+    assert any(t["router.polar.max_epoch_length"] == 256
+               and t["router.polar.forced_exploration_scale"] == 0.0
+               and t["router.polar.charge_eviction"] is False for t in tried)
