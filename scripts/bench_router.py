@@ -92,8 +92,8 @@ STRATEGIES: dict[str, tuple[str, list[tuple[str, list]]]] = {
 # --tune-epochs: POLAR+'s epoch regime too, as one joint stage: doubling epochs (up to 16384)
 # with forced rounds and the eviction charge as they are, or POLAR's form (fixed 256-request
 # epochs, no forced rounds, no eviction charge), which won linear N = 64 where POLAR+ did not.
-# Joint because a search over one setting at a time never reaches that corner (measured:
-# fixed epochs alone, with forced rounds and the charge on, lost at N = 16 and 64;
+# Joint because a search over one setting at a time never reaches that corner (fixed epochs
+# alone, with forced rounds and the charge on, lost at N = 16 and 64: router_variants.py,
 # docs/router.md); the forced-round and charge stages after it re-tune each under the regime
 # chosen. Off by default so the reported runs stay as they were made.
 EPOCH_STAGE = (("router.polar.max_epoch_length", "router.polar.forced_exploration_scale",
@@ -167,7 +167,7 @@ def run_many(tasks, args) -> list[dict]:
     return list(_POOL.map(_run_task, tasks))
 
 
-def strategy_stages(label, args) -> list[tuple[str, list]]:
+def strategy_stages(label, args) -> list[tuple[str | tuple[str, ...], list]]:
     """The coordinate-search stages of a strategy (POLAR+'s epoch stage with --tune-epochs,
     after the eviction policy)."""
     stages = list(STRATEGIES[label][1])
@@ -445,7 +445,8 @@ def parse_args(argv=None):
     p.add_argument("--tune-seed", type=int, default=None,
                    help="base of the tuning instances' seeds (default --seed + 1000003)")
     p.add_argument("--tune-epochs", action="store_true",
-                   help="also tune POLAR+'s epoch regime (max_epoch_length 16384 or 256)")
+                   help="also tune POLAR+'s epoch regime: doubling epochs, or POLAR's form "
+                        "(fixed epochs, no forced rounds, no eviction charge) as one choice")
     p.add_argument("--skip-speed", action="store_true", help="quality only")
     p.add_argument("--skip-quality", action="store_true", help="speed only")
     p.add_argument("--speed-steps", type=int, default=5000)

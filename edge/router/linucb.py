@@ -128,8 +128,9 @@ class LinUCB:
     def _refresh_views(self) -> None:
         # Views over the live arms, rebuilt only when the arm set changes (hot path uses them).
         n, d = self._n, self.dim
-        packed = (n * d * d * 8 > _PACKED_MIN_BYTES
-                  or (not self._thompson and n >= _PACKED_MIN_ARMS_C))
+        # numpy's paths (Thompson sampling, the planner's batch) go packed by bytes alone.
+        self._packed_numpy = n * d * d * 8 > _PACKED_MIN_BYTES
+        packed = self._packed_numpy or (not self._thompson and n >= _PACKED_MIN_ARMS_C)
         if packed and not self._packed:
             self._packed = True
             for i in range(n):
@@ -254,7 +255,7 @@ class LinUCB:
         # The packed product pays for forming every context's weights only once the stack
         # is past the byte threshold (below it the stack is cache-resident: the plain products
         # were faster, 1-3.5 ms against 2-6 ms for a 1024-context plan at N = 16, d = 32).
-        if self._packed and N * d * d * 8 > _PACKED_MIN_BYTES:
+        if self._packed_numpy:
             # Many arms: x'A^-1x = w(x) . packed(A^-1) for all contexts and arms is one
             # (n x d(d+1)/2) @ (d(d+1)/2 x N) product (at N=256, d=32, 1024 contexts: 22 ms
             # instead of 58 ms for the per-arm products below, one thread).

@@ -79,11 +79,13 @@ int edge_linucb_scores(const double *rows, uint32_t n, uint32_t row_len, uint32_
         /* alpha = 0 (greedy, the tuned setting at several catalogue sizes): the bonus is 0
          * whatever x'A^-1x is, so the quadratic form, most of the work, is skipped. */
         double quad = 0.0;
-        if (alpha != 0.0 && packed) {
-            quad = dot(row + d, weights, (uint32_t)m);
-        } else if (alpha != 0.0) {
-            for (uint32_t i = 0; i < d; i++)
-                quad += x[i] * dot(row + d + (uint64_t)i * d, x, d);
+        if (alpha != 0.0) {
+            if (packed) {
+                quad = dot(row + d, weights, (uint32_t)m);
+            } else {
+                for (uint32_t i = 0; i < d; i++)
+                    quad += x[i] * dot(row + d + (uint64_t)i * d, x, d);
+            }
         }
         /* >= 0 in exact arithmetic; fabs absorbs a rounding of order 1e-17. */
         bonus[a] = alpha * sqrt(fabs(quad));
