@@ -90,14 +90,17 @@ STRATEGIES: dict[str, tuple[str, list[tuple[str, list]]]] = {
     "oracle": ("oracle", []),
 }
 # --tune-epochs: POLAR+'s epoch regime too, as one joint stage: doubling epochs (up to 16384)
-# with forced rounds and the eviction charge as they are, or POLAR's form (fixed 256-request
-# epochs, no forced rounds, no eviction charge), which won linear N = 64 where POLAR+ did not.
-# Joint because a search over one setting at a time never reaches that corner (fixed epochs
-# alone, with forced rounds and the charge on, lost at N = 16 and 64: router_variants.py,
-# docs/router.md); the forced-round and charge stages after it re-tune each under the regime
-# chosen. Off by default so the reported runs stay as they were made.
+# with forced rounds, the eviction charge and alpha as they are, or POLAR's form (fixed
+# 256-request epochs, no forced rounds, no eviction charge) at each alpha, which won linear
+# N = 64 where POLAR+ did not. Joint because a search over one setting at a time never reaches
+# that corner (fixed epochs alone, with forced rounds and the charge on, lost at N = 16 and 64:
+# router_variants.py, docs/router.md); alpha in it because POLAR's form won at alpha 0 and was
+# tried only at the alpha doubling epochs had chosen (0.05 at N = 64: it lost there). None keeps
+# the value chosen so far. The stages after it re-tune each setting under the regime chosen.
+# Off by default so the reported runs stay as they were made.
 EPOCH_STAGE = (("router.polar.max_epoch_length", "router.polar.forced_exploration_scale",
-                "router.polar.charge_eviction"), [(16384, 0.25, True), (256, 0.0, False)])
+                "router.polar.charge_eviction", "router.linucb.alpha"),
+               [(16384, 0.25, True, None)] + [(256, 0.0, False, a) for a in ALPHAS])
 OURS = ("polar", "polar+")
 REFERENCES = ("random", "oracle")
 CACHE_UNAWARE = ("greedy+lru", "linucb+lru", "linucb+best-eviction", "lints+lru")
@@ -179,9 +182,9 @@ def strategy_stages(label, args) -> list[tuple[str | tuple[str, ...], list]]:
 
 def _with(settings: dict, path, value) -> dict:
     """``settings`` with a stage's choice: one dotted path, or a tuple of paths set together
-    from a tuple of values (a joint stage)."""
+    from a tuple of values (a joint stage; None keeps a path's value so far)."""
     if isinstance(path, tuple):
-        return {**settings, **dict(zip(path, value, strict=True))}
+        return {**settings, **{p: v for p, v in zip(path, value, strict=True) if v is not None}}
     return {**settings, path: value}
 
 
@@ -446,7 +449,8 @@ def parse_args(argv=None):
                    help="base of the tuning instances' seeds (default --seed + 1000003)")
     p.add_argument("--tune-epochs", action="store_true",
                    help="also tune POLAR+'s epoch regime: doubling epochs, or POLAR's form "
-                        "(fixed epochs, no forced rounds, no eviction charge) as one choice")
+                        "(fixed epochs, no forced rounds, no eviction charge) at each alpha, "
+                        "as one joint stage")
     p.add_argument("--skip-speed", action="store_true", help="quality only")
     p.add_argument("--skip-quality", action="store_true", help="speed only")
     p.add_argument("--speed-steps", type=int, default=5000)

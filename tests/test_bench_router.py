@@ -146,10 +146,17 @@ def test_tune_epochs_adds_polar_plus_epoch_stage_only_when_asked(bench, tmp_path
     stages = bench.strategy_stages("polar+", asked)
     paths = [path for path, _ in stages]
     assert paths.index(bench.EPOCH_STAGE[0]) == paths.index("cache.policy") + 1
-    # Its second choice is POLAR's form, all three settings at once.
-    assert dict(zip(bench.EPOCH_STAGE[0], bench.EPOCH_STAGE[1][1], strict=True)) == {
-        "router.polar.max_epoch_length": 256, "router.polar.forced_exploration_scale": 0.0,
-        "router.polar.charge_eviction": False}
+    # Its first choice keeps doubling epochs at the alpha chosen so far; the others are
+    # POLAR's form, all three settings at once, at each alpha of the alpha stage.
+    paths, choices = bench.EPOCH_STAGE
+    assert bench._with({"router.linucb.alpha": 0.35}, paths, choices[0]) == {
+        "router.polar.max_epoch_length": 16384, "router.polar.forced_exploration_scale": 0.25,
+        "router.polar.charge_eviction": True, "router.linucb.alpha": 0.35}
+    polar_form = [dict(zip(paths, c, strict=True)) for c in choices[1:]]
+    assert [f.pop("router.linucb.alpha") for f in polar_form] == bench.ALPHAS
+    assert all(f == {"router.polar.max_epoch_length": 256,
+                     "router.polar.forced_exploration_scale": 0.0,
+                     "router.polar.charge_eviction": False} for f in polar_form)
     assert bench.strategy_stages("polar", asked) == bench.STRATEGIES["polar"][1]
     out = tmp_path / "e.json"
     bench.main(["--arms", "8", "--dim", "8", "--horizon", "200", "--quality-repeats", "1",
@@ -160,7 +167,9 @@ def test_tune_epochs_adds_polar_plus_epoch_stage_only_when_asked(bench, tmp_path
     assert chosen["router.polar.max_epoch_length"] in (16384, 256)
     tried = [t["settings"] for t in data["quality"]["8"]["tuning"]["polar+"]["tried"]]
     assert {t["router.polar.max_epoch_length"] for t in tried} == {16384, 256}
-    # The joint stage tried POLAR's corner (with the tuned alpha and eviction policy).
-    assert any(t["router.polar.max_epoch_length"] == 256
-               and t["router.polar.forced_exploration_scale"] == 0.0
-               and t["router.polar.charge_eviction"] is False for t in tried)
+    # The joint stage tried POLAR's corner at every alpha (under the tuned eviction policy).
+    corner_alphas = {t["router.linucb.alpha"] for t in tried
+                     if t["router.polar.max_epoch_length"] == 256
+                     and t["router.polar.forced_exploration_scale"] == 0.0
+                     and t["router.polar.charge_eviction"] is False}
+    assert corner_alphas == set(bench.ALPHAS)
