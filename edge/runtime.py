@@ -224,6 +224,9 @@ class Runtime:
             self.cache.close()
             self._close_extractor()
             raise
+        # A restored router state carries its last demand estimate: the learned eviction
+        # policy reads it from the first decision (then after each epoch plan, _apply_plan).
+        self.cache.set_demand(self.router.demand())
         if getattr(self.router.reward_source, "needs_logprobs", False) \
                 and hasattr(backend, "track_logprobs"):
             backend.track_logprobs = True  # the reward is Completion.mean_logprob
@@ -314,6 +317,8 @@ class Runtime:
                   "changed": [n for n in catalogue if n in old and catalogue[n] != old[n]]}
         with self._router_lock:
             self.router.sync_catalogue(catalogue.sizes())
+            demand = self.router.demand()  # removed adapters' shares went with them
+        self.cache.set_demand(demand)
         self.catalogue, self._sizes = catalogue, catalogue.sizes()
         for name in report["removed"] + report["changed"]:
             try:
@@ -352,12 +357,13 @@ class Runtime:
         interval = self.config.catalogue.rescan_seconds
         if interval is not None and started - self._last_scan >= interval:
             self._rescan_in_passing(started)
-        decision, plan, x = None, None, None
+        decision, plan, demand, x = None, None, None, None
         if request.routed:
             with self._router_lock:
                 x = self.router.features(request.prompt)
                 decision = self.router.route_features(request_id, x, self.cache.resident())
                 plan = self.router.take_plan()
+                demand = self.router.demand() if plan is not None else None
             names = (decision.arm_id,)
         else:
             names = request.named
@@ -399,7 +405,7 @@ class Runtime:
             raise
         finally:
             if plan is not None:
-                self._apply_plan(plan)
+                self._apply_plan(plan, demand)
         timings = {"route": routed_at - started, "queue": queued_at - routed_at,
                    "acquire": acquired_at - queued_at,
                    "serve": served_at - acquired_at, "total": served_at - started}
@@ -473,8 +479,10 @@ class Runtime:
                 logging.getLogger("edge.runtime").debug("prefetch of %s failed: %s", wanted,
                                                         exc)
 
-    def _apply_plan(self, plan: list[str]) -> None:
+    def _apply_plan(self, plan: list[str], demand: dict[str, float]) -> None:
         try:
+            # The estimate the plan was made with, before the plan's loads evict anything.
+            self.cache.set_demand(demand)
             apply_resident_set(self.cache, plan, self._sizes)
             with self._stats_lock:
                 self._counts["plans_applied"] += 1

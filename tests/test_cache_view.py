@@ -82,7 +82,7 @@ def test_no_view_call_changes_the_cache_or_its_generator():
         view.budget, view.now(), view.lru_victim_slot(), view.feature_names
         for k_lru, k_sample in [(0, 0), (1, 0), (0, 4), (5, 5), (100, 100)]:
             view.features(view.candidates(k_lru, k_sample))
-            view.decision_inputs(k_lru, k_sample, 0.0, 0.5, 0.25)
+            view.decision_inputs(k_lru, k_sample, 0.5, 0.25)
     assert state(cache) == before
     # The index's own sampler did not move: its next draw is the untouched twin's.
     assert cache._index.sample_unpinned(6) == twin._index.sample_unpinned(6)
@@ -99,15 +99,15 @@ def test_decision_inputs_are_the_candidates_and_model_inputs_of_their_features()
     view = cache.view
     for k_lru, k_sample, k_mru in [(0, 0, 0), (2, 0, 0), (0, 5, 0), (3, 5, 0), (100, 100, 0),
                                    (0, 0, 4), (3, 5, 4)]:
-        slots, inputs = view.decision_inputs(k_lru, k_sample, 0.0, 0.5, 0.25, k_mru=k_mru)
+        slots, inputs = view.decision_inputs(k_lru, k_sample, 0.5, 0.25, k_mru=k_mru)
         np.testing.assert_array_equal(slots, view.candidates(k_lru, k_sample, k_mru))
         want = model_inputs(view.features(slots), 0.0, 0.5, 0.25)
         np.testing.assert_allclose(inputs, want, rtol=1e-6, atol=0)
         assert inputs.shape == (len(slots), N_INPUTS) and inputs.dtype == np.float32
     with pytest.raises(ValueError, match="must be >= 0"):
-        view.decision_inputs(-1, 2, 0.0, 0.0, 0.0)
+        view.decision_inputs(-1, 2, 0.0, 0.0)
     with pytest.raises(ValueError, match="must be >= 0"):
-        view.decision_inputs(1, 2, 0.0, 0.0, 0.0, k_mru=-1)
+        view.decision_inputs(1, 2, 0.0, 0.0, k_mru=-1)
     for cm in pins:
         cm.__exit__(None, None, None)
 

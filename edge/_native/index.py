@@ -63,6 +63,7 @@ class SlotInfo:
     flags: int
     past_accesses: int  # accesses in earlier residencies (the ghost list)
     past_residencies: int
+    demand: float = 0.0  # the router's estimate (set_demand); 0 from insert until set
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,13 @@ class NativeIndex:
         if status != _OK:
             _raise(status, f"edge_index_set_flags(slot={slot})")
 
+    def set_demand(self, slot: int, demand: float) -> None:
+        """The router's demand estimate for a resident slot's key (the learned policy's demand
+        input); finite and >= 0."""
+        status = lib.edge_index_set_demand(self._ptr, slot, demand)
+        if status != _OK:
+            _raise(status, f"edge_index_set_demand(slot={slot}, demand={demand!r})")
+
     def slot_info(self, slot: int) -> SlotInfo:
         info = ffi.new("edge_slot_info *")
         status = lib.edge_index_slot_info(self._ptr, slot, info)
@@ -191,7 +199,7 @@ class NativeIndex:
             _raise(status, f"edge_index_slot_info(slot={slot})")
         return SlotInfo(info.key, info.size, info.accesses, info.inserted_at, info.last_access,
                         info.iat_ewma, info.load_cost, info.pin_count, info.flags,
-                        info.past_accesses, info.past_residencies)
+                        info.past_accesses, info.past_residencies, info.demand)
 
     def totals(self) -> Totals:
         t = self._raw_totals()
@@ -322,16 +330,17 @@ class NativeIndex:
             _raise(status, "edge_index_candidates")
         return out[:self._n[0]]
 
-    def decision_inputs(self, k_tail: int, k_rand: int, seed: int, now: float, demand: float,
+    def decision_inputs(self, k_tail: int, k_rand: int, seed: int, now: float,
                         free_fraction: float, need_fraction: float, k_head: int = 0
                         ) -> tuple[np.ndarray, np.ndarray]:
         """``edge_learned_decision_inputs``: the candidates (as ``candidates``) and their
-        (n, EDGE_N_LEARNED_INPUTS) float32 network input rows at ``now``, in one call."""
+        (n, EDGE_N_LEARNED_INPUTS) float32 network input rows at ``now`` (each with its slot's
+        ``set_demand`` value), in one call."""
         n = max(k_tail + k_head + k_rand, 1)
         slots = np.empty(n, dtype=np.int32)
         inputs = np.empty((n, lib.EDGE_N_LEARNED_INPUTS), dtype=np.float32)
         status = lib.edge_learned_decision_inputs(
-            self._ptr, k_tail, k_head, k_rand, seed & _MASK64, now, demand, free_fraction,
+            self._ptr, k_tail, k_head, k_rand, seed & _MASK64, now, free_fraction,
             need_fraction, ffi.from_buffer("int32_t[]", slots, require_writable=True),
             ffi.from_buffer("float[]", inputs, require_writable=True), self._n)
         if status != _OK:

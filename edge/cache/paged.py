@@ -66,6 +66,7 @@ Sizes = "Sequence[int | None] | Mapping[Hashable, int] | None"
 # Integer keys below this go to the C table as themselves (the batch hit path needs no Python
 # dict per key); every other key gets an id from 2**63 up, so the two never collide.
 _DIRECT_KEY_LIMIT = 1 << 63
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # the largest demand the C core can hold
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,9 @@ class PagedCache:
         self._entries: dict[Hashable, _Entry] = {}
         self._entry_of_slot: list[_Entry | None] = []
         self._flights: dict[Hashable, _Flight] = {}
+        # The router's demand estimate per key (set_demand), resident or not: a key loaded
+        # later gets its value in the C core at insert.
+        self._demand: dict[Hashable, float] = {}
         self._reserved = 0
         self._next_id = _DIRECT_KEY_LIMIT
         self._executor = (ThreadPoolExecutor(load_workers, thread_name_prefix="edge-load")
@@ -718,6 +722,9 @@ class PagedCache:
         if slot >= len(self._entry_of_slot):
             self._entry_of_slot.extend([None] * (slot + 1 - len(self._entry_of_slot)))
         self._entry_of_slot[slot] = entry
+        demand = self._demand.get(item.key)
+        if demand:
+            self._index.set_demand(slot, demand)
         item.flight.entry = entry
         self._loads += 1
         self._bytes_loaded += item.size
@@ -870,6 +877,36 @@ class PagedCache:
                     self._room.notify_all()
         finally:
             self._unload(victims)  # whatever left the cache, even if a policy failed midway
+
+    def set_demand(self, demand: Mapping[Hashable, float]) -> None:
+        """The router's demand estimate per key, replacing the last one (keys left out: 0).
+
+        Read by a learned eviction policy as each candidate's demand input (the C core keeps
+        the value beside the key's other features); a key not resident now gets its value when
+        it is loaded. ``Runtime`` calls this with ``Router.demand()`` after each epoch plan.
+        Each value must be a finite number >= 0 (in a float32's range); a bad one raises
+        ``ValueError`` naming its key, and nothing is changed."""
+        checked: dict[Hashable, float] = {}
+        for key, value in demand.items():
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = math.nan
+            # The C core keeps a float32: a larger value would become infinite there.
+            if isinstance(value, bool) or not (0.0 <= number <= _FLOAT32_MAX):
+                raise ValueError(f"demand for {key!r} must be a finite number >= 0, got "
+                                 f"{value!r}")
+            if number:
+                checked[key] = number
+        with self._lock:
+            self._demand = checked
+            for key, entry in self._entries.items():
+                self._index.set_demand(entry.slot, checked.get(key, 0.0))
+
+    def demand(self) -> dict[Hashable, float]:
+        """The demand estimate last given to ``set_demand`` (its non-zero values)."""
+        with self._lock:
+            return dict(self._demand)
 
     def discard(self, key: Hashable) -> bool:
         """Remove ``key`` now (e.g. its file was deleted); False if it was not resident.

@@ -87,13 +87,13 @@ class PagedCacheView:
                              f"{k_mru}")
         return self._index.candidates(k_lru, k_sample, self._draw_seed(), k_head=k_mru)
 
-    def decision_inputs(self, k_lru: int, k_sample: int, demand: float, free_fraction: float,
+    def decision_inputs(self, k_lru: int, k_sample: int, free_fraction: float,
                         need_fraction: float, k_mru: int = 0) -> tuple[np.ndarray, np.ndarray]:
         if k_lru < 0 or k_sample < 0 or k_mru < 0:
             raise ValueError(f"k_lru, k_sample and k_mru must be >= 0, got {k_lru}, {k_sample}, "
                              f"{k_mru}")
         return self._index.decision_inputs(k_lru, k_sample, self._draw_seed(), self._clock(),
-                                           demand, free_fraction, need_fraction, k_head=k_mru)
+                                           free_fraction, need_fraction, k_head=k_mru)
 
     def _draw_seed(self) -> int:
         # Seeded by the eviction count: the same state gives the same draw (asking twice

@@ -10,7 +10,9 @@ the first eight from the C core's feature matrix (``edge_feature`` order: age, s
 inter-access time, load cost, residency, and from its ghost list the accesses and the number of
 the object's earlier residencies, 0 for an object seen for the first time or forgotten; version
 1 had the first six only); ``demand`` the router's estimate that the object is
-asked for soon (0 where no router runs); the last two describe the cache at the decision (free
+asked for soon (``Router.demand``: the share of the router's recent requests whose best adapter
+it is, measured at each epoch plan; kept per key by the cache, 0 where no router runs); the
+last two describe the cache at the decision (free
 bytes / budget, bytes needed / budget) and repeat on every row. ``log1p`` because every C
 feature is a non-negative quantity spanning orders of magnitude (bytes from KiB to GiB,
 seconds from microseconds to days); load cost in milliseconds so its log has range. The

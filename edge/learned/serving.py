@@ -236,13 +236,12 @@ def check_feature_names(names: Sequence[str]) -> None:
 
 
 def decision_inputs(view: Any, k_tail: int, k_rand: int, need_bytes: int,
-                    demand: float = 0.0, k_head: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                    k_head: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A decision's candidate slots of a ``CacheView`` asked to free ``need_bytes`` and the
-    network's inputs for them: the C core's features, then the cache-level columns, in one C
-    call (``edge_learned_decision_inputs``).
-
-    ``demand`` is 0 until the router's per-object estimate reaches the policy."""
+    network's inputs for them: the C core's features, each candidate's demand (the router's
+    estimate, ``PagedCache.set_demand``; 0 without a router), then the cache-level columns,
+    in one C call (``edge_learned_decision_inputs``)."""
     budget = view.budget
     free_fraction = max(view.free_bytes(), 0) / budget
-    return view.decision_inputs(k_tail, k_rand, demand, free_fraction, need_bytes / budget,
+    return view.decision_inputs(k_tail, k_rand, free_fraction, need_bytes / budget,
                                 k_mru=k_head)

@@ -299,6 +299,15 @@ class PolarRouter:
         ids = self.linucb.arm_ids
         return [ids[i] for i in chosen]
 
+    def demand(self) -> dict[str, float]:
+        """Each arm's share of the recent contexts whose best arm (optimistic mean + bonus,
+        paging ignored) it is, measured when the last epoch closed: the estimate the
+        amortised charge uses, and the learned eviction policy's demand input. Arms with no
+        share are left out; empty before the first plan (and without a budget or with mode
+        ``off``, which plan nothing)."""
+        ids = self.linucb.arm_ids
+        return {ids[i]: float(share) for i, share in enumerate(self._share) if share > 0}
+
     def take_plan(self) -> Optional[list[str]]:
         """The plan made when the last epoch closed, once (None if no epoch closed since)."""
         plan, self._plan = self._plan, None

@@ -113,6 +113,10 @@ class Router:
             raise UnknownArmError("cannot route: the catalogue has no arms")
         return self.polar.preview(self.features(prompt), resident)
 
+    def demand(self) -> dict[str, float]:
+        """The epoch controller's demand estimate per adapter (``PolarRouter.demand``)."""
+        return self.polar.demand()
+
     def take_plan(self) -> Optional[list[str]]:
         """The resident set planned when the last epoch closed (once), or None."""
         return self.polar.take_plan()

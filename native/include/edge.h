@@ -81,6 +81,7 @@ typedef struct {
     uint32_t flags;
     uint32_t past_accesses;    /* EDGE_FEAT_PAST_ACCESSES */
     uint32_t past_residencies; /* EDGE_FEAT_PAST_RESIDENCIES */
+    float demand;              /* edge_index_set_demand's value; 0 from insert until set */
 } edge_slot_info;
 
 typedef struct {
@@ -127,6 +128,10 @@ int edge_index_pin(edge_index *idx, int32_t slot);
 int edge_index_unpin(edge_index *idx, int32_t slot);
 /* Caller-defined flag bits of a slot (policies may keep a few bits of state here). */
 int edge_index_set_flags(edge_index *idx, int32_t slot, uint32_t flags);
+/* The router's demand estimate for a resident slot's key (the learned policy's demand input,
+ * edge_learned_decision_inputs); finite and >= 0, else EDGE_ERR_INVALID. Insert sets 0: the
+ * owner sets it again for a key it has an estimate for. */
+int edge_index_set_demand(edge_index *idx, int32_t slot, float demand);
 int edge_index_slot_info(const edge_index *idx, int32_t slot, edge_slot_info *out);
 /* The pin count alone: the cheap check policies make while scanning their queues. */
 int edge_index_pin_count(const edge_index *idx, int32_t slot, uint32_t *out);
@@ -214,10 +219,11 @@ int edge_index_candidates(const edge_index *idx, uint32_t k_tail, uint32_t k_hea
                           uint32_t k_rand, uint64_t seed, int32_t *out, uint32_t *n_out);
 
 /* One decision's inputs in one call: edge_index_candidates into slots, then each candidate's
- * edge_index_features row at time now through edge_learned_inputs into inputs ((k_tail +
- * k_head + k_rand) x EDGE_N_LEARNED_INPUTS floats, row-major); *n_out = candidates. */
+ * edge_index_features row at time now through edge_learned_inputs, with the candidate's own
+ * demand (edge_index_set_demand), into inputs ((k_tail + k_head + k_rand) x
+ * EDGE_N_LEARNED_INPUTS floats, row-major); *n_out = candidates. */
 int edge_learned_decision_inputs(const edge_index *idx, uint32_t k_tail, uint32_t k_head,
-                                 uint32_t k_rand, uint64_t seed, double now, float demand,
+                                 uint32_t k_rand, uint64_t seed, double now,
                                  float free_fraction, float need_fraction, int32_t *slots,
                                  float *inputs, uint32_t *n_out);
 

@@ -51,6 +51,7 @@ struct edge_index {
     double *last_access;
     double *iat;
     double *load_cost;
+    float *demand; /* the router's estimate, set by the owner (0 from insert until then) */
     uint32_t *pins;
     uint32_t *flags;
     uint8_t *used;
@@ -342,6 +343,7 @@ static int grow(edge_index *idx, uint32_t new_cap) {
         {(void **)&idx->live_pos, sizeof(int32_t)},   {(void **)&idx->live, sizeof(int32_t)},
         {(void **)&idx->past_accesses, sizeof(uint32_t)},
         {(void **)&idx->past_residencies, sizeof(uint32_t)},
+        {(void **)&idx->demand, sizeof(float)},
     };
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++) {
         if (grow_array(arrays[i].array, arrays[i].elem_size, new_cap) != EDGE_OK) {
@@ -407,6 +409,7 @@ int edge_index_free(edge_index *idx) {
     free(idx->last_access);
     free(idx->iat);
     free(idx->load_cost);
+    free(idx->demand);
     free(idx->pins);
     free(idx->flags);
     free(idx->used);
@@ -502,6 +505,7 @@ int edge_index_insert(edge_index *idx, uint64_t key, uint64_t size, double load_
     idx->last_access[s] = now;
     idx->iat[s] = 0.0;
     idx->load_cost[s] = load_cost;
+    idx->demand[s] = 0.0f;
     idx->pins[s] = 0;
     idx->flags[s] = 0;
     if (idx->ghost_off)
@@ -573,6 +577,14 @@ int edge_index_set_flags(edge_index *idx, int32_t slot, uint32_t flags) {
     return EDGE_OK;
 }
 
+int edge_index_set_demand(edge_index *idx, int32_t slot, float demand) {
+    /* !(demand >= 0) also refuses NaN; an infinite estimate is no estimate either. */
+    if (!idx || !valid_slot(idx, slot) || !(demand >= 0.0f) || isinf(demand))
+        return EDGE_ERR_INVALID;
+    idx->demand[slot] = demand;
+    return EDGE_OK;
+}
+
 int edge_index_slot_info(const edge_index *idx, int32_t slot, edge_slot_info *out) {
     if (!idx || !out || !valid_slot(idx, slot)) return EDGE_ERR_INVALID;
     out->key = idx->key[slot];
@@ -586,6 +598,7 @@ int edge_index_slot_info(const edge_index *idx, int32_t slot, edge_slot_info *ou
     out->flags = idx->flags[slot];
     out->past_accesses = idx->past_accesses[slot];
     out->past_residencies = idx->past_residencies[slot];
+    out->demand = idx->demand[slot];
     return EDGE_OK;
 }
 

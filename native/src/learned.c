@@ -71,7 +71,7 @@ int edge_index_candidates(const edge_index *idx, uint32_t k_tail, uint32_t k_hea
 }
 
 int edge_learned_decision_inputs(const edge_index *idx, uint32_t k_tail, uint32_t k_head,
-                                 uint32_t k_rand, uint64_t seed, double now, float demand,
+                                 uint32_t k_rand, uint64_t seed, double now,
                                  float free_fraction, float need_fraction, int32_t *slots,
                                  float *inputs, uint32_t *n_out) {
     if (!inputs && k_tail + k_head + k_rand)
@@ -81,10 +81,13 @@ int edge_learned_decision_inputs(const edge_index *idx, uint32_t k_tail, uint32_
         return rc;
     for (uint32_t i = 0; i < *n_out; i++) {
         float row[EDGE_N_FEATURES];
+        edge_slot_info info;
         rc = edge_index_features(idx, slots + i, 1, now, row);
+        if (rc == EDGE_OK)
+            rc = edge_index_slot_info(idx, slots[i], &info);
         if (rc != EDGE_OK)
             return rc;
-        edge_learned_inputs(row, 1, demand, free_fraction, need_fraction,
+        edge_learned_inputs(row, 1, info.demand, free_fraction, need_fraction,
                             inputs + (size_t)i * EDGE_N_LEARNED_INPUTS);
     }
     return EDGE_OK;

@@ -1984,6 +1984,11 @@ static void test_candidates(void) {
     edge_index *idx = new_index(N, 7);
     for (uint32_t k = 0; k < N; k++) /* key 0 (LRU end) and key N - 1 (MRU end) pinned */
         insert_key(idx, k, 1, 0.0, k == 0 || k == N - 1 ? 1 : 0);
+    for (uint32_t k = 1; k < N; k += 2) { /* odd keys get a demand of k / 8, even ones keep 0 */
+        int32_t slot;
+        CHECK_OK(edge_index_lookup(idx, k, &slot));
+        CHECK_OK(edge_index_set_demand(idx, slot, (float)k / 8.0f));
+    }
     int32_t mru[N];
     uint32_t n_mru = 0;
     CHECK_OK(edge_index_walk_mru(idx, 3, 1, mru, &n_mru));
@@ -2022,15 +2027,18 @@ static void test_candidates(void) {
                 int32_t slots[3 * N + 4];
                 uint32_t m = 0;
                 CHECK_OK(edge_learned_decision_inputs(idx, k_tail, k_head, k_rand, 99, 5.0,
-                                                      0.0f, 0.5f, 0.25f, slots, inputs, &m));
+                                                      0.5f, 0.25f, slots, inputs, &m));
                 EXPECT(m == n && memcmp(slots, got, n * sizeof(got[0])) == 0,
                        "decision inputs' slots differ from the candidates");
                 for (uint32_t i = 0; i < m; i++) {
                     float row[EDGE_N_FEATURES], x[EDGE_N_LEARNED_INPUTS];
                     CHECK_OK(edge_index_features(idx, &slots[i], 1, 5.0, row));
-                    CHECK_OK(edge_learned_inputs(row, 1, 0.0f, 0.5f, 0.25f, x));
+                    uint64_t key = info_of(idx, slots[i]).key;
+                    float demand = key % 2 ? (float)key / 8.0f : 0.0f;
+                    CHECK_OK(edge_learned_inputs(row, 1, demand, 0.5f, 0.25f, x));
                     EXPECT(memcmp(x, inputs + i * EDGE_N_LEARNED_INPUTS, sizeof(x)) == 0,
-                           "decision input row %u differs", i);
+                           "decision input row %u (key %llu) differs", i,
+                           (unsigned long long)key);
                 }
             }
         }
@@ -2041,6 +2049,20 @@ static void test_candidates(void) {
     EXPECT_RC(edge_index_candidates(NULL, 1, 0, 1, 0, (int32_t[2]){0}, &n), EDGE_ERR_INVALID);
     EXPECT_RC(edge_index_walk_mru(NULL, 1, 1, mru, &n), EDGE_ERR_INVALID);
     EXPECT_RC(edge_index_walk_mru(idx, 1, 1, NULL, &n), EDGE_ERR_INVALID);
+    /* Demand: finite and >= 0 on a resident slot, else refused and left as it was; a key
+     * inserted again starts at 0. */
+    int32_t slot;
+    CHECK_OK(edge_index_lookup(idx, 3, &slot));
+    EXPECT_RC(edge_index_set_demand(idx, slot, -0.5f), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_index_set_demand(idx, slot, NAN), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_index_set_demand(idx, slot, INFINITY), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_index_set_demand(idx, N + 5, 1.0f), EDGE_ERR_INVALID);
+    EXPECT_RC(edge_index_set_demand(NULL, slot, 1.0f), EDGE_ERR_INVALID);
+    EXPECT(info_of(idx, slot).demand == 3.0f / 8.0f, "a refused demand changed the slot");
+    CHECK_OK(edge_index_remove(idx, 3));
+    insert_key(idx, 3, 1, 0.0, 0);
+    CHECK_OK(edge_index_lookup(idx, 3, &slot));
+    EXPECT(info_of(idx, slot).demand == 0.0f, "a key inserted again kept its old demand");
     CHECK_OK(edge_index_free(idx));
 }
 

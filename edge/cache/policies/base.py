@@ -69,11 +69,13 @@ class CacheView(Protocol):
         same state gives the same candidates: a decision built on them is side-effect-free,
         and each eviction round draws afresh."""
 
-    def decision_inputs(self, k_lru: int, k_sample: int, demand: float, free_fraction: float,
+    def decision_inputs(self, k_lru: int, k_sample: int, free_fraction: float,
                         need_fraction: float, k_mru: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """``candidates(k_lru, k_sample, k_mru)`` and their learned-policy network input rows (the
-        ``features`` transformed as ``edge.learned.network.model_inputs`` does, then the three
-        given cache-level columns), float32 (n, N_INPUTS): one C call per decision."""
+        ``features`` transformed as ``edge.learned.network.model_inputs`` does, then each
+        candidate's demand, the router's estimate the cache was given (``PagedCache.set_demand``;
+        0 without one), and the two given cache-level columns), float32 (n, N_INPUTS): one C
+        call per decision."""
 
     def features(self, slots: Any) -> np.ndarray:
         """The (len(slots), N_FEATURES) float32 feature matrix of ``slots`` at ``now()``, written

@@ -18,9 +18,10 @@ missing, corrupt or mismatched model, or an open breaker falls back to LRU for t
 
 ``model`` null means the shipped ``models/eviction.onnx``. A model that cannot be served is
 not a configuration error: the cache is built, every decision is LRU counted as ``no_model``, and
-the reason is logged once per process and file and shown in ``stats()["model_error"]``. The
-router's demand estimate is not wired to the cache yet, so its input is 0 (as in training
-without a router).
+the reason is logged once per process and file and shown in ``stats()["model_error"]``. Each
+candidate's demand input is the router's estimate the cache was given (``PagedCache.set_demand``;
+``Runtime`` passes ``Router.demand()`` after each epoch plan), 0 where no router runs; the
+shipped model was fitted on trace replays, which have no router, so it leaves that input out.
 
 numpy, ONNX Runtime and the model are loaded when a cache binds the policy, never on import
 (``base`` says why).
