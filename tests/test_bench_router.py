@@ -62,6 +62,22 @@ def test_the_json_names_the_seed_split_and_every_chosen_value(bench, tmp_path, c
     for s in q["strategies"].values():
         assert s["total_paging_s"] >= s["blocking_paging_s"]
     assert q["checks"]["best_baseline"] not in ("polar", "polar+", "random", "oracle")
+    # POLAR+ was tuned within the issue's criterion, measured on the tuning instances: the
+    # bounds are the best cache-unaware baseline's there.
+    bounds = q["tuning"]["polar+"]["bounds"]
+    reference = q["tuning"][bounds["reference"]]
+    assert bounds["reference"] in bench.CACHE_UNAWARE
+    assert reference["tuning_objective"] == max(q["tuning"][b]["tuning_objective"]
+                                                for b in bench.CACHE_UNAWARE)
+    assert bounds["regret_cap"] == pytest.approx(1.1 * reference["tuning_median_regret"])
+    assert bounds["paging_cap_s"] == reference["tuning_median_paging_s"]
+    tried = q["tuning"]["polar+"]["tried"]
+    for t in tried:
+        assert t["within_bounds"] == (t["median_regret"] <= bounds["regret_cap"]
+                                      and t["median_paging_s"] <= bounds["paging_cap_s"])
+    # Each stage's choices hold the value chosen so far, so a setting within the bounds, once
+    # tried, is never given up for one outside them.
+    assert bounds["chosen_within"] == any(t["within_bounds"] for t in tried)
     # The README/docs rows come from the JSON: POLAR+'s row carries its median objective.
     row = next(line for line in bench.markdown_tables(data).splitlines()
                if line.startswith("| 8 | polar+ |"))
@@ -173,3 +189,42 @@ def test_tune_epochs_adds_polar_plus_epoch_stage_only_when_asked(bench, tmp_path
                      and t["router.polar.forced_exploration_scale"] == 0.0
                      and t["router.polar.charge_eviction"] is False}
     assert corner_alphas == set(bench.ALPHAS)
+
+
+def test_polar_plus_search_prefers_settings_within_the_bounds(bench, monkeypatch):
+    # Made-up measurements (run_many stands in for the replays): the higher the paging weight,
+    # the higher the objective and the regret. Within a regret cap of 100, the best objective
+    # is weight 0.25's; without bounds it is weight 1.0's.
+    def fake_run_many(tasks, args):
+        settings = tasks[0][1]
+        weight = settings.get("router.polar.paging_weight", 1.0)
+        return [{"objective": 1000 * weight + settings.get("router.linucb.alpha", 0.0),
+                 "regret": 400 * weight, "total_paging_s": 10.0} for _ in tasks]
+
+    monkeypatch.setattr(bench, "run_many", fake_run_many)
+    args = bench.parse_args([])
+    bounded = bench.tune_strategy("polar+", 8, [1, 2], args, None, None,
+                                  {"regret_cap": 100.0, "paging_cap_s": 10.0})
+    assert bounded["chosen"]["router.polar.paging_weight"] == 0.25
+    assert bounded["bounds"]["chosen_within"] is True
+    free = bench.tune_strategy("polar+", 8, [1, 2], args, None, None)
+    assert free["chosen"]["router.polar.paging_weight"] == 1.0
+    # No setting within: the search falls back to the objective.
+    none_within = bench.tune_strategy("polar+", 8, [1, 2], args, None, None,
+                                      {"regret_cap": 1.0, "paging_cap_s": 10.0})
+    assert none_within["chosen"] == free["chosen"]
+    assert none_within["bounds"]["chosen_within"] is False
+
+
+def test_every_strategy_is_scored_at_the_benchmarks_lambda(bench):
+    # A POLAR+ whose router charges paging at 0.05 still has every paging second counted at
+    # the base file's lambda (1.0) in its objective.
+    from edge.config import EdgeConfig
+    from edge.paging_cost import PagingCostModel
+
+    args = bench.parse_args(["--arms", "8", "--dim", "8", "--horizon", "200"])
+    seed = bench.instance_seeds(args.tune_seed, 8, 1)[0]
+    r = bench.run_instance("polar+", {"router.polar.paging_weight": 0.05}, seed, 8, args,
+                           PagingCostModel(), EdgeConfig(), 0)
+    assert r["total_paging_s"] > 0
+    assert r["objective"] == pytest.approx(r["reward"] - 1.0 * r["total_paging_s"])

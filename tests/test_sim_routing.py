@@ -118,6 +118,16 @@ def test_the_objective_charges_the_controllers_prefetches():
     assert r["prefetch_paging_s"] == pytest.approx(large)
     assert r["reward"] == pytest.approx(0.5 * T)
     assert r["objective"] == pytest.approx(0.5 * T - 2.0 * (small + large))
+    # A fixed objective lambda (a benchmark that tunes the router's weight): the same routes
+    # and paging, scored at that lambda, not at the router's.
+    fixed = replay_routing("polar", np.ones((T, 3)), np.full((T, 2), 0.5), sizes,
+                           config=config, budget_bytes=400 << 20, paging_cost=cost,
+                           rng=np.random.default_rng(0), objective_weight=0.5)
+    assert fixed["total_paging_s"] == pytest.approx(small + large)
+    assert fixed["objective"] == pytest.approx(0.5 * T - 0.5 * (small + large))
+    with pytest.raises(ValueError, match="objective_weight must be a finite number >= 0"):
+        replay_routing("polar", np.ones((T, 3)), np.full((T, 2), 0.5), sizes, config=config,
+                       budget_bytes=400 << 20, objective_weight=-1.0)
 
 
 def test_a_strategy_can_name_its_eviction_policy(problem):

@@ -366,6 +366,30 @@ def test_routing_objective_tunes_router_settings_and_the_winner_replays_to_its_f
     assert best.router.linucb.alpha == ranking[0]["config"]["router"]["linucb"]["alpha"]
 
 
+def test_a_candidate_that_lowers_its_routers_paging_weight_is_scored_at_the_bases(
+        tmp_path, routing_trace):
+    # The routing objective is reward - lambda x paging seconds with the base file's lambda for
+    # every candidate: one whose router charges paging at 0.01 would otherwise be scored at
+    # 0.01 too, and win for what it was charged, not for what it did.
+    base = {**BASE, "router": {"polar": {"paging_weight": 2.0}}}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(
+        {"objective": "routing_objective", "budgets": ["30%"],
+         "space": {"router.polar.paging_weight": [2.0, 0.01]}}))
+    report = tmp_path / "tune.json"
+    result = CliRunner().invoke(main, [
+        "tune", "--trace", str(routing_trace), "--config", str(tmp_path / "base.yaml"),
+        "--space", str(tmp_path / "space.yaml"), "--out", str(tmp_path / "best.yaml"),
+        "--json", str(report), "--jobs", "1"])
+    assert result.exit_code == 0, result.output
+    ranking = json.loads(report.read_text())["ranking"]
+    assert {row["config"]["router"]["polar"]["paging_weight"] for row in ranking} == {2.0, 0.01}
+    assert len({row["paging_seconds"] for row in ranking}) == 2  # the weight changed the routes
+    for row in ranking:
+        assert row["routing_objective"] == pytest.approx(
+            row["reward"] - 2.0 * row["paging_seconds"], abs=1e-9)
+
+
 def test_routing_results_do_not_depend_on_jobs(routing_trace):
     trace = read_trace(routing_trace)
     space = parse_space(ROUTING_SPACE)

@@ -231,8 +231,12 @@ def tune(trace_path, fmt, columns, no_header, skip_bad, limit, config_path, spac
     click.echo(f"{len(candidates)} candidates ({space.method}), {len(trace):,} requests, "
                f"{min(jobs, len(candidates))} worker(s)")
     # Time the first few candidates alone and print the estimate before the long part.
+    # Every candidate is scored with the base file's lambda (a candidate's router may charge
+    # paging less; its objective still counts every paging second at the base's rate).
+    weight = base.router.polar.paging_weight
     first, estimate = tuning.measure_first(trace, candidates, space, profile=profile,
-                                           sample=min(3, len(candidates)), jobs=jobs)
+                                           sample=min(3, len(candidates)), jobs=jobs,
+                                           objective_weight=weight)
     click.echo(estimate.describe(), err=True)
     lines = tuning.ProgressLines("replaying", interval=10.0)
     with progress_bar(show_progress, len(candidates), "tuning") as progress:
@@ -242,7 +246,7 @@ def tune(trace_path, fmt, columns, no_header, skip_bad, limit, config_path, spac
                 lines(done, len(candidates))
 
         evaluations = tuning.evaluate(trace, candidates, space, profile=profile, jobs=jobs,
-                                      on_result=report, done=first)
+                                      on_result=report, done=first, objective_weight=weight)
     ranked = tuning.rank(evaluations, space.objective)
     click.echo(tuning.format_ranking(ranked, space, top))
     best = tuning.best_config(ranked[0], space.objective, len(candidates), trace_path.name)

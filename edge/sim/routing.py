@@ -9,7 +9,9 @@ through ``Runtime.feedback``, so the router's pending table, reward checks and e
 exactly as online. Epoch plans reach the cache as prefetches: paging time off the request path,
 IO all the same, so it counts in ``total_paging_s``.
 
-Metrics (``lambda`` = the router's ``polar.paging_weight``):
+Metrics (``lambda`` = ``objective_weight``, by default the router's ``polar.paging_weight``;
+a comparison that tunes that weight passes its own fixed lambda, so lowering the router's charge
+cannot lower the objective's):
 - ``regret``: sum over requests of (max_a u - u_chosen), paging ignored (reward-only regret);
 - ``objective``: sum of u_chosen - lambda * every second spent paging, blocking and prefetch
   alike (the reward-latency objective, the same for every strategy: a controller's prefetches
@@ -102,13 +104,14 @@ def replay_routing(strategy: str, contexts: np.ndarray, utilities: np.ndarray,
                    sizes: np.ndarray, *, config: EdgeConfig, budget_bytes: int,
                    paging_cost: Optional[PagingCostModel] = None,
                    rng: Optional[np.random.Generator] = None, reward_noise: float = 0.1,
-                   arm_ids: Optional[tuple[str, ...]] = None, checkpoints: int = 20
-                   ) -> dict[str, Any]:
+                   arm_ids: Optional[tuple[str, ...]] = None, checkpoints: int = 20,
+                   objective_weight: Optional[float] = None) -> dict[str, Any]:
     """One strategy over one problem through a fresh ``Runtime``; the metrics of the module doc.
 
     ``config`` supplies the cache policy and the router's settings (its seed seeds the router);
     the budget and ``load_workers: 0`` (deterministic) are set here. ``rng`` draws the reward
-    noise."""
+    noise. ``objective_weight``: the objective's lambda (reward units per paging second, also
+    the oracle's charge); None takes the router's ``polar.paging_weight``."""
     contexts = np.asarray(contexts, dtype=np.float64)
     utilities = np.asarray(utilities, dtype=np.float64)
     sizes = np.asarray(sizes, dtype=np.int64)
@@ -131,7 +134,9 @@ def replay_routing(strategy: str, contexts: np.ndarray, utilities: np.ndarray,
         config, cache=replace(cache_config_for(strategy, config.cache), budget=int(budget_bytes),
                               load_workers=0),
         router=router_config_for(strategy, config.router, contexts.shape[1]))
-    lam = run_config.router.polar.paging_weight
+    lam = run_config.router.polar.paging_weight if objective_weight is None else objective_weight
+    if not 0.0 <= lam < float("inf"):
+        raise ValueError(f"objective_weight must be a finite number >= 0, got {lam!r}")
     penalty = np.array([lam * paging_cost.paging_seconds(int(s)) for s in sizes])
     # The references draw from their own generator, seeded like the router they stand in for.
     client = make_client(strategy, N, penalty, np.random.default_rng(config.router.seed))

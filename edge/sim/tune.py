@@ -466,10 +466,11 @@ def _routing_events(features):
     return events
 
 
-def _run_routing_candidate(task: tuple[EdgeConfig, list[int]]) -> tuple[dict[str, Any], ...]:
+def _run_routing_candidate(task: tuple[EdgeConfig, list[int], float | None]
+                           ) -> tuple[dict[str, Any], ...]:
     from edge.sim.routing import replay_routing
 
-    config, budgets = task
+    config, budgets, objective_weight = task
     events = _routing_events(config.router.features)
     out = []
     for budget in budgets:
@@ -479,7 +480,8 @@ def _run_routing_candidate(task: tuple[EdgeConfig, list[int]]) -> tuple[dict[str
                                     events.sizes, config=config, budget_bytes=budget,
                                     paging_cost=_WORKER["profile"],
                                     rng=np.random.default_rng(config.router.seed + 1),
-                                    reward_noise=0.0, arm_ids=events.arm_ids)
+                                    reward_noise=0.0, arm_ids=events.arm_ids,
+                                    objective_weight=objective_weight)
         except ValueError as exc:  # e.g. a budget below the largest adapter
             raise ConfigError(f"budget {budget} bytes: {exc}") from None
         result.pop("regret_curve")
@@ -509,10 +511,15 @@ def _run_candidate(task: tuple[CacheConfig, list[int]]) -> tuple[ReplayResult, .
 def evaluate(trace: Trace, candidates: Sequence[Candidate], space: SearchSpace, *,
              profile: PagingCostModel | None = None, jobs: int = 1,
              on_result: Callable[[int], None] | None = None,
-             done: Sequence[Evaluation | RoutingEvaluation] = ()
+             done: Sequence[Evaluation | RoutingEvaluation] = (),
+             objective_weight: float | None = None
              ) -> list[Evaluation] | list[RoutingEvaluation]:
     """Replay every candidate (``jobs`` processes); results in candidate order. A routing
     objective replays router and cache (``RoutingEvaluation``), else the cache alone.
+
+    ``objective_weight``: the routing objective's lambda for every candidate (the base policy
+    file's ``router.polar.paging_weight``: a candidate that lowers its router's weight must not
+    lower the charge it is scored with); None: each candidate's own.
 
     ``done``: evaluations of the first candidates already replayed (``measure_first``); they
     are kept, not replayed again, and count in ``on_result``."""
@@ -526,7 +533,7 @@ def evaluate(trace: Trace, candidates: Sequence[Candidate], space: SearchSpace, 
     working_set = working_set_bytes(trace.keys, trace.sizes)
     if space.routing:
         kind, run, init = RoutingEvaluation, _run_routing_candidate, _init_routing_worker
-        tasks = [(c.config, candidate_budgets(c, space, working_set))
+        tasks = [(c.config, candidate_budgets(c, space, working_set), objective_weight)
                  for c in candidates[len(done):]]
         init_args: tuple = (trace, profile)
     else:
@@ -580,7 +587,8 @@ class Estimate:
 
 def measure_first(trace: Trace, candidates: Sequence[Candidate], space: SearchSpace, *,
                   profile: PagingCostModel | None = None, sample: int = 3, jobs: int = 1,
-                  clock: Callable[[], float] = time.perf_counter
+                  clock: Callable[[], float] = time.perf_counter,
+                  objective_weight: float | None = None
                   ) -> tuple[list[Evaluation], Estimate]:
     """Replay the first ``sample`` candidates in this process, timed: their evaluations (pass
     them to ``evaluate`` as ``done``) and the estimate for the rest on ``jobs`` workers."""
@@ -588,7 +596,8 @@ def measure_first(trace: Trace, candidates: Sequence[Candidate], space: SearchSp
         raise ValueError(f"sample must be at least 1, got {sample}")
     first = list(candidates[:sample])
     started = clock()
-    evaluations = evaluate(trace, first, space, profile=profile, jobs=1)
+    evaluations = evaluate(trace, first, space, profile=profile, jobs=1,
+                           objective_weight=objective_weight)
     per = (clock() - started) / len(first) if first else 0.0
     return evaluations, Estimate(len(candidates), len(first), per, jobs)
 
