@@ -104,6 +104,14 @@ def test_decision_inputs_are_the_candidates_and_model_inputs_of_their_features()
         want = model_inputs(view.features(slots), 0.0, 0.5, 0.25)
         np.testing.assert_allclose(inputs, want, rtol=1e-6, atol=0)
         assert inputs.shape == (len(slots), N_INPUTS) and inputs.dtype == np.float32
+        # The view's arrays are the index's reused buffers (grown, then shrunk, by this loop):
+        # the same as new arrays for the same draw.
+        fresh_slots, fresh_inputs = cache._index.decision_inputs(
+            k_lru, k_sample, view._draw_seed(), view._clock(), 0.5, 0.25, k_head=k_mru)
+        np.testing.assert_array_equal(slots, fresh_slots)
+        np.testing.assert_array_equal(inputs, fresh_inputs)
+    again_slots, _ = view.decision_inputs(3, 5, 0.5, 0.25, k_mru=4)
+    assert np.shares_memory(slots, again_slots)  # reused: valid until the next call
     with pytest.raises(ValueError, match="must be >= 0"):
         view.decision_inputs(-1, 2, 0.0, 0.0)
     with pytest.raises(ValueError, match="must be >= 0"):

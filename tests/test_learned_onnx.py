@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 import pytest
 
-from edge._native.learned import learned_inputs
+from edge._native.learned import learned_inputs, rank_by_preference
 from edge.errors import EdgeError
 from edge.learned.network import (
     CANDIDATE_FEATURES,
@@ -341,3 +341,33 @@ def test_the_c_cores_input_rows_are_model_inputs():
     assert got.dtype == np.float32 and got.shape == (3000, N_INPUTS)
     with pytest.raises(ValueError, match=rf"features must be \(n, {m}\)"):
         learned_inputs(np.zeros((2, 5), np.float32), 0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("n", [0, 1, 37, 129, 1000])  # 129 and 1000: past the C stack's 128
+def test_the_c_cores_rank_is_numpys_stable_argsort(n):
+    # A decision's order is ranked in the C core (edge_learned_rank); the numpy definition is
+    # labels[argsort(-(q[:, EVICT] - q[:, KEEP]), stable)]. Values from a small set, so that
+    # many preferences tie and the tie order is tested, with -0.0 beside 0.0.
+    rng = np.random.default_rng(n)
+    q = rng.choice(np.array([-1.5, -0.0, 0.0, 0.25, 2.0], np.float32), size=(n, 2))
+    labels = rng.permutation(10 * n + 1)[:n].astype(np.int32)
+    want = labels[np.argsort(-(q[:, EVICT] - q[:, KEEP]), kind="stable")].tolist()
+    assert rank_by_preference(q, labels) == want
+    assert rank_by_preference(q, labels.astype(np.int64)) == want  # converted, same answer
+
+
+def test_the_c_cores_rank_refuses_non_finite_preferences_and_other_shapes():
+    q = np.zeros((3, 2), np.float32)
+    labels = np.arange(3, dtype=np.int32)
+    for bad in (np.nan, np.inf, -np.inf):
+        q[2, EVICT] = bad
+        with pytest.raises(ValueError, match="non-finite eviction preference"):
+            rank_by_preference(q, labels)
+    q[2, EVICT] = 0.0
+    q[1] = [3e38, -3e38]  # each finite, their difference overflows: refused too
+    with pytest.raises(ValueError, match="non-finite"):
+        rank_by_preference(q, labels)
+    for wrong in (np.zeros((3, 3), np.float32), np.zeros((2, 2), np.float32),
+                  np.zeros((3, 2), np.float64), np.zeros((2, 3), np.float32).T):
+        with pytest.raises(ValueError, match=r"Q rows must be a C-contiguous \(3, 2\) float32"):
+            rank_by_preference(wrong, labels)

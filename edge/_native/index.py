@@ -121,6 +121,7 @@ class NativeIndex:
         self._slot = ffi.new("int32_t *")
         self._n = ffi.new("uint32_t *")
         self._totals = ffi.new("edge_index_totals *")
+        self._decision_buffers = None  # decision_inputs(reuse=True): arrays and their C views
 
     # -- single keys ------------------------------------------------------------------------
 
@@ -331,18 +332,30 @@ class NativeIndex:
         return out[:self._n[0]]
 
     def decision_inputs(self, k_tail: int, k_rand: int, seed: int, now: float,
-                        free_fraction: float, need_fraction: float, k_head: int = 0
-                        ) -> tuple[np.ndarray, np.ndarray]:
+                        free_fraction: float, need_fraction: float, k_head: int = 0,
+                        reuse: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """``edge_learned_decision_inputs``: the candidates (as ``candidates``) and their
         (n, EDGE_N_LEARNED_INPUTS) float32 network input rows at ``now`` (each with its slot's
-        ``set_demand`` value), in one call."""
+        ``set_demand`` value), in one call. With ``reuse`` both are written into buffers the
+        index keeps: valid only until its next ``reuse`` call (the serving path's, which reads
+        them before it decides again; new arrays and their C views cost a decision about 2 us)."""
         n = max(k_tail + k_head + k_rand, 1)
-        slots = np.empty(n, dtype=np.int32)
-        inputs = np.empty((n, lib.EDGE_N_LEARNED_INPUTS), dtype=np.float32)
+        if reuse:
+            if self._decision_buffers is None or len(self._decision_buffers[0]) < n:
+                slots = np.empty(n, dtype=np.int32)
+                inputs = np.empty((n, lib.EDGE_N_LEARNED_INPUTS), dtype=np.float32)
+                self._decision_buffers = (
+                    slots, inputs, ffi.from_buffer("int32_t[]", slots, require_writable=True),
+                    ffi.from_buffer("float[]", inputs, require_writable=True))
+            slots, inputs, c_slots, c_inputs = self._decision_buffers
+        else:
+            slots = np.empty(n, dtype=np.int32)
+            inputs = np.empty((n, lib.EDGE_N_LEARNED_INPUTS), dtype=np.float32)
+            c_slots = ffi.from_buffer("int32_t[]", slots, require_writable=True)
+            c_inputs = ffi.from_buffer("float[]", inputs, require_writable=True)
         status = lib.edge_learned_decision_inputs(
             self._ptr, k_tail, k_head, k_rand, seed & _MASK64, now, free_fraction,
-            need_fraction, ffi.from_buffer("int32_t[]", slots, require_writable=True),
-            ffi.from_buffer("float[]", inputs, require_writable=True), self._n)
+            need_fraction, c_slots, c_inputs, self._n)
         if status != _OK:
             _raise(status, "edge_learned_decision_inputs")
         found = self._n[0]

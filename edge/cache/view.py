@@ -93,7 +93,8 @@ class PagedCacheView:
             raise ValueError(f"k_lru, k_sample and k_mru must be >= 0, got {k_lru}, {k_sample}, "
                              f"{k_mru}")
         return self._index.decision_inputs(k_lru, k_sample, self._draw_seed(), self._clock(),
-                                           free_fraction, need_fraction, k_head=k_mru)
+                                           free_fraction, need_fraction, k_head=k_mru,
+                                           reuse=True)
 
     def _draw_seed(self) -> int:
         # Seeded by the eviction count: the same state gives the same draw (asking twice

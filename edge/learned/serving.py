@@ -42,13 +42,16 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from edge._native.learned import N_LEARNED_INPUTS
+from edge._native.learned import N_LEARNED_INPUTS, Q_EVICT, Q_KEEP, rank_by_preference
 from edge.learned.network import CANDIDATE_FEATURES, EVICT, KEEP, N_INPUTS
 from edge.learned.onnx_model import INPUT, OUTPUT, ModelError, ModelFile, open_model
 
 if N_LEARNED_INPUTS != N_INPUTS:  # the C core's input rows are the network's schema
     raise ImportError(f"edge.h's EDGE_N_LEARNED_INPUTS ({N_LEARNED_INPUTS}) is not the learned "
                       f"policy's input width ({N_INPUTS}): rebuild the C core")
+if (Q_KEEP, Q_EVICT) != (KEEP, EVICT):  # the C core ranks the network's Q rows
+    raise ImportError(f"edge.h's Q columns (keep {Q_KEEP}, evict {Q_EVICT}) are not the "
+                      f"network's (keep {KEEP}, evict {EVICT}): rebuild the C core")
 
 log = logging.getLogger(__name__)
 
@@ -191,16 +194,17 @@ class TimedScorer:
             return self._fallback("breaker_open")
         return self.clock()
 
-    def rank(self, x: np.ndarray, started: int) -> list[int] | None:
-        """Row indices of ``x`` by eviction preference, highest first (ties: row order), or
-        None when the decision falls back (counted): over budget, or the model failed."""
+    def rank(self, x: np.ndarray, started: int, labels: np.ndarray | None = None
+             ) -> list[int] | None:
+        """``labels`` (int32, one per row of ``x``; default: the row indices) by eviction
+        preference, highest first (ties: row order), or None when the decision falls back
+        (counted): over budget, or the model failed (an error, or a non-finite preference)."""
         if self.clock() - started > self.budget_ns:  # no time left to ask the model at all
             return self._failed("timeout")
         try:
-            preferences = self.scorer.preferences(x)
-            if not np.isfinite(preferences).all():
-                raise ValueError("the model answered a non-finite preference")
-            order = np.argsort(-preferences, kind="stable").tolist()
+            if labels is None:
+                labels = np.arange(len(x), dtype=np.int32)
+            order = rank_by_preference(self.scorer.q_values(x), labels)
         except Exception:  # any runtime failure costs this decision, never the cache
             if not self._error_logged:
                 self._error_logged = True

@@ -227,6 +227,18 @@ int edge_learned_decision_inputs(const edge_index *idx, uint32_t k_tail, uint32_
                                  float free_fraction, float need_fraction, int32_t *slots,
                                  float *inputs, uint32_t *n_out);
 
+/* Columns of the network's output rows, Q values per action (edge/learned/network.py KEEP and
+ * EVICT); a candidate's eviction preference is q[EVICT] - q[KEEP]. */
+#define EDGE_Q_KEEP 0
+#define EDGE_Q_EVICT 1
+
+/* A decision's answer from the network's (n, 2) float32 Q rows (row-major): labels (one per row;
+ * the candidates' slots) into out by eviction preference q[i][EDGE_Q_EVICT] - q[i][EDGE_Q_KEEP]
+ * (float arithmetic), highest first, equal preferences in row order (numpy's stable argsort of
+ * the negated preferences, edge/learned/serving.py). A NaN or infinite preference is
+ * EDGE_ERR_INVALID (out then unspecified); n == 0 writes nothing. */
+int edge_learned_rank(const float *q, uint32_t n, const int32_t *labels, int32_t *out);
+
 /* ---- the router's feature hashing -------------------------------------------------------- */
 
 /* Signed feature hashing of n-grams (edge/router/features.py, the "hashing" extractor). words:

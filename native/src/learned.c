@@ -6,6 +6,7 @@
 #include "edge.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 int edge_learned_inputs(const float *features, uint32_t n, float demand, float free_fraction,
                         float need_fraction, float *out) {
@@ -90,5 +91,59 @@ int edge_learned_decision_inputs(const edge_index *idx, uint32_t k_tail, uint32_
         edge_learned_inputs(row, 1, info.demand, free_fraction, need_fraction,
                             inputs + (size_t)i * EDGE_N_LEARNED_INPUTS);
     }
+    return EDGE_OK;
+}
+
+typedef struct {
+    float preference;
+    uint32_t row;
+} ranked_row;
+
+/* Higher preference first, then lower row: a total order, so qsort's instability cannot show. */
+static int by_preference(const void *a, const void *b) {
+    const ranked_row *x = a, *y = b;
+    if (x->preference != y->preference)
+        return x->preference > y->preference ? -1 : 1;
+    return x->row < y->row ? -1 : (x->row > y->row);
+}
+
+/* Up to this many rows are sorted on the stack by insertion (a decision ranks tens of
+ * candidates: no allocation, fewer comparisons than qsort's calls); more go through qsort. */
+#define RANK_ON_STACK 128
+
+int edge_learned_rank(const float *q, uint32_t n, const int32_t *labels, int32_t *out) {
+    if (n && (!q || !labels || !out))
+        return EDGE_ERR_INVALID;
+    ranked_row stack[RANK_ON_STACK];
+    ranked_row *rows = n <= RANK_ON_STACK ? stack : malloc((size_t)n * sizeof *rows);
+    if (!rows)
+        return EDGE_ERR_NOMEM;
+    for (uint32_t i = 0; i < n; i++) {
+        float p = q[2 * (size_t)i + EDGE_Q_EVICT] - q[2 * (size_t)i + EDGE_Q_KEEP];
+        if (!isfinite(p)) {
+            if (rows != stack)
+                free(rows);
+            return EDGE_ERR_INVALID;
+        }
+        rows[i].preference = p;
+        rows[i].row = i;
+    }
+    if (rows == stack) {
+        /* Insertion: a row moves only past rows of strictly lower preference, so equal ones
+         * keep their order. */
+        for (uint32_t i = 1; i < n; i++) {
+            ranked_row r = rows[i];
+            uint32_t j = i;
+            for (; j > 0 && rows[j - 1].preference < r.preference; j--)
+                rows[j] = rows[j - 1];
+            rows[j] = r;
+        }
+    } else {
+        qsort(rows, n, sizeof *rows, by_preference);
+    }
+    for (uint32_t i = 0; i < n; i++)
+        out[i] = labels[rows[i].row];
+    if (rows != stack)
+        free(rows);
     return EDGE_OK;
 }

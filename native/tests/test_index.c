@@ -1969,6 +1969,43 @@ static void test_learned_inputs(void) {
     EXPECT_RC(edge_learned_inputs(NULL, 1, 0.0f, 0.0f, 0.0f, &out[0][0]), EDGE_ERR_INVALID);
 }
 
+/* edge_learned_rank worked by hand: preferences (evict - keep) 1, 3, 1, -2, 3 for labels
+ * 10..14 rank 11, 14 (3 twice, row order), 10, 12 (1 twice), 13; a NaN or an infinity is refused.
+ * Then 300 rows (past the stack's 128: the qsort path) in blocks of equal preference, checked
+ * against the order they were built in. */
+static void test_learned_rank(void) {
+    cur_test = "learned_rank";
+    const float q[5][2] = {{0.0f, 1.0f}, {-1.0f, 2.0f}, {2.0f, 3.0f}, {2.0f, 0.0f}, {0.5f, 3.5f}};
+    const int32_t labels[5] = {10, 11, 12, 13, 14};
+    const int32_t want[5] = {11, 14, 10, 12, 13};
+    int32_t out[5];
+    CHECK_OK(edge_learned_rank(&q[0][0], 5, labels, out));
+    for (int i = 0; i < 5; i++)
+        EXPECT(out[i] == want[i], "rank %d = %d, expected %d", i, out[i], want[i]);
+    CHECK_OK(edge_learned_rank(NULL, 0, NULL, NULL));
+    EXPECT_RC(edge_learned_rank(NULL, 1, labels, out), EDGE_ERR_INVALID);
+    float bad[2][2] = {{0.0f, 1.0f}, {0.0f, NAN}};
+    EXPECT_RC(edge_learned_rank(&bad[0][0], 2, labels, out), EDGE_ERR_INVALID);
+    bad[1][1] = INFINITY;
+    EXPECT_RC(edge_learned_rank(&bad[0][0], 2, labels, out), EDGE_ERR_INVALID);
+
+    enum { N = 300 };
+    static float many[N][2];
+    static int32_t ids[N], ranked[N];
+    for (int i = 0; i < N; i++) {
+        /* row i has preference -(i % 30): the best block is rows 0, 30, 60, ..., then 1, 31, .. */
+        many[i][EDGE_Q_KEEP] = (float)(i % 30);
+        many[i][EDGE_Q_EVICT] = 0.0f;
+        ids[i] = 1000 + i;
+    }
+    CHECK_OK(edge_learned_rank(&many[0][0], N, ids, ranked));
+    for (int r = 0; r < N; r++) {
+        int want_row = (r % 10) * 30 + r / 10;
+        EXPECT(ranked[r] == 1000 + want_row, "rank %d of %d = %d, expected %d", r, N, ranked[r],
+               1000 + want_row);
+    }
+}
+
 /* expected[*want..] gets the slots of src not yet in expected[0..*want). */
 static void expect_new(int32_t *expected, uint32_t *want, const int32_t *src, uint32_t m) {
     for (uint32_t i = 0; i < m; i++) {
@@ -2114,6 +2151,7 @@ int main(void) {
     test_hash_features_ascii();
     test_linucb_scores();
     test_learned_inputs();
+    test_learned_rank();
     test_candidates();
     test_stack_hists();
     if (failures) {

@@ -75,7 +75,8 @@ class CacheView(Protocol):
         ``features`` transformed as ``edge.learned.network.model_inputs`` does, then each
         candidate's demand, the router's estimate the cache was given (``PagedCache.set_demand``;
         0 without one), and the two given cache-level columns), float32 (n, N_INPUTS): one C
-        call per decision."""
+        call per decision. Both arrays are buffers the view reuses, as ``features``' is: valid
+        only until the next ``decision_inputs`` call (copy them to keep them)."""
 
     def features(self, slots: Any) -> np.ndarray:
         """The (len(slots), N_FEATURES) float32 feature matrix of ``slots`` at ``now()``, written

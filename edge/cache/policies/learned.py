@@ -156,10 +156,7 @@ class LearnedPolicy(EvictionPolicy):
             return None
         slots, inputs = self._inputs(view, self.k_tail, self.k_rand, need_bytes,
                                      k_head=self.k_head)
-        order = serving.rank(inputs, started)
-        if order is None:
-            return None
-        return slots[order].tolist()
+        return serving.rank(inputs, started, slots)
 
     def _rounds(self, ranked: list[int], need_bytes: int) -> Iterator[Hashable]:
         """The ranked candidates in order; if the cache asks for more once it has evicted them
