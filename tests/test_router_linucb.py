@@ -339,3 +339,44 @@ def test_penalties_and_contexts_of_other_types_are_converted_or_refused_before_t
     reference = LinUCB(3, LinUCBConfig(), np.random.default_rng(0), ["a", "b", "c"])
     reference.update("a", np.array([0.6, 0.8, 0.0], dtype=np.float32).astype(np.float64), 1.0)
     np.testing.assert_array_equal(model.mean_and_bonus(x)[0], reference.mean_and_bonus(x)[0])
+
+
+def test_exploration_scale_shrinks_with_evidence_as_configured():
+    # alpha_t = alpha + (alpha_initial - alpha) * n0 / (n0 + t), worked by hand for alpha 0.1,
+    # alpha_initial 1.1, n0 100: t = 0 -> 1.1, t = 100 -> 0.6, t = 300 -> 0.35.
+    cfg = LinUCBConfig(alpha=0.1, alpha_initial=1.1, alpha_decay_updates=100)
+    model = LinUCB(4, cfg, np.random.default_rng(0), ["a", "b"])
+    rng = np.random.default_rng(1)
+    x = _unit_rows(rng, 1, 4)[0]
+    expected = {0: 1.1, 100: 0.6, 300: 0.35}
+    for t in range(301):
+        if t in expected:
+            assert model.alpha == pytest.approx(expected[t], rel=1e-12)
+            # The bonus of every path is the scheduled scale times the confidence width.
+            A_inv = model.state_arrays()["A_inv"]
+            width = np.sqrt(np.einsum("i,aij,j->a", x, A_inv, x))
+            np.testing.assert_allclose(model.mean_and_bonus(x)[1], expected[t] * width,
+                                       rtol=1e-9)
+            np.testing.assert_allclose(model.decide(x).bonus, expected[t] * width, rtol=1e-9)
+            np.testing.assert_allclose(model.mean_and_bonus_batch(x[None])[1][0],
+                                       expected[t] * width, rtol=1e-9)
+        model.update("ab"[t % 2], _unit_rows(rng, 1, 4)[0], float(rng.uniform()))
+    # A router restarted from saved arms resumes the schedule where their evidence left it.
+    resumed = LinUCB(4, cfg, np.random.default_rng(0))
+    resumed.load_state(["a", "b"], model.state_arrays())
+    assert resumed.alpha == pytest.approx(0.1 + 1.0 * 100 / (100 + 301), rel=1e-12)
+    # Without alpha_initial the scale is alpha throughout.
+    fixed = LinUCB(4, LinUCBConfig(alpha=0.3), np.random.default_rng(0), ["a"])
+    fixed.update("a", x, 0.5)
+    assert fixed.alpha == 0.3
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"alpha_initial": -0.5}, "alpha_initial must be >= 0"),
+    ({"alpha_initial": float("nan")}, "alpha_initial must be a finite number"),
+    ({"alpha_decay_updates": 0}, "alpha_decay_updates must be > 0"),
+    ({"alpha_decay_updates": float("inf")}, "alpha_decay_updates must be a finite number"),
+])
+def test_exploration_schedule_settings_are_checked(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        LinUCBConfig(**kwargs)

@@ -82,10 +82,24 @@ class LinUCBConfig:
     # score of theta_a ~ N(theta_a, alpha^2 A_a^-1) at x; alpha is the posterior scale). The
     # epoch planner still plans on the optimistic mean + bonus either way.
     exploration: Literal["ucb", "thompson"] = "ucb"
+    # Exploration that shrinks with evidence: with alpha_initial set, the scale in use after t
+    # updates (all arms together) is alpha + (alpha_initial - alpha) * n0 / (n0 + t), n0 =
+    # alpha_decay_updates: wide early, while a greedy learner would lock onto an arm, alpha
+    # once the evidence is in. None: alpha throughout.
+    alpha_initial: Optional[float] = None
+    alpha_decay_updates: float = 1000.0
 
     def __post_init__(self) -> None:
-        for name in ("alpha", "ridge_lambda", "prior_reward", "discount", "epsilon"):
+        for name in ("alpha", "ridge_lambda", "prior_reward", "discount", "epsilon",
+                     "alpha_decay_updates"):
             _check_finite(name, getattr(self, name))
+        if self.alpha_initial is not None:
+            _check_finite("alpha_initial", self.alpha_initial)
+            if self.alpha_initial < 0:
+                raise ValueError(f"alpha_initial must be >= 0 (or null), got "
+                                 f"{self.alpha_initial}")
+        if self.alpha_decay_updates <= 0:
+            raise ValueError(f"alpha_decay_updates must be > 0, got {self.alpha_decay_updates}")
         if self.exploration not in ("ucb", "thompson"):
             raise ValueError(f"exploration must be 'ucb' or 'thompson', got {self.exploration!r}")
         if not 0 <= self.epsilon <= 1:

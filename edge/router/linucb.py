@@ -82,6 +82,9 @@ class LinUCB:
         self.config = config
         self.rng = rng
         self._thompson = config.exploration == "thompson"
+        # The exploration scale in use (LinUCBConfig.alpha_initial): updates received, all arms.
+        self._updates = 0
+        self.alpha = self._alpha_after(0)
         self._ids: list[str] = []
         self._index: dict[str, int] = {}
         self._n = 0
@@ -99,6 +102,14 @@ class LinUCB:
         self._allocate(8)
         for arm_id in arm_ids:
             self.add_arm(arm_id)
+
+    def _alpha_after(self, updates: int) -> float:
+        """The exploration scale after ``updates`` updates (LinUCBConfig.alpha_initial)."""
+        cfg = self.config
+        if cfg.alpha_initial is None:
+            return cfg.alpha
+        n0 = cfg.alpha_decay_updates
+        return cfg.alpha + (cfg.alpha_initial - cfg.alpha) * n0 / (n0 + updates)
 
     # ---- arms ----------------------------------------------------------------------------------
 
@@ -240,7 +251,7 @@ class LinUCB:
             quad = y[:, 1:] @ x
         # x'A^-1 x >= 0 in exact arithmetic; abs() only absorbs a rounding of order 1e-17.
         bonus = np.sqrt(np.abs(quad, out=quad), out=quad)
-        bonus *= self.config.alpha
+        bonus *= self.alpha
         return mean, bonus
 
     def mean_and_bonus_batch(self, X: np.ndarray, chunk: int = 128
@@ -275,7 +286,7 @@ class LinUCB:
                 Y = (Xc @ A_inv_rows.T).reshape(len(Xc), N, d)
                 quad[s:s + chunk] = np.einsum("nad,nd->na", Y, Xc)
         np.maximum(quad, 0.0, out=quad)
-        return mean, self.config.alpha * np.sqrt(quad)
+        return mean, self.alpha * np.sqrt(quad)
 
     def decide(self, x: np.ndarray, penalty: Optional[np.ndarray] = None,
                forced_index: Optional[int] = None, reason: str = "forced") -> Decision:
@@ -301,7 +312,7 @@ class LinUCB:
             # The C core: the same numbers as mean_and_bonus (summed in another order), the
             # penalty subtracted, the best arm and its ties found, in one call.
             (mean, bonus, score), i, n_ties = self._kernels.scores(
-                self._n, x, self.config.prior_reward, self.config.alpha, penalty,
+                self._n, x, self.config.prior_reward, self.alpha, penalty,
                 _TIE_TOLERANCE)
         if penalty is None:
             penalty = np.zeros(self._n)
@@ -353,6 +364,9 @@ class LinUCB:
             self._b[i] += r * x
             self._since_refactor[i] = cfg.refactor_every
         self._counts[i] += 1
+        if cfg.alpha_initial is not None:
+            self._updates += 1
+            self.alpha = self._alpha_after(self._updates)
         if self._since_refactor[i] >= cfg.refactor_every:
             self.refactor(i)
 
@@ -403,3 +417,6 @@ class LinUCB:
         self._theta[:n] = arrays["theta"]
         for i in range(n):
             self._sync_scoring(i)
+        # The schedule resumes where the saved arms' evidence left it.
+        self._updates = sum(self._counts)
+        self.alpha = self._alpha_after(self._updates)
