@@ -96,6 +96,15 @@ STRATEGIES: dict[str, tuple[str, list[tuple[str, list]]]] = {
                           ("router.linucb.alpha", ALPHAS)]),
     "oracle": ("oracle", []),
 }
+# POLAR+'s last stage, only when the coordinate search above ends outside the issue's bounds
+# on the tuning instances: its router's paging weight, alpha and forced-round scale together
+# (the eviction policy and charge as chosen). One setting at a time reaches the weight stage
+# with alpha and forced rounds already fixed for weight 1, where no weight meets the regret cap;
+# at linear N = 16 (8 tuning instances) two corners of this grid do (router_variants.py,
+# docs/router.md, "The bounds stage").
+BOUNDS_STAGE = (("router.polar.paging_weight", "router.linucb.alpha",
+                 "router.polar.forced_exploration_scale"),
+                [(w, a, f) for w in PAGING_WEIGHTS[1:] for a in (0.0, 0.05) for f in (0.0, 0.25)])
 # --tune-epochs: POLAR+'s epoch regime too, as one joint stage: doubling epochs (up to 16384)
 # with forced rounds, the eviction charge and alpha as they are, or POLAR's form (fixed
 # 256-request epochs, no forced rounds, no eviction charge) at each alpha, which won linear
@@ -200,7 +209,9 @@ def _with(settings: dict, path, value) -> dict:
 def tune_strategy(label, n_arms, seeds, args, device, base_config, bounds=None):
     """Coordinate search of the strategy's stages on the tuning instances, by mean objective;
     with ``bounds`` (median regret and median paging caps) among the settings within both
-    first, the others after them (so with none within, by objective alone)."""
+    first, the others after them (so with none within, by objective alone), and for POLAR+,
+    when that search ends outside them, ``BOUNDS_STAGE`` (taken only if it finds a setting
+    within)."""
     stages = strategy_stages(label, args)
     chosen: dict = {}
     for path, choices in stages:  # each setting starts at its first stage's first choice
@@ -230,6 +241,13 @@ def tune_strategy(label, n_arms, seeds, args, device, base_config, bounds=None):
     for path, choices in stages:
         best = max(choices, key=lambda v: (*score(_with(chosen, path, v)), -choices.index(v)))
         chosen = _with(chosen, path, best)
+    bounds_stage = None
+    if label == "polar+" and bounds is not None and not measured(chosen)["within_bounds"]:
+        path, choices = BOUNDS_STAGE
+        best = max(choices, key=lambda v: (*score(_with(chosen, path, v)), -choices.index(v)))
+        bounds_stage = measured(_with(chosen, path, best))["within_bounds"]
+        if bounds_stage:  # outside the bounds everywhere: the coordinate search's choice stays
+            chosen = _with(chosen, path, best)
     # A baseline with nothing to tune (greedy + LRU) is measured on the tuning instances too:
     # it can be the reference of POLAR+'s bounds.
     measure = bool(stages) or label in CACHE_UNAWARE
@@ -240,7 +258,9 @@ def tune_strategy(label, n_arms, seeds, args, device, base_config, bounds=None):
         out["tuning_median_regret"] = measured(chosen)["median_regret"]
         out["tuning_median_paging_s"] = measured(chosen)["median_paging_s"]
     if bounds is not None:
-        out["bounds"] = {**bounds, "chosen_within": measured(chosen)["within_bounds"]}
+        out["bounds"] = {**bounds, "chosen_within": measured(chosen)["within_bounds"],
+                         # None: not needed; True / False: it found a setting within or not
+                         "bounds_stage_found": bounds_stage}
     return out
 
 

@@ -216,6 +216,45 @@ def test_polar_plus_search_prefers_settings_within_the_bounds(bench, monkeypatch
     assert none_within["bounds"]["chosen_within"] is False
 
 
+def test_polar_plus_bounds_stage_searches_weight_alpha_and_forced_rounds_together(
+        bench, monkeypatch):
+    # Made-up measurements: regret rises with the weight, and at any weight below 1 it is
+    # low only with alpha 0 and no forced rounds together, a corner the coordinate search does
+    # not reach (it fixes alpha and the forced scale at weight 1, where both help).
+    def fake_run_many(tasks, args):
+        s = tasks[0][1]
+        weight = s.get("router.polar.paging_weight", 1.0)
+        alpha = s.get("router.linucb.alpha", 0.0)
+        forced = s.get("router.polar.forced_exploration_scale", 0.25)
+        corner = weight < 1.0 and alpha == 0.0 and forced == 0.0
+        regret = 50.0 if corner else 400 * weight + 100 * (weight < 1.0)
+        objective = 1000 * weight + 10 * alpha + forced
+        return [{"objective": objective, "regret": regret, "total_paging_s": 10.0}
+                for _ in tasks]
+
+    monkeypatch.setattr(bench, "run_many", fake_run_many)
+    args = bench.parse_args([])
+    tuned = bench.tune_strategy("polar+", 8, [1, 2], args, None, None,
+                                {"regret_cap": 100.0, "paging_cap_s": 10.0})
+    # The corner within the cap with the best objective: weight 0.5, alpha 0, no forced rounds.
+    assert (tuned["chosen"]["router.polar.paging_weight"], tuned["chosen"]["router.linucb.alpha"],
+            tuned["chosen"]["router.polar.forced_exploration_scale"]) == (0.5, 0.0, 0.0)
+    assert tuned["bounds"]["chosen_within"] is True
+    assert tuned["bounds"]["bounds_stage_found"] is True
+    # Nothing within anywhere: the coordinate search's choice stays, and the JSON says the
+    # stage was tried and found nothing.
+    none = bench.tune_strategy("polar+", 8, [1, 2], args, None, None,
+                               {"regret_cap": 1.0, "paging_cap_s": 10.0})
+    free = bench.tune_strategy("polar+", 8, [1, 2], args, None, None)
+    assert none["chosen"] == free["chosen"]
+    assert none["bounds"]["bounds_stage_found"] is False
+    # Within after the coordinate search: the stage is not run.
+    easy = bench.tune_strategy("polar+", 8, [1, 2], args, None, None,
+                               {"regret_cap": 1000.0, "paging_cap_s": 10.0})
+    assert easy["bounds"]["bounds_stage_found"] is None
+    assert easy["chosen"] == free["chosen"]
+
+
 def test_every_strategy_is_scored_at_the_benchmarks_lambda(bench):
     # A POLAR+ whose router charges paging at 0.05 still has every paging second counted at
     # the base file's lambda (1.0) in its objective.
