@@ -246,7 +246,7 @@ def tune_strategy(label, n_arms, seeds, args, device, base_config, bounds=None):
         path, choices = BOUNDS_STAGE
         best = max(choices, key=lambda v: (*score(_with(chosen, path, v)), -choices.index(v)))
         bounds_stage = measured(_with(chosen, path, best))["within_bounds"]
-        if bounds_stage:  # outside the bounds everywhere: the coordinate search's choice stays
+        if bounds_stage:  # taken only within them; otherwise the coordinate search's choice stays
             chosen = _with(chosen, path, best)
     # A baseline with nothing to tune (greedy + LRU) is measured on the tuning instances too:
     # it can be the reference of POLAR+'s bounds.
