@@ -53,10 +53,20 @@ def test_the_json_names_the_seed_split_and_every_chosen_value(bench, tmp_path, c
     assert set(q["strategies"]) == {"random", "greedy+lru", "linucb+lru",
                                     "linucb+best-eviction", "lints+lru", "polar", "polar+",
                                     "oracle"}
-    for label, (_, stages) in bench.STRATEGIES.items():
-        assert set(q["tuning"][label]["chosen"]) == {path for path, _ in stages}
+    defaults = bench.parse_args([])
+    for label in bench.STRATEGIES:
+        chosen = q["tuning"][label]["chosen"]
+        stages = bench.strategy_stages(label, defaults)  # POLAR+'s joint epoch stage included
+        offered: dict[str, set] = {}  # each setting's values over every stage that sets it
         for path, choices in stages:
-            assert q["tuning"][label]["chosen"][path] in choices
+            if isinstance(path, tuple):  # a joint stage: one choice sets all its paths
+                for i, p in enumerate(path):
+                    offered.setdefault(p, set()).update(c[i] for c in choices if c[i] is not None)
+            else:
+                offered.setdefault(path, set()).update(choices)
+        assert set(chosen) == set(offered)
+        for p, value in chosen.items():
+            assert value in offered[p], (label, p, value)
     assert q["tuning"]["linucb+best-eviction"]["chosen"]["cache.policy"] in bench.EVICTION
     # The objective charges all paging, for every strategy.
     for s in q["strategies"].values():
@@ -155,10 +165,10 @@ def test_router_variants_names_a_malformed_variant(variants, bad, message, capsy
     assert message in capsys.readouterr().err
 
 
-def test_tune_epochs_adds_polar_plus_epoch_stage_only_when_asked(bench, tmp_path):
-    default = bench.parse_args([])
-    assert bench.EPOCH_STAGE not in bench.strategy_stages("polar+", default)
-    asked = bench.parse_args(["--tune-epochs"])
+def test_epoch_stage_is_polar_plus_default_and_can_be_left_out(bench, tmp_path):
+    left_out = bench.parse_args(["--no-tune-epochs"])
+    assert bench.EPOCH_STAGE not in bench.strategy_stages("polar+", left_out)
+    asked = bench.parse_args([])
     stages = bench.strategy_stages("polar+", asked)
     paths = [path for path, _ in stages]
     assert paths.index(bench.EPOCH_STAGE[0]) == paths.index("cache.policy") + 1
@@ -176,7 +186,7 @@ def test_tune_epochs_adds_polar_plus_epoch_stage_only_when_asked(bench, tmp_path
     assert bench.strategy_stages("polar", asked) == bench.STRATEGIES["polar"][1]
     out = tmp_path / "e.json"
     bench.main(["--arms", "8", "--dim", "8", "--horizon", "200", "--quality-repeats", "1",
-                "--tune-instances", "1", "--skip-speed", "--tune-epochs", "--out", str(out)])
+                "--tune-instances", "1", "--skip-speed", "--out", str(out)])
     data = json.loads(out.read_text())
     assert data["inputs"]["tune_epochs"] is True
     chosen = data["quality"]["8"]["tuning"]["polar+"]["chosen"]
