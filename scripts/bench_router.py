@@ -495,7 +495,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="small sizes: finishes in a minute")
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--table", metavar="RESULT_JSON",
-                   help="only print the markdown tables of an earlier run's JSON (alone)")
+                   help="only print the markdown tables of earlier runs' JSONs (alone; several are "
+                        "put together by N)")
     p.add_argument("--workload", choices=WORKLOADS, default="linear",
                    help="linear: the synthetic linear problem; text: tenants' text prompts "
                         "through the feature extractor, real LoRA sizes, drifting popularity")
@@ -545,6 +546,23 @@ def parse_args(argv=None):
     return args
 
 
+def merged_results(paths: list[Path]) -> dict:
+    """The quality and speed sections of several runs' JSONs as one result, in the order given
+    (docs/router.md's linear table is four runs, one per N); an N in two of them is refused."""
+    merged: dict = {"quality": {}, "speed": {}}
+    source: dict[tuple[str, str], Path] = {}
+    for path in paths:
+        result = json.loads(path.read_text())
+        for section in ("quality", "speed"):
+            for n, entry in result.get(section, {}).items():
+                if (section, n) in source:
+                    raise SystemExit(f"--table: {section} at N = {n} is in both "
+                                     f"{source[section, n]} and {path}")
+                source[section, n] = path
+                merged[section][n] = entry
+    return merged
+
+
 def markdown_tables(result: dict) -> str:
     """The quality and speed tables of docs/router.md and the README, from the JSON."""
     out = ["| N | strategy | tuned settings | objective | regret | total paging s "
@@ -591,9 +609,9 @@ def main(argv=None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     if argv[:1] == ["--table"]:
-        if len(argv) != 2:
-            raise SystemExit("usage: bench_router.py --table RESULT.json")
-        print(markdown_tables(json.loads(Path(argv[1]).read_text())))
+        if len(argv) < 2:
+            raise SystemExit("usage: bench_router.py --table RESULT.json [RESULT.json ...]")
+        print(markdown_tables(merged_results([Path(a) for a in argv[1:]])))
         return 0
     args = parse_args(argv)
     device = PagingCostModel()

@@ -92,6 +92,15 @@ def test_the_json_names_the_seed_split_and_every_chosen_value(bench, tmp_path, c
     row = next(line for line in bench.markdown_tables(data).splitlines()
                if line.startswith("| 8 | polar+ |"))
     assert f"| {q['strategies']['polar+']['objective']:.1f} |" in row
+    # --table puts several runs' JSONs together by N, and refuses an N found in two of them.
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"quality": {"9": q}, "speed": {}}))
+    capsys.readouterr()
+    assert bench.main(["--table", str(out), str(other)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" | ")[0] for line in lines if " | polar+ | " in line] == ["| 8", "| 9"]
+    with pytest.raises(SystemExit, match=r"quality at N = 8 is in both .*b\.json and .*b\.json"):
+        bench.main(["--table", str(out), str(out)])
 
 
 def test_text_workload_and_parallel_instances(bench, tmp_path):
