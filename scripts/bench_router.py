@@ -31,12 +31,14 @@ import argparse
 import functools
 import json
 import os
+import re
 import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Optional
 
 # One BLAS thread unless told otherwise (before numpy loads): the router's products are small,
 # and on a busy machine OpenBLAS threads that spin-wait for cores made single steps take
@@ -496,7 +498,7 @@ def parse_args(argv=None):
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--table", metavar="RESULT_JSON",
                    help="only print the markdown tables of earlier runs' JSONs (alone; several are "
-                        "put together by N)")
+                        "put together by N; RESULT.json:N,N takes only those N of it)")
     p.add_argument("--workload", choices=WORKLOADS, default="linear",
                    help="linear: the synthetic linear problem; text: tenants' text prompts "
                         "through the feature extractor, real LoRA sizes, drifting popularity")
@@ -546,15 +548,32 @@ def parse_args(argv=None):
     return args
 
 
-def merged_results(paths: list[Path]) -> dict:
+def table_source(arg: str) -> tuple[Path, Optional[set[str]]]:
+    """``RESULT.json`` (every N in it) or ``RESULT.json:N[,N...]`` (only those N: a later run
+    that replaced some sizes of an earlier one is tabled with the earlier one's other sizes)."""
+    path, sep, sizes = arg.rpartition(":")
+    if not sep or not re.fullmatch(r"\d+(,\d+)*", sizes):
+        return Path(arg), None
+    return Path(path), set(sizes.split(","))
+
+
+def merged_results(sources: list[str]) -> dict:
     """The quality and speed sections of several runs' JSONs as one result, in the order given
-    (docs/router.md's linear table is four runs, one per N); an N in two of them is refused."""
+    (docs/router.md's linear table is four runs, one per N); an N in two of them is refused, and
+    so is a selected N that its JSON lacks."""
     merged: dict = {"quality": {}, "speed": {}}
     source: dict[tuple[str, str], Path] = {}
-    for path in paths:
+    for arg in sources:
+        path, only = table_source(arg)
         result = json.loads(path.read_text())
+        present = set(result.get("quality", {})) | set(result.get("speed", {}))
+        if only is not None and not only <= present:
+            raise SystemExit(f"--table: {path} has no N = {', '.join(sorted(only - present))} "
+                             f"(it has {', '.join(sorted(present, key=int)) or 'none'})")
         for section in ("quality", "speed"):
             for n, entry in result.get(section, {}).items():
+                if only is not None and n not in only:
+                    continue
                 if (section, n) in source:
                     raise SystemExit(f"--table: {section} at N = {n} is in both "
                                      f"{source[section, n]} and {path}")
@@ -610,8 +629,9 @@ def main(argv=None) -> int:
         argv = sys.argv[1:]
     if argv[:1] == ["--table"]:
         if len(argv) < 2:
-            raise SystemExit("usage: bench_router.py --table RESULT.json [RESULT.json ...]")
-        print(markdown_tables(merged_results([Path(a) for a in argv[1:]])))
+            raise SystemExit("usage: bench_router.py --table RESULT.json[:N,...] "
+                             "[RESULT.json[:N,...] ...]")
+        print(markdown_tables(merged_results(argv[1:])))
         return 0
     args = parse_args(argv)
     device = PagingCostModel()

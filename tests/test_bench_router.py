@@ -101,6 +101,16 @@ def test_the_json_names_the_seed_split_and_every_chosen_value(bench, tmp_path, c
     assert [line.split(" | ")[0] for line in lines if " | polar+ | " in line] == ["| 8", "| 9"]
     with pytest.raises(SystemExit, match=r"quality at N = 8 is in both .*b\.json and .*b\.json"):
         bench.main(["--table", str(out), str(out)])
+    # PATH:N takes only those sizes of a run, so a later run of some sizes tables with the
+    # earlier run's others; a size the file lacks is refused, naming what it has.
+    both = tmp_path / "both.json"
+    both.write_text(json.dumps({"quality": {"8": q, "9": q}, "speed": {}}))
+    capsys.readouterr()
+    assert bench.main(["--table", f"{both}:9", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" | ")[0] for line in lines if " | polar+ | " in line] == ["| 9", "| 8"]
+    with pytest.raises(SystemExit, match=r"both\.json has no N = 7 \(it has 8, 9\)"):
+        bench.main(["--table", f"{both}:7,8", str(out)])
 
 
 def test_text_workload_and_parallel_instances(bench, tmp_path):
