@@ -568,8 +568,9 @@ def merged_results(sources: list[str]) -> dict:
         result = json.loads(path.read_text())
         present = set(result.get("quality", {})) | set(result.get("speed", {}))
         if only is not None and not only <= present:
-            raise SystemExit(f"--table: {path} has no N = {', '.join(sorted(only - present))} "
-                             f"(it has {', '.join(sorted(present, key=int)) or 'none'})")
+            missing, has = sorted(only - present, key=int), sorted(present, key=int)
+            raise SystemExit(f"--table: {path} has no N = {', '.join(missing)} "
+                             f"(it has {', '.join(has) or 'none'})")
         for section in ("quality", "speed"):
             for n, entry in result.get(section, {}).items():
                 if only is not None and n not in only:
