@@ -77,9 +77,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    # The benchmark's own defaults (dim, noise, budget fraction, seeds), with our N and horizon.
+    # The benchmark's own defaults (dim, noise, budget fraction, seeds), with our N and horizon;
+    # quality only (the benchmark refuses its speed part for the text workload).
     bench_args = bench.parse_args(["--arms", str(args.arms), "--workload", args.workload,
-                                   "--horizon", str(args.horizon), "--jobs", str(args.jobs)])
+                                   "--horizon", str(args.horizon), "--jobs", str(args.jobs),
+                                   "--skip-speed"])
     device, base = PagingCostModel(), EdgeConfig()
     seeds = bench.instance_seeds(bench_args.tune_seed, args.arms, args.instances)
     reported = bench.instance_seeds(bench_args.seed, args.arms, bench_args.quality_repeats)

@@ -172,6 +172,22 @@ def test_router_variants_replays_the_tuning_family_as_the_benchmark_does(bench, 
     assert "against greedy:" in capsys.readouterr().out
 
 
+def test_router_variants_replays_the_text_workload(bench, variants, tmp_path):
+    """--workload text runs (the benchmark refuses its speed part there, so the variants script
+    asks for quality alone) and gives the benchmark's own figures for those instances."""
+    out = tmp_path / "t.json"
+    variants.main(["--arms", "8", "--instances", "1", "--horizon", "120", "--workload", "text",
+                   "--out", str(out), "--variant", "lints=lints+lru"])
+    data = json.loads(out.read_text())
+    args = bench.parse_args(["--arms", "8", "--horizon", "120", "--workload", "text",
+                             "--skip-speed"])
+    from edge.config import EdgeConfig
+    from edge.paging_cost import PagingCostModel
+    direct = bench.run_instance("lints+lru", {}, data["tuning_seeds"][0], 8, args,
+                                PagingCostModel(), EdgeConfig(), 10_000)
+    assert data["variants"]["lints"]["per_instance"][0]["objective"] == direct["objective"]
+
+
 @pytest.mark.parametrize("bad, message", [
     ("nameonly", "expected NAME=STRATEGY"),
     ("x=nosuch", "unknown strategy 'nosuch'"),
