@@ -236,6 +236,34 @@ def test_epoch_stage_is_polar_plus_default_and_can_be_left_out(bench, tmp_path):
     assert corner_alphas == set(bench.ALPHAS)
 
 
+def test_ridge_stage_is_every_learners_last_and_off_by_default(bench, tmp_path):
+    default = bench.parse_args([])
+    assert not default.tune_ridge
+    assert all(bench.RIDGE_STAGE not in bench.strategy_stages(label, default)
+               for label in bench.STRATEGIES)
+    asked = bench.parse_args(["--tune-ridge"])
+    for label in bench.STRATEGIES:
+        stages = bench.strategy_stages(label, asked)
+        if label in bench.REFERENCES:  # random and the oracle learn nothing
+            assert bench.RIDGE_STAGE not in stages
+        else:  # the last stage, greedy + LRU's only one
+            assert stages[-1] == bench.RIDGE_STAGE
+            assert stages[:-1] == bench.strategy_stages(label, default)
+    # A run with it tunes greedy + LRU's ridge too and writes the choice in the JSON.
+    out = tmp_path / "r.json"
+    bench.main(["--arms", "8", "--dim", "8", "--horizon", "200", "--quality-repeats", "1",
+                "--tune-instances", "1", "--skip-speed", "--tune-ridge", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["inputs"]["tune_ridge"] is True
+    tuning = data["quality"]["8"]["tuning"]
+    for label in ("greedy+lru", "lints+lru", "polar+"):
+        assert tuning[label]["chosen"]["router.linucb.ridge_lambda"] in bench.RIDGE_STAGE[1]
+        ridges = {t["settings"]["router.linucb.ridge_lambda"] for t in tuning[label]["tried"]
+                  if "router.linucb.ridge_lambda" in t["settings"]}
+        assert ridges == set(bench.RIDGE_STAGE[1])
+    assert tuning["random"]["chosen"] == {} and tuning["oracle"]["chosen"] == {}
+
+
 def test_polar_plus_search_prefers_settings_within_the_bounds(bench, monkeypatch):
     # Made-up measurements (run_many stands in for the replays): the higher the paging weight,
     # the higher the objective and the regret. Within a regret cap of 100, the best objective
