@@ -123,9 +123,9 @@ EPOCH_STAGE = (("router.polar.max_epoch_length", "router.polar.forced_exploratio
 # --tune-ridge: every learner's ridge too (router.linucb.ridge_lambda, the floor of each arm's
 # A: a smaller one lets an arm's estimate follow its first rewards sooner), as the last stage
 # of each strategy's search (greedy + LRU's only one). Measured on the tuning family at N = 256
-# (router_variants.py, docs/router.md): 0.1-0.25 instead of 1 raised LinUCB + S3-FIFO by up to
-# 94 and LinTS and POLAR+ by about 100 each; at N = 16 none gained. Off by default until the
-# full runs are made with it (they all change).
+# (router_variants.py, docs/router.md): 0.1-0.25 instead of 1 raised LinUCB + S3-FIFO by 94,
+# LinTS by 135 and POLAR+ by 113; at N = 16 none gained. Off by default until the full runs
+# are made with it (they all change).
 RIDGE_STAGE = ("router.linucb.ridge_lambda", [1.0, 0.5, 0.25, 0.1])
 OURS = ("polar", "polar+")
 REFERENCES = ("random", "oracle")
