@@ -120,12 +120,17 @@ BOUNDS_STAGE = (("router.polar.paging_weight", "router.linucb.alpha",
 EPOCH_STAGE = (("router.polar.max_epoch_length", "router.polar.forced_exploration_scale",
                 "router.polar.charge_eviction", "router.linucb.alpha"),
                [(16384, 0.25, True, None)] + [(256, 0.0, False, a) for a in ALPHAS])
-# --tune-ridge: every learner's ridge too (router.linucb.ridge_lambda, the floor of each arm's
-# A: a smaller one lets an arm's estimate follow its first rewards sooner), as the last stage
-# of each strategy's search (greedy + LRU's only one). Measured on the tuning family at N = 256
-# (router_variants.py, docs/router.md): 0.1-0.25 instead of 1 raised LinUCB + S3-FIFO by 94,
-# LinTS by 135 and POLAR+ by 113; at N = 16 none gained. Off by default until the full runs
-# are made with it (they all change).
+# Every learner's ridge too (router.linucb.ridge_lambda, the floor of each arm's A: a smaller
+# one lets an arm's estimate follow its first rewards sooner). Measured on the tuning family at
+# N = 256 (router_variants.py, docs/router.md): 0.1-0.25 instead of 1 raised LinUCB + S3-FIFO by
+# 94, LinTS by 135 and POLAR+ by 113; at N = 16 none gained. Searched twice: right after the
+# learner's first alpha (and that alpha again after it where nothing else would re-tune it), so
+# POLAR+'s later stages, whose bounds come from baselines with their ridge tuned, judge each
+# regime at a tuned ridge (with the ridge only last, the bounds cut doubling epochs over S3-FIFO
+# at ridge 1 at linear N = 256 before its ridge could lower their regret:
+# bench_router-linear-256-t8-tune-ridge.json, made that way at 8dbbbb4); and last, under the
+# settings chosen. Greedy + LRU's only stage. On by default; --no-tune-ridge keeps the default
+# 1 for all, as the runs before it did.
 RIDGE_STAGE = ("router.linucb.ridge_lambda", [1.0, 0.5, 0.25, 0.1])
 OURS = ("polar", "polar+")
 REFERENCES = ("random", "oracle")
@@ -200,12 +205,18 @@ def run_many(tasks, args) -> list[dict]:
 
 def strategy_stages(label, args) -> list[tuple[str | tuple[str, ...], list]]:
     """The coordinate-search stages of a strategy (POLAR+'s epoch stage with --tune-epochs,
-    after the eviction policy; every learner's ridge last with --tune-ridge)."""
+    after the eviction policy; with --tune-ridge every learner's ridge after its first alpha,
+    that alpha again if nothing else re-tunes it, and the ridge last)."""
     stages = list(STRATEGIES[label][1])
     if label == "polar+" and args.tune_epochs:
         at = [path for path, _ in stages].index("cache.policy") + 1
         stages.insert(at, EPOCH_STAGE)
     if args.tune_ridge and label not in REFERENCES:
+        if stages:
+            first = stages[0]
+            stages.insert(1, RIDGE_STAGE)
+            if stages[-1] != first:
+                stages.append(first)
         stages.append(RIDGE_STAGE)
     return stages
 
@@ -531,10 +542,10 @@ def parse_args(argv=None):
                         "(fixed epochs, no forced rounds, no eviction charge) at each alpha, "
                         "as one joint stage (default; --no-tune-epochs: the runs made before "
                         "it was)")
-    p.add_argument("--tune-ridge", action="store_true",
+    p.add_argument("--tune-ridge", action=argparse.BooleanOptionalAction, default=True,
                    help="also tune every learner's ridge (router.linucb.ridge_lambda in 1, 0.5, "
-                        "0.25, 0.1) as the last stage of its search (off: the published runs "
-                        "keep the default 1)")
+                        "0.25, 0.1), after its first alpha and again last (default; "
+                        "--no-tune-ridge: the default 1 for all, as the runs made before it)")
     p.add_argument("--objective-only", action="store_true",
                    help="tune POLAR+ by mean objective alone (default: among the settings whose "
                         "tuning-instance median regret is within 10%% of the best cache-unaware "

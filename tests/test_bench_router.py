@@ -218,7 +218,8 @@ def test_epoch_stage_is_polar_plus_default_and_can_be_left_out(bench, tmp_path):
     assert all(f == {"router.polar.max_epoch_length": 256,
                      "router.polar.forced_exploration_scale": 0.0,
                      "router.polar.charge_eviction": False} for f in polar_form)
-    assert bench.strategy_stages("polar", asked) == bench.STRATEGIES["polar"][1]
+    assert bench.strategy_stages("polar", bench.parse_args(["--no-tune-ridge"])) == \
+        bench.STRATEGIES["polar"][1]
     out = tmp_path / "e.json"
     bench.main(["--arms", "8", "--dim", "8", "--horizon", "200", "--quality-repeats", "1",
                 "--tune-instances", "1", "--skip-speed", "--out", str(out)])
@@ -236,23 +237,38 @@ def test_epoch_stage_is_polar_plus_default_and_can_be_left_out(bench, tmp_path):
     assert corner_alphas == set(bench.ALPHAS)
 
 
-def test_ridge_stage_is_every_learners_last_and_off_by_default(bench, tmp_path):
+def test_ridge_stage_follows_every_learners_first_alpha_and_ends_its_search(bench, tmp_path):
     default = bench.parse_args([])
-    assert not default.tune_ridge
-    assert all(bench.RIDGE_STAGE not in bench.strategy_stages(label, default)
+    assert default.tune_ridge
+    without = bench.parse_args(["--no-tune-ridge"])
+    assert all(bench.RIDGE_STAGE not in bench.strategy_stages(label, without)
                for label in bench.STRATEGIES)
-    asked = bench.parse_args(["--tune-ridge"])
+    alpha = ("router.linucb.alpha", bench.ALPHAS)
+    expected = {  # written out by hand from STRATEGIES and the rule in strategy_stages
+        "greedy+lru": [bench.RIDGE_STAGE],
+        "linucb+lru": [alpha, bench.RIDGE_STAGE, alpha, bench.RIDGE_STAGE],
+        "linucb+best-eviction": [alpha, bench.RIDGE_STAGE, ("cache.policy", bench.EVICTION),
+                                 alpha, bench.RIDGE_STAGE]}
+    for label, stages in expected.items():
+        assert bench.strategy_stages(label, default) == stages
     for label in bench.STRATEGIES:
-        stages = bench.strategy_stages(label, asked)
+        stages = bench.strategy_stages(label, default)
         if label in bench.REFERENCES:  # random and the oracle learn nothing
             assert bench.RIDGE_STAGE not in stages
-        else:  # the last stage, greedy + LRU's only one
-            assert stages[-1] == bench.RIDGE_STAGE
-            assert stages[:-1] == bench.strategy_stages(label, default)
+            continue
+        assert stages[-1] == bench.RIDGE_STAGE
+        plain = bench.strategy_stages(label, without)
+        if plain:  # the ridge right after the first alpha, and that alpha searched after it
+            assert stages[:2] == [plain[0], bench.RIDGE_STAGE]
+            retuned = len(plain) > 1 and plain[-1] == plain[0]
+            assert stages[2:-1] == plain[1:] + ([] if retuned else [plain[0]])
+    # POLAR+'s epoch stage comes after the early ridge, so the regimes are judged at a tuned one.
+    polar_plus = bench.strategy_stages("polar+", default)
+    assert polar_plus.index(bench.RIDGE_STAGE) < polar_plus.index(bench.EPOCH_STAGE)
     # A run with it tunes greedy + LRU's ridge too and writes the choice in the JSON.
     out = tmp_path / "r.json"
     bench.main(["--arms", "8", "--dim", "8", "--horizon", "200", "--quality-repeats", "1",
-                "--tune-instances", "1", "--skip-speed", "--tune-ridge", "--out", str(out)])
+                "--tune-instances", "1", "--skip-speed", "--out", str(out)])
     data = json.loads(out.read_text())
     assert data["inputs"]["tune_ridge"] is True
     tuning = data["quality"]["8"]["tuning"]
