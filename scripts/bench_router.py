@@ -128,7 +128,7 @@ EPOCH_STAGE = (("router.polar.max_epoch_length", "router.polar.forced_exploratio
 # POLAR+'s later stages, whose bounds come from baselines with their ridge tuned, judge each
 # regime at a tuned ridge (with the ridge only last, the bounds cut doubling epochs over S3-FIFO
 # at ridge 1 at linear N = 256 before its ridge could lower their regret:
-# bench_router-linear-256-t8-tune-ridge.json, made that way at 8dbbbb4); and last, under the
+# bench_router-linear-256-t8-tune-ridge.json, code of 106cfd2); and last, under the
 # settings chosen. Greedy + LRU's only stage. On by default; --no-tune-ridge keeps the default
 # 1 for all, as the runs before it did.
 RIDGE_STAGE = ("router.linucb.ridge_lambda", [1.0, 0.5, 0.25, 0.1])
