@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edge-installed
-NATIVE := native/build_ffi.py native/include/edge.h $(wildcard native/src/*.c)
+NATIVE := native/build_ffi.py native/include/edge.h $(wildcard native/src/*.c native/src/*.h)
 
 # llama-cpp-python ships no wheel for most machines, so pip compiles llama.cpp. Only the library
 # is needed: leaving out the multimodal (llava/mtmd) library, tests, examples, tools and server

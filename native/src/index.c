@@ -21,6 +21,7 @@
  * most 4 entries per key of the most ever resident (about 100 bytes per key).
  */
 #include "edge.h"
+#include "slot_set.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -754,16 +755,16 @@ static int sample_unpinned(const edge_index *idx, uint64_t *rng, uint32_t k, int
         }
     } else if (2u * unpinned >= idx->count) {
         /* Mostly unpinned: draw, reject pinned and repeats (expected < 2 draws per pick while
-         * k <= unpinned / 2; the repeat check is O(k) and k is small). */
+         * k <= unpinned / 2; the repeats are found in a set, O(1) each). */
+        int32_t stack[SLOT_SET_ON_STACK];
+        slot_set drawn;
+        if (slot_set_init(&drawn, stack, k) != 0) return EDGE_ERR_NOMEM;
         while (n < k) {
             int32_t s = idx->live[rng_below(rng, idx->count)];
             if (idx->pins[s]) continue;
-            int seen = 0;
-            for (uint32_t j = 0; j < n; j++) {
-                if (out[j] == s) { seen = 1; break; }
-            }
-            if (!seen) out[n++] = s;
+            if (slot_set_add(&drawn, s)) out[n++] = s;
         }
+        slot_set_free(&drawn);
     } else {
         /* Mostly pinned: reservoir sampling over the unpinned ones, exact and O(count). */
         uint32_t seen = 0;

@@ -1971,7 +1971,7 @@ static void test_learned_inputs(void) {
 
 /* edge_learned_rank worked by hand: preferences (evict - keep) 1, 3, 1, -2, 3 for labels
  * 10..14 rank 11, 14 (3 twice, row order), 10, 12 (1 twice), 13; a NaN or an infinity is refused.
- * Then 300 rows (past the stack's 128: the qsort path) in blocks of equal preference, checked
+ * Then 300 rows (past the stack's 128: the merge sort path) in blocks of equal preference, checked
  * against the order they were built in. */
 static void test_learned_rank(void) {
     cur_test = "learned_rank";
@@ -2103,6 +2103,50 @@ static void test_candidates(void) {
     CHECK_OK(edge_index_free(idx));
 }
 
+/* Past the slot set's stack (SLOT_SET_ON_STACK entries, 256 members): draws of 200 and 400
+ * of 916 unpinned slots (of 1,000; every 12th pinned) are distinct, unpinned and as many as
+ * asked, and the candidates (tail 40, head 60, draw 400: 500 asked, on the heap) are still the
+ * tail, then the head's and the draw's slots not listed before, in order. */
+static void test_candidates_at_scale(void) {
+    cur_test = "candidates_at_scale";
+    enum { N = 1000, K_TAIL = 40, K_HEAD = 60, K_RAND = 400 };
+    edge_index *idx = new_index(16, 3);
+    for (uint32_t k = 0; k < N; k++)
+        insert_key(idx, k, 1, 0.0, k % 12 == 0 ? 1 : 0);
+    static int32_t drawn[K_RAND], tail[K_TAIL], head[K_HEAD], got[K_TAIL + K_HEAD + K_RAND],
+        expected[K_TAIL + K_HEAD + K_RAND];
+    static uint8_t seen[N];
+    const uint32_t sizes[2] = {200, K_RAND};
+    for (int t = 0; t < 2; t++) {
+        uint32_t m = 0;
+        CHECK_OK(edge_index_sample_unpinned_seeded(idx, 5 + t, sizes[t], drawn, &m));
+        EXPECT(m == sizes[t], "draw of %u gave %u slots", sizes[t], m);
+        memset(seen, 0, sizeof seen);
+        for (uint32_t i = 0; i < m; i++) {
+            uint64_t key = info_of(idx, drawn[i]).key;
+            EXPECT(key % 12 != 0, "drawn key %llu is pinned", (unsigned long long)key);
+            EXPECT(!seen[key], "key %llu drawn twice", (unsigned long long)key);
+            seen[key] = 1;
+        }
+    }
+    uint32_t n = 0, n_tail = 0, n_head = 0, n_drawn = 0, want = 0;
+    SNAPSHOT(idx);
+    CHECK_OK(edge_index_candidates(idx, K_TAIL, K_HEAD, K_RAND, 11, got, &n));
+    EXPECT_UNCHANGED(idx, "candidates at scale");
+    CHECK_OK(edge_index_walk_lru(idx, K_TAIL, 1, tail, &n_tail));
+    CHECK_OK(edge_index_walk_mru(idx, K_HEAD, 1, head, &n_head));
+    CHECK_OK(edge_index_sample_unpinned_seeded(idx, 11, K_RAND, drawn, &n_drawn));
+    expect_new(expected, &want, tail, n_tail);
+    expect_new(expected, &want, head, n_head);
+    expect_new(expected, &want, drawn, n_drawn);
+    EXPECT(n == want && memcmp(got, expected, n * sizeof(got[0])) == 0,
+           "candidates at scale: %u slots, expected %u", n, want);
+    EXPECT(want > K_TAIL + K_HEAD && want < K_TAIL + K_HEAD + K_RAND,
+           "the draw overlapped nothing or everything (%u of %u): the case tests too little",
+           want, K_TAIL + K_HEAD + K_RAND);
+    CHECK_OK(edge_index_free(idx));
+}
+
 static void test_stack_hists(void) {
     cur_test = "stack_hists";
     /* LFU over the uses 0 1 0 2 1, capacities up to 2, priority (count << 40) | time. By hand:
@@ -2153,6 +2197,7 @@ int main(void) {
     test_learned_inputs();
     test_learned_rank();
     test_candidates();
+    test_candidates_at_scale();
     test_stack_hists();
     if (failures) {
         fprintf(stderr, "%d failures in the directed tests\n", failures);
