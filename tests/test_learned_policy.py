@@ -246,9 +246,9 @@ def test_candidates_default_to_the_rule_the_model_was_trained_with(models, tmp_p
     assert rule(model=with_head, k_head=0) == (4, 12, 0)
     assert rule(model=models["random"]) == (16, 16, 0)  # no train_config: the defaults
     assert rule(model=tmp_path / "absent.onnx") == (16, 16, 0)  # no model: LRU, defaults shown
-    # The shipped model was trained on 8 LRU-tail + 56 drawn + 16 MRU-head candidates
+    # The shipped model was trained on 8 LRU-tail + 104 drawn + 16 MRU-head candidates
     # (models/MANIFEST).
-    assert rule() == (8, 56, 16)
+    assert rule() == (8, 104, 16)
 
 
 # -- the breaker, driven decision by decision -----------------------------------------------

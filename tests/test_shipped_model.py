@@ -64,7 +64,7 @@ def test_policy_file_serves_it_with_the_trained_candidate_rule(manifest):
     assert (params["k_tail"], params["k_rand"], params["k_head"]) == \
         (trained["k_tail"], trained["k_rand"], trained["k_head"])
     assert manifest["serving"] == {"policy_file": "policies/cold-rl.yaml", "k_tail": 8,
-                                   "k_head": 16, "k_rand": 56}
+                                   "k_head": 16, "k_rand": 104}
 
 
 def test_the_policy_serves_the_shipped_model_without_fallback(manifest):
