@@ -16,12 +16,25 @@ and JSON its settings (dotted policy-file paths, as in the benchmark's ``tuning.
 Prints per variant the mean objective, regret and paging over the instances, then each
 instance's objective / regret / paging seconds, then every variant against the first one
 (mean objective difference and instances at least as good). ``--out`` writes it all as JSON.
+
+``--family fresh`` replays instead a third family of instances (seeds ``--seed + 2000006 + N +
+7919 r``), disjoint from the tuning and the reported ones (checked): how a benchmark run's
+chosen settings do on instances neither its tuning nor its report saw. ``--from-json F`` takes
+the variants from a ``bench_router.py`` JSON: every learner at its ``tuning.chosen`` settings
+at N, the run's best baseline first, and the run's workload, horizon and seeds; with it the
+output adds the issue's criterion on these instances (POLAR+ against that baseline: instances at
+least as good, paging no higher, regret against the run's best cache-unaware baseline) and the
+chance, at the per-instance rate seen, that five instances would give at least four:
+
+    python scripts/router_variants.py --arms 64 --instances 20 --family fresh --jobs 2 \
+        --from-json docs/results/bench_router-linear-64-t8-ridge.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -55,18 +68,41 @@ def parse_variant(text: str) -> tuple[str, str, dict]:
     return name.strip(), label, settings
 
 
+# The fresh family's seeds: base + N + 7919 r with base = --seed + FRESH_OFFSET. The tuning
+# family's base is --seed + 1000003 and the reported one's --seed; neither difference is a
+# multiple of 7919, so no r of one family meets another's (checked anyway, main()).
+FRESH_OFFSET = 2_000_006
+FAMILIES = ("tuning", "fresh")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arms", type=int, required=True, help="catalogue size N")
     parser.add_argument("--instances", type=int, default=8,
-                        help="tuning-family instances (r = 0 .. instances - 1)")
-    parser.add_argument("--variant", type=parse_variant, action="append", required=True,
+                        help="instances of the family (r = 0 .. instances - 1)")
+    parser.add_argument("--family", choices=FAMILIES, default="tuning",
+                        help="tuning: the benchmark's tuning instances; fresh: a third family, "
+                             "disjoint from the tuning and the reported ones")
+    parser.add_argument("--variant", type=parse_variant, action="append", default=[],
                         help="NAME=STRATEGY[:JSON settings]; the first is the reference")
-    parser.add_argument("--workload", choices=bench.WORKLOADS, default="linear")
-    parser.add_argument("--horizon", type=int, default=20000)
+    parser.add_argument("--from-json", metavar="FILE",
+                        help="variants, workload, horizon and seeds from a bench_router.py JSON: "
+                             "every learner at its chosen settings at --arms, the run's best "
+                             "baseline first (before any --variant)")
+    parser.add_argument("--workload", choices=bench.WORKLOADS, default=None,
+                        help="default linear (or the --from-json run's)")
+    parser.add_argument("--horizon", type=int, default=None,
+                        help="default 20000 (or the --from-json run's)")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", help="write the results as JSON here too")
     args = parser.parse_args(argv)
+    args.run = None
+    if args.from_json:
+        args.run = _load_run(parser, args)
+    args.workload = args.workload or "linear"
+    args.horizon = args.horizon or 20000
+    if not args.variant:
+        parser.error("give at least one --variant, or --from-json")
     names = [name for name, _, _ in args.variant]
     if len(set(names)) != len(names):
         parser.error(f"variant names must differ, got {names}")
@@ -75,17 +111,89 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def _load_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
+    """The --from-json run at --arms: its variants go first, its inputs fill the defaults."""
+    try:
+        data = json.loads(open(args.from_json, encoding="utf-8").read())
+        inputs, quality = data["inputs"], data["quality"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        parser.error(f"--from-json {args.from_json}: not a bench_router.py JSON ({exc})")
+    entry = quality.get(str(args.arms))
+    if entry is None:
+        parser.error(f"--from-json {args.from_json}: no N = {args.arms} in it (it has "
+                     f"{', '.join(sorted(quality, key=int))})")
+    for name in ("workload", "horizon"):
+        given = getattr(args, name)
+        if given is not None and given != inputs[name]:
+            parser.error(f"--{name} {given} differs from the --from-json run's {inputs[name]}")
+        setattr(args, name, inputs[name])
+    checks = entry["checks"]
+    learners = [label for label in bench.STRATEGIES
+                if label not in bench.REFERENCES and label in entry["tuning"]]
+    order = [checks["best_baseline"]] + [b for b in learners if b != checks["best_baseline"]]
+    args.variant = [(label, label, entry["tuning"][label]["chosen"]) for label in order] \
+        + args.variant
+    return {"path": args.from_json, "seed": inputs["seed"], "tune_seed": inputs["tune_seed"],
+            "dim": inputs["dim"], "budget_fraction": inputs["budget_fraction"],
+            "noise": inputs["noise"], "best_baseline": checks["best_baseline"],
+            "best_cache_unaware_baseline": checks["best_cache_unaware_baseline"]}
+
+
+def family_seeds(args: argparse.Namespace, bench_args: argparse.Namespace) -> list[int]:
+    """The seeds of --family, refused if one is also a tuning or a reported instance's (for
+    the tuning family: a reported one's)."""
+    reported = bench.instance_seeds(bench_args.seed, args.arms, bench_args.quality_repeats)
+    tuning = bench.instance_seeds(bench_args.tune_seed, args.arms,
+                                  max(args.instances, bench_args.tune_instances))
+    if args.family == "tuning":
+        seeds = tuning[:args.instances]
+    else:
+        seeds = bench.instance_seeds(bench_args.seed + FRESH_OFFSET, args.arms, args.instances)
+        bench.check_seed_split(tuning, seeds)
+    bench.check_seed_split(seeds, reported)
+    return seeds
+
+
+def at_least_four_of_five(rate: float) -> float:
+    """P(at least 4 of 5 independent instances are wins) at a per-instance win rate."""
+    return sum(math.comb(5, k) * rate ** k * (1 - rate) ** (5 - k) for k in (4, 5))
+
+
+def criterion(runs: dict[str, list[dict]], run: dict) -> dict:
+    """The issue's criterion for POLAR+ on these instances, against the --from-json run's best
+    baseline (per instance) and best cache-unaware baseline (regret, medians)."""
+    plus, best = runs["polar+"], runs[run["best_baseline"]]
+    unaware = runs[run["best_cache_unaware_baseline"]]
+    wins = sum(p["objective"] >= b["objective"] for p, b in zip(plus, best, strict=True))
+    paging = sum(p["total_paging_s"] <= b["total_paging_s"]
+                 for p, b in zip(plus, best, strict=True))
+    ratio = (statistics.median(r["regret"] for r in plus)
+             / statistics.median(r["regret"] for r in unaware))
+    rate = wins / len(plus)
+    return {"best_baseline": run["best_baseline"],
+            "best_cache_unaware_baseline": run["best_cache_unaware_baseline"],
+            "polar+_objective_at_least_best": f"{wins}/{len(plus)}",
+            "polar+_paging_no_higher": f"{paging}/{len(plus)}",
+            "median_objective_difference": statistics.median(
+                p["objective"] - b["objective"] for p, b in zip(plus, best, strict=True)),
+            "regret_ratio_vs_best_cache_unaware": ratio,
+            "chance_of_4_of_5_at_this_rate": at_least_four_of_five(rate)}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    # The benchmark's own defaults (dim, noise, budget fraction, seeds), with our N and horizon;
-    # quality only (the benchmark refuses its speed part for the text workload).
-    bench_args = bench.parse_args(["--arms", str(args.arms), "--workload", args.workload,
-                                   "--horizon", str(args.horizon), "--jobs", str(args.jobs),
-                                   "--skip-speed"])
+    # The benchmark's own defaults (dim, noise, budget fraction, seeds), with our N and horizon
+    # (and, with --from-json, the run's); quality only (the benchmark refuses its speed part
+    # for the text workload).
+    given = ["--arms", str(args.arms), "--workload", args.workload,
+             "--horizon", str(args.horizon), "--jobs", str(args.jobs), "--skip-speed"]
+    if args.run:
+        given += ["--seed", str(args.run["seed"]), "--tune-seed", str(args.run["tune_seed"]),
+                  "--dim", str(args.run["dim"]), "--noise", str(args.run["noise"]),
+                  "--budget-fraction", str(args.run["budget_fraction"])]
+    bench_args = bench.parse_args(given)
     device, base = PagingCostModel(), EdgeConfig()
-    seeds = bench.instance_seeds(bench_args.tune_seed, args.arms, args.instances)
-    reported = bench.instance_seeds(bench_args.seed, args.arms, bench_args.quality_repeats)
-    bench.check_seed_split(seeds, reported)
+    seeds = family_seeds(args, bench_args)
     runs: dict[str, list[dict]] = {}
     try:
         for name, label, settings in args.variant:
@@ -115,10 +223,23 @@ def main(argv=None) -> int:
                         "at_least_as_good": sum(d >= 0 for d in diffs)}
         print(f"{name:28s} {versus[name]['mean_objective_difference']:+9.1f}  "
               f"{versus[name]['at_least_as_good']}/{len(diffs)} instances")
+    verdict = criterion(runs, args.run) if args.run and "polar+" in runs else None
+    if verdict:
+        print(f"\nthe issue's criterion on these {len(seeds)} instances: POLAR+ at least "
+              f"{verdict['best_baseline']} in {verdict['polar+_objective_at_least_best']} "
+              f"(median {verdict['median_objective_difference']:+.1f}), paging no higher in "
+              f"{verdict['polar+_paging_no_higher']}, regret "
+              f"{verdict['regret_ratio_vs_best_cache_unaware']:.2f}x "
+              f"{verdict['best_cache_unaware_baseline']}'s (medians); at this rate five "
+              f"instances give at least four {verdict['chance_of_4_of_5_at_this_rate']:.0%} of "
+              "the time")
     if args.out:
         from edge.fileio import write_atomic
         result = {"benchmark": "router_variants", "arms": args.arms,
-                  "workload": args.workload, "horizon": args.horizon, "tuning_seeds": seeds,
+                  "workload": args.workload, "horizon": args.horizon, "family": args.family,
+                  "from_json": args.run["path"] if args.run else None,
+                  "seeds": seeds, "tuning_seeds": seeds if args.family == "tuning" else None,
+                  "criterion": verdict,
                   "variants": {name: {"strategy": label, "settings": settings,
                                       "per_instance": runs[name],
                                       "mean": {k: _mean(runs[name], k) for k in

@@ -188,6 +188,58 @@ def test_router_variants_replays_the_text_workload(bench, variants, tmp_path):
     assert data["variants"]["lints"]["per_instance"][0]["objective"] == direct["objective"]
 
 
+def test_router_variants_from_json_repeats_the_runs_tuning_objectives(bench, variants,
+                                                                       tmp_path, capsys):
+    """--from-json replays every learner at the run's chosen settings, with the run's horizon
+    and dim: on the tuning family each mean objective is the run's tuning objective exactly
+    (the same instances, router seeds and noise); the run's best baseline comes first, and the
+    criterion block compares POLAR+ with it."""
+    run = tmp_path / "b.json"
+    bench.main(["--arms", "8", "--dim", "8", "--horizon", "200", "--quality-repeats", "1",
+                "--tune-instances", "2", "--skip-speed", "--out", str(run)])
+    out = tmp_path / "v.json"
+    variants.main(["--arms", "8", "--instances", "2", "--from-json", str(run),
+                   "--out", str(out)])
+    data, q = json.loads(out.read_text()), json.loads(run.read_text())["quality"]["8"]
+    assert data["horizon"] == 200 and data["seeds"] == q["tuning_seeds"]
+    assert list(data["variants"])[0] == q["checks"]["best_baseline"]
+    for label, tuned in q["tuning"].items():
+        if label in ("random", "oracle"):
+            assert label not in data["variants"]
+        elif tuned["tuning_objective"] is not None:
+            assert data["variants"][label]["settings"] == tuned["chosen"]
+            assert data["variants"][label]["mean"]["objective"] == tuned["tuning_objective"]
+    verdict = data["criterion"]
+    assert verdict["best_baseline"] == q["checks"]["best_baseline"]
+    wins = int(verdict["polar+_objective_at_least_best"].split("/")[0])
+    assert verdict["chance_of_4_of_5_at_this_rate"] == variants.at_least_four_of_five(wins / 2)
+    assert "the issue's criterion on these 2 instances" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # the run's horizon, not another
+        variants.parse_args(["--arms", "8", "--from-json", str(run), "--horizon", "300"])
+    with pytest.raises(SystemExit):  # an N the run does not have
+        variants.parse_args(["--arms", "16", "--from-json", str(run)])
+
+
+def test_router_variants_fresh_family_is_neither_tuned_nor_reported(bench, variants, tmp_path):
+    out = tmp_path / "f.json"
+    variants.main(["--arms", "8", "--instances", "3", "--horizon", "150", "--family", "fresh",
+                   "--variant", "greedy=greedy+lru", "--out", str(out)])
+    seeds = json.loads(out.read_text())["seeds"]
+    args = bench.parse_args([])
+    # By hand: base 20260 + 2000006, then + N + 7919 r.
+    assert seeds == [2020274, 2028193, 2036112]
+    assert not set(seeds) & set(bench.instance_seeds(args.tune_seed, 8, 1000))
+    assert not set(seeds) & set(bench.instance_seeds(args.seed, 8, 1000))
+
+
+def test_chance_of_four_of_five_by_hand(variants):
+    # 5 p^4 (1 - p) + p^5: p = 0.8 -> 0.4096 + 0.32768; p = 0.5 -> 6 / 32; the ends exact.
+    assert variants.at_least_four_of_five(0.8) == pytest.approx(0.73728)
+    assert variants.at_least_four_of_five(0.5) == pytest.approx(0.1875)
+    assert variants.at_least_four_of_five(0.0) == 0.0
+    assert variants.at_least_four_of_five(1.0) == 1.0
+
+
 @pytest.mark.parametrize("bad, message", [
     ("nameonly", "expected NAME=STRATEGY"),
     ("x=nosuch", "unknown strategy 'nosuch'"),
