@@ -114,7 +114,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def _load_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
     """The --from-json run at --arms: its variants go first, its inputs fill the defaults."""
     try:
-        data = json.loads(open(args.from_json, encoding="utf-8").read())
+        data = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
         inputs, quality = data["inputs"], data["quality"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         parser.error(f"--from-json {args.from_json}: not a bench_router.py JSON ({exc})")
