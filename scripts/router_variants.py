@@ -18,7 +18,8 @@ instance's objective / regret / paging seconds, then every variant against the f
 (mean objective difference and instances at least as good). ``--out`` writes it all as JSON.
 
 ``--family fresh`` replays instead a third family of instances (seeds ``--seed + 2000006 + N +
-7919 r``), disjoint from the tuning and the reported ones (checked): how a benchmark run's
+7919 r``, router seeds and reward noise of their own), disjoint from the tuning and the reported
+ones (checked): how a benchmark run's
 chosen settings do on instances neither its tuning nor its report saw. ``--from-json F`` takes
 the variants from a ``bench_router.py`` JSON: every learner at its ``tuning.chosen`` settings
 at N, the run's best baseline first, and the run's workload, horizon and seeds; with it the
@@ -73,6 +74,13 @@ def parse_variant(text: str) -> tuple[str, str, dict]:
 # multiple of 7919, so no r of one family meets another's (checked anyway, main()).
 FRESH_OFFSET = 2_000_006
 FAMILIES = ("tuning", "fresh")
+# Each instance's router seed and reward noise come from its index (bench_router.run_instance:
+# 1000 + index, 2000 + index): the reported instances use 0-4, the tuning ones 10000 + r, the
+# fresh ones FRESH_INDEX + r. Were the fresh ones to reuse the tuning indices, instance r of
+# both families would share its noise and router draws, and settings tuned to those draws would
+# look better on the fresh family than they are.
+TUNING_INDEX = 10_000
+FRESH_INDEX = 20_000
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -198,7 +206,8 @@ def main(argv=None) -> int:
     try:
         for name, label, settings in args.variant:
             started = time.perf_counter()
-            tasks = [(label, settings, seed, args.arms, bench_args, device, base, 10_000 + i)
+            first = TUNING_INDEX if args.family == "tuning" else FRESH_INDEX
+            tasks = [(label, settings, seed, args.arms, bench_args, device, base, first + i)
                      for i, seed in enumerate(seeds)]
             runs[name] = [{k: r[k] for k in ("objective", "regret", "total_paging_s")}
                           for r in bench.run_many(tasks, bench_args)]

@@ -224,12 +224,25 @@ def test_router_variants_fresh_family_is_neither_tuned_nor_reported(bench, varia
     out = tmp_path / "f.json"
     variants.main(["--arms", "8", "--instances", "3", "--horizon", "150", "--family", "fresh",
                    "--variant", "greedy=greedy+lru", "--out", str(out)])
-    seeds = json.loads(out.read_text())["seeds"]
+    data = json.loads(out.read_text())
+    seeds = data["seeds"]
     args = bench.parse_args([])
     # By hand: base 20260 + 2000006, then + N + 7919 r.
     assert seeds == [2020274, 2028193, 2036112]
     assert not set(seeds) & set(bench.instance_seeds(args.tune_seed, 8, 1000))
     assert not set(seeds) & set(bench.instance_seeds(args.seed, 8, 1000))
+    # Router seeds and reward noise of their own too (index 20000 + r, not the tuning
+    # family's 10000 + r): the benchmark's run_instance at those indices gives the same figures.
+    from edge.config import EdgeConfig
+    from edge.paging_cost import PagingCostModel
+    fresh_args = bench.parse_args(["--arms", "8", "--horizon", "150", "--skip-speed"])
+    for r, seed in enumerate(seeds):
+        direct = bench.run_instance("greedy+lru", {}, seed, 8, fresh_args, PagingCostModel(),
+                                    EdgeConfig(), 20_000 + r)
+        assert data["variants"]["greedy"]["per_instance"][r]["objective"] == direct["objective"]
+    shared = bench.run_instance("greedy+lru", {}, seeds[0], 8, fresh_args, PagingCostModel(),
+                                EdgeConfig(), 10_000)
+    assert shared["objective"] != data["variants"]["greedy"]["per_instance"][0]["objective"]
 
 
 def test_chance_of_four_of_five_by_hand(variants):
