@@ -71,7 +71,7 @@ def parse_variant(text: str) -> tuple[str, str, dict]:
 
 # The fresh family's seeds: base + N + 7919 r with base = --seed + FRESH_OFFSET. The tuning
 # family's base is --seed + 1000003 and the reported one's --seed; neither difference is a
-# multiple of 7919, so no r of one family meets another's (checked anyway, main()).
+# multiple of 7919, so no r of one family meets another's (checked anyway: family_seeds).
 FRESH_OFFSET = 2_000_006
 FAMILIES = ("tuning", "fresh")
 # Each instance's router seed and reward noise come from its index (bench_router.run_instance:
@@ -247,7 +247,7 @@ def main(argv=None) -> int:
         result = {"benchmark": "router_variants", "arms": args.arms,
                   "workload": args.workload, "horizon": args.horizon, "family": args.family,
                   "from_json": args.run["path"] if args.run else None,
-                  "seeds": seeds, "tuning_seeds": seeds if args.family == "tuning" else None,
+                  "seeds": seeds,
                   "criterion": verdict,
                   "variants": {name: {"strategy": label, "settings": settings,
                                       "per_instance": runs[name],

@@ -159,11 +159,12 @@ def test_router_variants_replays_the_tuning_family_as_the_benchmark_does(bench, 
                    "--variant", f"ours=polar+:{json.dumps(settings)}"])
     data = json.loads(out.read_text())
     args = bench.parse_args(["--arms", "8", "--horizon", "150"])
-    assert data["tuning_seeds"] == bench.instance_seeds(args.tune_seed, 8, 2)
+    assert data["family"] == "tuning"
+    assert data["seeds"] == bench.instance_seeds(args.tune_seed, 8, 2)
     # The same figures as the benchmark's own run_instance on those seeds.
     from edge.config import EdgeConfig
     from edge.paging_cost import PagingCostModel
-    for i, seed in enumerate(data["tuning_seeds"]):
+    for i, seed in enumerate(data["seeds"]):
         direct = bench.run_instance("polar+", settings, seed, 8, args, PagingCostModel(),
                                     EdgeConfig(), 10_000 + i)
         assert data["variants"]["ours"]["per_instance"][i]["objective"] == direct["objective"]
@@ -183,7 +184,7 @@ def test_router_variants_replays_the_text_workload(bench, variants, tmp_path):
                              "--skip-speed"])
     from edge.config import EdgeConfig
     from edge.paging_cost import PagingCostModel
-    direct = bench.run_instance("lints+lru", {}, data["tuning_seeds"][0], 8, args,
+    direct = bench.run_instance("lints+lru", {}, data["seeds"][0], 8, args,
                                 PagingCostModel(), EdgeConfig(), 10_000)
     assert data["variants"]["lints"]["per_instance"][0]["objective"] == direct["objective"]
 

@@ -2015,6 +2015,38 @@ static void expect_new(int32_t *expected, uint32_t *want, const int32_t *src, ui
     }
 }
 
+/* edge_index_candidates(k_tail, k_head, k_rand, seed) leaves the index unchanged and gives, by
+ * definition, the unpinned LRU tail, then the MRU head's and the seeded draw's slots not listed
+ * before, in order; `got` (room for k_tail + k_head + k_rand) receives them, *n their count. */
+static void expect_candidates_by_definition(edge_index *idx, uint32_t k_tail, uint32_t k_head,
+                                            uint32_t k_rand, uint64_t seed, int32_t *got,
+                                            uint32_t *n) {
+    uint32_t room = k_tail + k_head + k_rand + 1;
+    int32_t *tail = malloc(room * sizeof *tail), *head = malloc(room * sizeof *head),
+            *drawn = malloc(room * sizeof *drawn), *expected = malloc(room * sizeof *expected);
+    EXPECT(tail && head && drawn && expected, "out of memory");
+    if (!tail || !head || !drawn || !expected)
+        goto done;
+    uint32_t n_tail = 0, n_head = 0, n_drawn = 0, want = 0;
+    *n = 0;
+    SNAPSHOT(idx);
+    CHECK_OK(edge_index_candidates(idx, k_tail, k_head, k_rand, seed, got, n));
+    EXPECT_UNCHANGED(idx, "candidates");
+    CHECK_OK(edge_index_walk_lru(idx, k_tail, 1, tail, &n_tail));
+    CHECK_OK(edge_index_walk_mru(idx, k_head, 1, head, &n_head));
+    CHECK_OK(edge_index_sample_unpinned_seeded(idx, seed, k_rand, drawn, &n_drawn));
+    expect_new(expected, &want, tail, n_tail);
+    expect_new(expected, &want, head, n_head);
+    expect_new(expected, &want, drawn, n_drawn);
+    EXPECT(*n == want && memcmp(got, expected, *n * sizeof(got[0])) == 0,
+           "candidates(%u, %u, %u): %u slots, expected %u", k_tail, k_head, k_rand, *n, want);
+done:
+    free(tail);
+    free(head);
+    free(drawn);
+    free(expected);
+}
+
 static void test_candidates(void) {
     cur_test = "candidates";
     enum { N = 12 };
@@ -2037,24 +2069,9 @@ static void test_candidates(void) {
     for (uint32_t k_tail = 0; k_tail <= 4; k_tail += 2) {
         for (uint32_t k_head = 0; k_head <= N; k_head += 3) {
             for (uint32_t k_rand = 0; k_rand <= N + 2; k_rand += 5) {
-                int32_t got[3 * N + 4], tail[N], head[N], drawn[N + 4];
-                uint32_t n = 0, n_tail = 0, n_head = 0, n_drawn = 0;
-                SNAPSHOT(idx);
-                CHECK_OK(edge_index_candidates(idx, k_tail, k_head, k_rand, 99, got, &n));
-                EXPECT_UNCHANGED(idx, "candidates");
-                /* By definition: the unpinned LRU tail, then the MRU head's and the seeded
-                 * draw's other slots. */
-                CHECK_OK(edge_index_walk_lru(idx, k_tail, 1, tail, &n_tail));
-                CHECK_OK(edge_index_walk_mru(idx, k_head, 1, head, &n_head));
-                CHECK_OK(edge_index_sample_unpinned_seeded(idx, 99, k_rand, drawn, &n_drawn));
-                uint32_t want = 0;
-                int32_t expected[3 * N + 4];
-                expect_new(expected, &want, tail, n_tail);
-                expect_new(expected, &want, head, n_head);
-                expect_new(expected, &want, drawn, n_drawn);
-                EXPECT(n == want && memcmp(got, expected, n * sizeof(got[0])) == 0,
-                       "candidates(%u, %u, %u): %u slots, expected %u", k_tail, k_head, k_rand,
-                       n, want);
+                int32_t got[3 * N + 4];
+                uint32_t n = 0;
+                expect_candidates_by_definition(idx, k_tail, k_head, k_rand, 99, got, &n);
                 for (uint32_t i = 0; i < n; i++) {
                     EXPECT(pins_of(idx, got[i]) == 0, "candidate %d is pinned", got[i]);
                     for (uint32_t j = 0; j < i; j++)
@@ -2113,8 +2130,7 @@ static void test_candidates_at_scale(void) {
     edge_index *idx = new_index(16, 3);
     for (uint32_t k = 0; k < N; k++)
         insert_key(idx, k, 1, 0.0, k % 12 == 0 ? 1 : 0);
-    static int32_t drawn[K_RAND], tail[K_TAIL], head[K_HEAD], got[K_TAIL + K_HEAD + K_RAND],
-        expected[K_TAIL + K_HEAD + K_RAND];
+    static int32_t drawn[K_RAND], got[K_TAIL + K_HEAD + K_RAND];
     static uint8_t seen[N];
     const uint32_t sizes[2] = {200, K_RAND};
     for (int t = 0; t < 2; t++) {
@@ -2129,21 +2145,11 @@ static void test_candidates_at_scale(void) {
             seen[key] = 1;
         }
     }
-    uint32_t n = 0, n_tail = 0, n_head = 0, n_drawn = 0, want = 0;
-    SNAPSHOT(idx);
-    CHECK_OK(edge_index_candidates(idx, K_TAIL, K_HEAD, K_RAND, 11, got, &n));
-    EXPECT_UNCHANGED(idx, "candidates at scale");
-    CHECK_OK(edge_index_walk_lru(idx, K_TAIL, 1, tail, &n_tail));
-    CHECK_OK(edge_index_walk_mru(idx, K_HEAD, 1, head, &n_head));
-    CHECK_OK(edge_index_sample_unpinned_seeded(idx, 11, K_RAND, drawn, &n_drawn));
-    expect_new(expected, &want, tail, n_tail);
-    expect_new(expected, &want, head, n_head);
-    expect_new(expected, &want, drawn, n_drawn);
-    EXPECT(n == want && memcmp(got, expected, n * sizeof(got[0])) == 0,
-           "candidates at scale: %u slots, expected %u", n, want);
-    EXPECT(want > K_TAIL + K_HEAD && want < K_TAIL + K_HEAD + K_RAND,
+    uint32_t n = 0;
+    expect_candidates_by_definition(idx, K_TAIL, K_HEAD, K_RAND, 11, got, &n);
+    EXPECT(n > K_TAIL + K_HEAD && n < K_TAIL + K_HEAD + K_RAND,
            "the draw overlapped nothing or everything (%u of %u): the case tests too little",
-           want, K_TAIL + K_HEAD + K_RAND);
+           n, K_TAIL + K_HEAD + K_RAND);
     CHECK_OK(edge_index_free(idx));
 }
 
