@@ -215,6 +215,14 @@ def test_router_variants_from_json_repeats_the_runs_tuning_objectives(bench, var
     wins = int(verdict["polar+_objective_at_least_best"].split("/")[0])
     assert verdict["chance_of_4_of_5_at_this_rate"] == variants.at_least_four_of_five(wins / 2)
     assert "the issue's criterion on these 2 instances" in capsys.readouterr().out
+    # --rescore recomputes the same criterion from the saved per-instance figures.
+    saved = json.loads(out.read_text())
+    saved["criterion"] = None
+    out.write_text(json.dumps(saved))
+    assert variants.main(["--rescore", str(out)]) == 0
+    assert json.loads(out.read_text()) == data
+    with pytest.raises(SystemExit):  # only a --from-json result can be rescored
+        variants.main(["--rescore", str(run)])
     with pytest.raises(SystemExit):  # the run's horizon, not another
         variants.parse_args(["--arms", "8", "--from-json", str(run), "--horizon", "300"])
     with pytest.raises(SystemExit):  # an N the run does not have
@@ -252,6 +260,37 @@ def test_chance_of_four_of_five_by_hand(variants):
     assert variants.at_least_four_of_five(0.5) == pytest.approx(0.1875)
     assert variants.at_least_four_of_five(0.0) == 0.0
     assert variants.at_least_four_of_five(1.0) == 1.0
+
+
+def test_criterion_names_the_best_baseline_on_these_instances_too(variants):
+    """The run's best baseline (chosen on its five reported instances) need not be the
+    strongest on other instances: the criterion is also computed against the baseline with
+    the highest median objective here, and POLAR+ is counted against each. Figures by hand."""
+    def runs_of(objectives, regrets, paging):
+        return [{"objective": o, "regret": r, "total_paging_s": s}
+                for o, r, s in zip(objectives, regrets, paging, strict=True)]
+    runs = {
+        "polar+": runs_of([10, 20, 30], [5, 6, 7], [1, 1, 1]),
+        "lints+lru": runs_of([9, 19, 29], [6, 6, 6], [2, 2, 2]),      # median 19
+        "linucb+lru": runs_of([11, 21, 29], [4, 5, 9], [0.5, 2, 2]),  # median 21: best here
+        "polar": runs_of([99, 99, 99], [0, 0, 0], [0, 0, 0]),         # ours: never a baseline
+        "random": runs_of([50, 50, 50], [0, 0, 0], [0, 0, 0]),        # a reference: never
+    }
+    run = {"best_baseline": "lints+lru", "best_cache_unaware_baseline": "lints+lru"}
+    verdict = variants.criterion(runs, run)
+    assert verdict["best_baseline"] == "lints+lru"
+    assert verdict["polar+_objective_at_least_best"] == "3/3"
+    assert verdict["median_objective_difference"] == 1
+    assert verdict["regret_ratio_vs_best_cache_unaware"] == 1.0  # 6 / 6
+    here = verdict["on_these_instances"]
+    assert here["best_baseline"] == here["best_cache_unaware_baseline"] == "linucb+lru"
+    assert here["polar+_objective_at_least_best"] == "1/3"  # 10 < 11, 20 < 21, 30 >= 29
+    assert here["polar+_paging_no_higher"] == "2/3"         # 1 > 0.5, 1 <= 2, 1 <= 2
+    assert here["median_objective_difference"] == -1
+    assert here["regret_ratio_vs_best_cache_unaware"] == 6 / 5
+    assert here["chance_of_4_of_5_at_this_rate"] == variants.at_least_four_of_five(1 / 3)
+    assert verdict["polar+_objective_at_least_each_baseline"] == {
+        "linucb+lru": "1/3", "lints+lru": "3/3"}
 
 
 @pytest.mark.parametrize("bad, message", [
