@@ -92,6 +92,21 @@ def test_the_json_names_the_seed_split_and_every_chosen_value(bench, tmp_path, c
     row = next(line for line in bench.markdown_tables(data).splitlines()
                if line.startswith("| 8 | polar+ |"))
     assert f"| {q['strategies']['polar+']['objective']:.1f} |" in row
+    # POLAR+ against every baseline, per instance, beside the best one; the table names the
+    # baseline it beats least.
+    checks, strategies = q["checks"], q["strategies"]
+    plus = strategies["polar+"]["per_instance"]["objective"]
+    counts = {b: sum(p >= r for p, r in zip(plus, strategies[b]["per_instance"]["objective"],
+                                            strict=True))
+              for b in ("greedy+lru", "linucb+lru", "linucb+best-eviction", "lints+lru")}
+    assert checks["polar+_objective_at_least_each_baseline"] == {
+        b: f"{k}/{len(plus)}" for b, k in counts.items()}
+    assert (checks["polar+_objective_at_least_each_baseline"][checks["best_baseline"]]
+            == checks["polar+_objective_at_least_best_per_instance"])
+    verdict = [line for line in bench.markdown_tables(data).splitlines()
+               if line.startswith(f"| 8 | {checks['best_baseline']} | ")][-1]  # the checks row
+    fewest = min(counts.values())
+    assert f"| {fewest}/{len(plus)} (" in verdict
     # --table puts several runs' JSONs together by N, and refuses an N found in two of them.
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"quality": {"9": q}, "speed": {}}))
