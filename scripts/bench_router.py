@@ -349,11 +349,9 @@ def checks(runs, summary, instances):
                                "prefetch_paging_s", "total_paging_s")}
     # The best baseline is the one with the highest median: on five instances another may
     # be the one POLAR+ beats less often, so every baseline's count is kept beside it.
-    each = {}
-    for b in baselines:
-        at_least = sum(p["objective"] >= r["objective"]
-                       for p, r in zip(plus, runs[b], strict=True))
-        each[b] = f"{at_least}/{instances}"
+    each = {b: f"{k}/{instances}" for b, k in at_least_counts(
+        [r["objective"] for r in plus],
+        {b: [r["objective"] for r in runs[b]] for b in baselines}).items()}
     won = (sum(wins) >= min(4, instances)
            and summary["polar+"]["total_paging_s"] <= summary[best]["total_paging_s"]
            and regret_ratio <= 1.10)
@@ -615,13 +613,19 @@ def merged_results(sources: list[str]) -> dict:
     return merged
 
 
+def at_least_counts(plus: list[float], others: dict[str, list[float]]) -> dict[str, int]:
+    """Per label, the instances where POLAR+'s objective (``plus``) is at least that one's."""
+    return {label: sum(p >= o for p, o in zip(plus, objectives, strict=True))
+            for label, objectives in others.items()}
+
+
 def _fewest_against_any_baseline(strategies: dict) -> str:
     """'k/n (label)': the baseline POLAR+'s objective is at least in the fewest instances (from
     the per-instance figures, so older JSONs without the count in their checks show it too)."""
     plus = strategies["polar+"]["per_instance"]["objective"]
-    counts = {b: sum(p >= r for p, r in zip(plus, strategies[b]["per_instance"]["objective"],
-                                            strict=True))
-              for b in STRATEGIES if b in strategies and b not in OURS + REFERENCES}
+    counts = at_least_counts(plus, {b: strategies[b]["per_instance"]["objective"]
+                                    for b in STRATEGIES
+                                    if b in strategies and b not in OURS + REFERENCES})
     fewest = min(counts, key=counts.get)
     return f"{counts[fewest]}/{len(plus)} ({fewest})"
 

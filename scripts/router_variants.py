@@ -89,7 +89,8 @@ FRESH_INDEX = 20_000
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arms", type=int, help="catalogue size N (required but with --rescore)")
+    parser.add_argument("--arms", type=int,
+                        help="catalogue size N (required, except with --rescore)")
     parser.add_argument("--instances", type=int, default=8,
                         help="instances of the family (r = 0 .. instances - 1)")
     parser.add_argument("--family", choices=FAMILIES, default="tuning",
@@ -197,10 +198,10 @@ def criterion(runs: dict[str, list[dict]], run: dict) -> dict:
 
     verdict["on_these_instances"] = _criterion_against(
         runs, max(baselines, key=median_objective), max(unaware, key=median_objective))
-    plus = runs["polar+"]
+    counts = bench.at_least_counts([r["objective"] for r in runs["polar+"]],
+                                   {b: [r["objective"] for r in runs[b]] for b in baselines})
     verdict["polar+_objective_at_least_each_baseline"] = {
-        b: f"{sum(p['objective'] >= r['objective'] for p, r in zip(plus, runs[b], strict=True))}"
-           f"/{len(plus)}" for b in baselines}
+        b: f"{k}/{len(runs['polar+'])}" for b, k in counts.items()}
     return verdict
 
 
@@ -314,8 +315,12 @@ def rescore(path: str) -> int:
     if data.get("benchmark") != "router_variants" or not data.get("from_json"):
         raise SystemExit(f"--rescore {path}: not a router_variants.py result made with "
                          "--from-json")
-    checks = json.loads(Path(data["from_json"]).read_text(encoding="utf-8")
-                        )["quality"][str(data["arms"])]["checks"]
+    try:
+        checks = json.loads(Path(data["from_json"]).read_text(encoding="utf-8")
+                            )["quality"][str(data["arms"])]["checks"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise SystemExit(f"--rescore {path}: its run {data['from_json']} cannot be read "
+                         f"({exc!r}); run from the directory the result was made in") from None
     runs = {name: v["per_instance"] for name, v in data["variants"].items()}
     data["criterion"] = criterion(runs, checks)
     print_criterion(data["criterion"], len(data["seeds"]))
