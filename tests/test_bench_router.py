@@ -400,6 +400,37 @@ def test_ridge_stage_follows_every_learners_first_alpha_and_ends_its_search(benc
     assert tuning["random"]["chosen"] == {} and tuning["oracle"]["chosen"] == {}
 
 
+def test_prior_stage_follows_every_learners_early_ridge(bench, tmp_path):
+    assert not bench.parse_args([]).tune_prior  # off until the runs are redone with it
+    with_prior = bench.parse_args(["--tune-prior"])
+    alpha = ("router.linucb.alpha", bench.ALPHAS)
+    ridge, prior = bench.RIDGE_STAGE, bench.PRIOR_STAGE
+    expected = {  # written out by hand from STRATEGIES and the rule in strategy_stages
+        "greedy+lru": [ridge, prior],
+        "linucb+lru": [alpha, ridge, prior, alpha, ridge],
+        "linucb+best-eviction": [alpha, ridge, prior, ("cache.policy", bench.EVICTION),
+                                 alpha, ridge]}
+    for label, stages in expected.items():
+        assert bench.strategy_stages(label, with_prior) == stages
+    no_ridge = bench.parse_args(["--tune-prior", "--no-tune-ridge"])
+    assert bench.strategy_stages("greedy+lru", no_ridge) == [prior]
+    assert bench.strategy_stages("linucb+lru", no_ridge) == [alpha, prior]
+    for label in bench.STRATEGIES:
+        stages = bench.strategy_stages(label, with_prior)
+        assert (prior in stages) == (label not in bench.REFERENCES)
+    out = tmp_path / "p.json"
+    bench.main(["--arms", "8", "--dim", "8", "--horizon", "200", "--quality-repeats", "1",
+                "--tune-instances", "1", "--skip-speed", "--tune-prior", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["inputs"]["tune_prior"] is True
+    tuning = data["quality"]["8"]["tuning"]
+    for label in ("greedy+lru", "lints+lru", "polar+"):
+        assert tuning[label]["chosen"]["router.linucb.prior_reward"] in prior[1]
+        priors = {t["settings"]["router.linucb.prior_reward"] for t in tuning[label]["tried"]
+                  if "router.linucb.prior_reward" in t["settings"]}
+        assert priors == set(prior[1])
+
+
 def test_polar_plus_search_prefers_settings_within_the_bounds(bench, monkeypatch):
     # Made-up measurements (run_many stands in for the replays): the higher the paging weight,
     # the higher the objective and the regret. Within a regret cap of 100, the best objective
