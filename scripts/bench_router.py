@@ -347,7 +347,7 @@ def checks(runs, summary, instances):
     """POLAR+ against the strongest baseline (highest median objective of the learners that are
     not ours), per instance; regret against the best cache-unaware baseline's; and, where it
     loses, the decomposition of the objective gap (reward vs blocking and prefetch paging)."""
-    baselines = [b for b in STRATEGIES if b not in OURS + REFERENCES]
+    baselines = baseline_labels(runs)
     best = max(baselines, key=lambda b: summary[b]["objective"])
     best_unaware = max(CACHE_UNAWARE, key=lambda b: summary[b]["objective"])
     plus, ref = runs["polar+"], runs[best]
@@ -627,6 +627,12 @@ def merged_results(sources: list[str]) -> dict:
     return merged
 
 
+def baseline_labels(present) -> list[str]:
+    """The baselines among ``present`` (labels): the strategies that are neither ours nor a
+    reference, in STRATEGIES' order."""
+    return [b for b in STRATEGIES if b in present and b not in OURS + REFERENCES]
+
+
 def at_least_counts(plus: list[float], others: dict[str, list[float]]) -> dict[str, int]:
     """Per label, the instances where POLAR+'s objective (``plus``) is at least that one's."""
     return {label: sum(p >= o for p, o in zip(plus, objectives, strict=True))
@@ -638,8 +644,7 @@ def _fewest_against_any_baseline(strategies: dict) -> str:
     the per-instance figures, so older JSONs without the count in their checks show it too)."""
     plus = strategies["polar+"]["per_instance"]["objective"]
     counts = at_least_counts(plus, {b: strategies[b]["per_instance"]["objective"]
-                                    for b in STRATEGIES
-                                    if b in strategies and b not in OURS + REFERENCES})
+                                    for b in baseline_labels(strategies)})
     fewest = min(counts, key=counts.get)
     return f"{counts[fewest]}/{len(plus)} ({fewest})"
 

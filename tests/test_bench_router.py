@@ -306,6 +306,9 @@ def test_criterion_names_the_best_baseline_on_these_instances_too(variants):
     assert here["chance_of_4_of_5_at_this_rate"] == variants.at_least_four_of_five(1 / 3)
     assert verdict["polar+_objective_at_least_each_baseline"] == {
         "linucb+lru": "1/3", "lints+lru": "3/3"}
+    assert verdict["baseline_beaten_least"] == {
+        "baseline": "linucb+lru", "polar+_objective_at_least": "1/3",
+        "chance_of_4_of_5_at_this_rate": variants.at_least_four_of_five(1 / 3)}
 
 
 @pytest.mark.parametrize("bad, message", [
