@@ -15,8 +15,18 @@ import pytest
 from click.testing import CliRunner
 
 from edge.config import CacheConfig
-from edge.learned.network import EVICT, INPUT_NAMES, KEEP, N_INPUTS, DuelingQNet
+from edge.learned.network import (
+    CANDIDATE_FEATURES,
+    EVICT,
+    INPUT_NAMES,
+    KEEP,
+    N_INPUTS,
+    DuelingQNet,
+    model_inputs,
+    one_hit_unit,
+)
 from edge.learned.train import (
+    ONE_HIT_WEIGHTS,
     Agent,
     Decision,
     HindsightAgent,
@@ -386,6 +396,35 @@ def test_linear_network_scores_its_weights_in_onnx_too(tmp_path):
         DuelingQNet.linear(weights[:3])
 
 
+def test_one_hit_unit_is_one_exactly_for_one_access_in_a_first_residency(tmp_path):
+    """The unit reads the C core's counts through their log1p inputs: 1 at (accesses 1, no
+    earlier accesses, no earlier residency), 0 at every other point of the count lattice, ages
+    and sizes whatever they are; the served network adds ``one_hit`` times it to the linear
+    score, in numpy and in ONNX Runtime alike."""
+    from edge.learned.onnx_model import export_onnx
+    from edge.learned.serving import OnnxScorer
+
+    rng = np.random.default_rng(3)
+    counts = [(a, pa, pr) for a in (1, 2, 3, 40) for pa in (0, 1, 7) for pr in (0, 1, 2)]
+    features = np.zeros((len(counts), len(CANDIDATE_FEATURES)), dtype=np.float32)
+    features[:, 0] = rng.uniform(0, 1e4, len(counts))  # age
+    features[:, 1] = rng.uniform(1e3, 1e9, len(counts))  # size
+    for j, name in enumerate(("accesses", "past_accesses", "past_residencies")):
+        features[:, CANDIDATE_FEATURES.index(name)] = [c[j] for c in counts]
+    x = model_inputs(features, 0.0, 0.3, 0.1)
+    unit, bias = one_hit_unit()
+    want = np.array([1.0 if c == (1, 0, 0) else 0.0 for c in counts])
+    np.testing.assert_allclose(np.maximum(x @ unit + bias, 0.0), want, atol=1e-6)
+    weights = rng.normal(size=N_INPUTS)
+    net = DuelingQNet.linear(weights, -0.5, one_hit=3.0)
+    assert net.hidden == 2 * N_INPUTS + 1 and DuelingQNet.linear(weights).hidden == 2 * N_INPUTS
+    score = x.astype(np.float64) @ weights - 0.5 + 3.0 * want
+    np.testing.assert_allclose(net.eviction_preference(x), score, atol=1e-4)
+    export_onnx(net, tmp_path / "one-hit.onnx")
+    np.testing.assert_allclose(OnnxScorer(tmp_path / "one-hit.onnx").preferences(x), score,
+                               atol=1e-4)
+
+
 def test_hindsight_ranks_by_hand():
     # A decision at request 10 over three candidates: next requested at 12 (size 100), never
     # (size 10; 'never' is 1000 requests away) and at 30 (size 1000). Scores before centring:
@@ -423,6 +462,27 @@ def test_imitation_is_reproducible_and_beats_lru_on_a_held_out_trace(imitated):
     assert backwards.hit_ratio < lru.hit_ratio
 
 
+def test_imitation_keeps_the_one_hit_weight_its_replays_score_best(imitated):
+    """The search replays the training pair under every weight of the grid and keeps the best
+    mean hit ratio (the first of equals); the served network is the fit plus that weight, and
+    replaying it alone gives the figure the search recorded for it."""
+    search = imitated.one_hit_search
+    assert [r["weight"] for r in search] == list(ONE_HIT_WEIGHTS)
+    scores = [r["mean_hit_ratio"] for r in search]
+    assert imitated.one_hit_weight == ONE_HIT_WEIGHTS[scores.index(max(scores))]
+    # A third of this trace is one-off scan keys: putting them first pays (measured: 0.5999 at
+    # weight 0, 0.6040 at the chosen 1), so the search must not settle on no unit.
+    assert imitated.one_hit_weight > 0 and max(scores) > scores[0] + 0.002
+    assert imitated.net.hidden == 2 * N_INPUTS + 1
+    trace = bursty(1)
+    [alone] = evaluate(imitated.net, [Run(prepare_trace(trace, "train"), budget_of(trace, 0.05))],
+                       k_tail=8, k_rand=8)
+    assert alone.hit_ratio == pytest.approx(max(scores), abs=1e-9)
+    assert imitated.as_dict()["one_hit_weight"] == imitated.one_hit_weight
+    with pytest.raises(ValueError, match="one_hit_weights must be"):
+        TrainConfig(objective="imitation", one_hit_weights=(0.0, -1.0))
+
+
 def imitated_weights(net: DuelingQNet) -> np.ndarray:
     """The linear score's weights back from its served form (EVICT's half on relu(x))."""
     return 2 * net.wa[:N_INPUTS, EVICT].astype(np.float64)
@@ -444,9 +504,28 @@ def test_cli_imitation_objective(tmp_path):
     weights = imitated_weights(net)
     left_out = [INPUT_NAMES.index("log_load_cost_ms"), INPUT_NAMES.index("demand")]
     assert np.all(weights[left_out] == 0) and np.any(weights != 0)
+    assert [r["weight"] for r in report["training"]["one_hit_search"]] == list(ONE_HIT_WEIGHTS)
+    assert "one-hit weight" in result.output
     bad = CliRunner().invoke(train_eviction, ["--generate", "scan:seed=3", "--budget", "5%",
                                               "--out", str(out), "--objective", "sgd"])
     assert bad.exit_code == 2 and "'sgd' is not one of 'dqn', 'imitation'" in bad.output
+    for text, why in (("1,x", "not a comma-separated list of numbers"),
+                      ("0,-2", "every weight must be a finite number >= 0")):
+        bad = CliRunner().invoke(train_eviction, [
+            "--generate", "scan:seed=3", "--budget", "5%", "--out", str(out), "--objective",
+            "imitation", "--one-hit-weights", text])
+        assert bad.exit_code == 2 and why in bad.output, bad.output
+    # --one-hit-weights 0: no search, no unit: the linear score alone.
+    plain = tmp_path / "plain.onnx"
+    result = CliRunner().invoke(train_eviction, [
+        "--generate", "scan:requests=3000,objects=150,period=800,burst=150,seed=3",
+        "--budget", "5%", "--out", str(plain), "--objective", "imitation", "--k-tail", "4",
+        "--k-rand", "8", "--one-hit-weights", "0", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "one_hit_search" not in json.loads(plain.with_suffix(".eval.json").read_text())[
+        "training"]
+    with np.load(plain.with_suffix(".npz")) as saved:
+        assert DuelingQNet.from_parameters(dict(saved)).hidden == 2 * N_INPUTS
     # A budget that holds the whole working set evicts nothing: a one-line error, no model.
     roomy = CliRunner().invoke(train_eviction, [
         "--generate", "scan:requests=2000,objects=50,seed=3", "--budget", "100%",

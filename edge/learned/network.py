@@ -28,6 +28,7 @@ Q(evict) - Q(keep); victims are taken highest preference first until enough byte
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +42,23 @@ INPUT_NAMES = ("log_age", "log_size", "log_accesses", "log_iat", "log_load_cost_
 N_INPUTS = len(INPUT_NAMES)
 KEEP, EVICT = 0, 1
 N_ACTIONS = 2
+
+
+def one_hit_unit() -> tuple[np.ndarray, float]:
+    """The weights and bias of one ReLU unit that is 1 for a *one-hit* candidate (one access in
+    its first residency, no earlier accesses in the ghost list: what a scan leaves behind, the
+    objects S3-FIFO's small queue evicts first) and 0 for any other candidate.
+
+    The inputs are log1p of whole counts, so one hinge separates them exactly: accesses 1 ->
+    log 2 and 2 -> log 3 (a step of log 1.5), earlier accesses and residencies 0 -> 0 and 1 ->
+    log 2. relu(1 - (log_accesses - log 2) / log 1.5 - log_past_accesses / log 2
+    - log_past_residencies / log 2) is 1 at (1, 0, 0) and at most 0 one step away from it."""
+    w = np.zeros(N_INPUTS)
+    step = math.log(1.5)
+    w[INPUT_NAMES.index("log_accesses")] = -1.0 / step
+    w[INPUT_NAMES.index("log_past_accesses")] = -1.0 / math.log(2.0)
+    w[INPUT_NAMES.index("log_past_residencies")] = -1.0 / math.log(2.0)
+    return w, 1.0 + math.log(2.0) / step
 
 
 def model_inputs(features: np.ndarray, demand: np.ndarray | float,
@@ -92,23 +110,35 @@ class DuelingQNet:
                    he(hidden, N_ACTIONS), np.zeros(N_ACTIONS, np.float32))
 
     @classmethod
-    def linear(cls, weights: np.ndarray, bias: float = 0.0) -> DuelingQNet:
-        """The network whose eviction preference is ``weights @ x + bias`` for every input x
-        (a linear scorer in the served form): the trunk passes x through as relu(x) and
-        relu(-x) (hidden width 2 N_INPUTS; x = relu(x) - relu(-x)), the value head is 0 and the
-        advantage head puts half the score on EVICT and minus half on KEEP."""
+    def linear(cls, weights: np.ndarray, bias: float = 0.0,
+               one_hit: float = 0.0) -> DuelingQNet:
+        """The network whose eviction preference is ``weights @ x + bias`` for every input x,
+        plus ``one_hit`` for a one-hit candidate (``one_hit_unit``), in the served form: the
+        trunk passes x through as relu(x) and relu(-x) (x = relu(x) - relu(-x)) and, where
+        ``one_hit`` is not 0, the one-hit unit beside them (hidden width 2 N_INPUTS, + 1); the
+        second layer passes the first on; the value head is 0 and the advantage head puts half
+        the score on EVICT and minus half on KEEP."""
         weights = np.asarray(weights, dtype=np.float64)
         if weights.shape != (N_INPUTS,):
             raise ValueError(f"weights must have shape ({N_INPUTS},), got {weights.shape}")
-        width = 2 * N_INPUTS
+        if not math.isfinite(one_hit):
+            raise ValueError(f"one_hit must be finite, got {one_hit}")
         eye = np.eye(N_INPUTS)
-        both = np.concatenate([weights, -weights]) / 2
+        w1 = np.hstack([eye, -eye])
+        b1 = np.zeros(2 * N_INPUTS)
+        head = np.concatenate([weights, -weights])
+        if one_hit:
+            unit, unit_bias = one_hit_unit()
+            w1 = np.hstack([w1, unit[:, None]])
+            b1 = np.append(b1, unit_bias)
+            head = np.append(head, one_hit)
+        width = len(b1)
         wa = np.zeros((width, N_ACTIONS))
-        wa[:, EVICT], wa[:, KEEP] = both, -both
+        wa[:, EVICT], wa[:, KEEP] = head / 2, -head / 2
         ba = np.zeros(N_ACTIONS)
         ba[EVICT], ba[KEEP] = bias / 2, -bias / 2
         f32 = np.float32
-        return cls(np.hstack([eye, -eye]).astype(f32), np.zeros(width, f32),
+        return cls(w1.astype(f32), b1.astype(f32),
                    np.eye(width, dtype=f32), np.zeros(width, f32),
                    np.zeros((width, 1), f32), np.zeros(1, f32), wa.astype(f32), ba.astype(f32))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import shlex
 import sys
 from dataclasses import asdict
@@ -32,6 +33,7 @@ from edge.fileio import write_atomic
 from edge.learned.network import FEATURE_SCHEMA_VERSION, DuelingQNet
 from edge.learned.train import (
     OBJECTIVES,
+    ONE_HIT_WEIGHTS,
     TrainConfig,
     TrainReport,
     compare_policies,
@@ -117,6 +119,18 @@ def _read(path: Path) -> Trace:
     return trace
 
 
+def _parse_weights(text: str) -> tuple[float, ...]:
+    try:
+        weights = tuple(float(w) for w in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: not a comma-separated list of numbers",
+                                 param_hint="--one-hit-weights") from None
+    if not all(math.isfinite(w) and w >= 0 for w in weights):
+        raise click.BadParameter(f"{text!r}: every weight must be a finite number >= 0",
+                                 param_hint="--one-hit-weights")
+    return weights
+
+
 def _budgets(text: str, trace: Trace, name: str) -> list[int]:
     try:
         budgets = [b.nbytes for b in parse_budget_list(text, working_set_bytes(trace.keys,
@@ -193,18 +207,24 @@ def _save_parameters(net: DuelingQNet, path: Path) -> None:
               help="dqn: Cold-RL's reward, Q-learning. imitation: a linear score fitted to "
                    "each decision's hindsight ranking (log of next-request distance x size); "
                    "ignores --episodes, --horizon, --hidden and --size-scaled-reward.")
+@click.option("--one-hit-weights", "one_hit_text", metavar="W[,W...]",
+              default=",".join(f"{w:g}" for w in ONE_HIT_WEIGHTS), show_default=True,
+              help="imitation: the weights tried on the one-hit unit after the fit (1 for a "
+                   "candidate with one access and no earlier one); the one with the best mean "
+                   "hit ratio over the training replays is kept. 0: no unit.")
 @progress_option
 @friendly_errors
 def train_eviction(trace_paths, generate_specs, budget_text, out_path, eval_paths, eval_json,
                    seed, episodes, horizon, k_tail, k_rand, k_head, hidden,
-                   size_scaled_reward, objective, show_progress):
+                   size_scaled_reward, objective, one_hit_text, show_progress):
     """Train the learned eviction policy offline on replayed traces and export it as ONNX."""
     if not trace_paths and not generate_specs:
         raise click.UsageError("give at least one --trace or --generate")
     try:
         config = TrainConfig(episodes=episodes, horizon=horizon, k_tail=k_tail, k_rand=k_rand,
                              k_head=k_head, hidden=hidden, seed=seed,
-                             size_scaled_reward=size_scaled_reward, objective=objective)
+                             size_scaled_reward=size_scaled_reward, objective=objective,
+                             one_hit_weights=_parse_weights(one_hit_text))
         specs = [parse_generate(s) for s in generate_specs]
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -223,7 +243,9 @@ def train_eviction(trace_paths, generate_specs, budget_text, out_path, eval_path
     eval_budgets = [_budgets(budget_text, trace, name) for name, trace, _ in held_out]
     prepared = [prepare_trace(trace, name) for name, trace in named]
 
-    passes = 1 if objective == "imitation" else episodes  # imitation replays each pair once
+    # Imitation replays each pair once, then once per one-hit weight if there is a search.
+    passes = episodes if objective != "imitation" else \
+        1 if config.one_hit_weights == (0.0,) else 1 + len(config.one_hit_weights)
     total = passes * sum(len(t) * len(b) for t, b in zip(prepared, budgets, strict=True))
     with progress_bar(show_progress, total, "training") as update:
         try:
@@ -233,6 +255,12 @@ def train_eviction(trace_paths, generate_specs, budget_text, out_path, eval_path
     click.echo(f"trained on {report.requests:,} requests ({report.decisions:,} decisions) in "
                f"{report.wall_seconds:.1f} s: {report.requests / report.wall_seconds:,.0f} "
                f"requests/s, {report.decisions / report.wall_seconds:,.0f} decisions/s", err=True)
+    if report.one_hit_search is not None:
+        tried = ", ".join(f"{r['weight']:g}: {r['mean_hit_ratio']:.4f}"
+                          for r in report.one_hit_search)
+        click.echo(f"one-hit weight {report.one_hit_weight:g}, searched in "
+                   f"{report.one_hit_seconds:.1f} s (mean hit ratio over the training replays "
+                   f"by weight: {tried})", err=True)
 
     rows: list[dict[str, Any]] = []
     for (name, trace, seen), trace_budgets in zip(held_out, eval_budgets, strict=True):
