@@ -348,8 +348,8 @@ def test_epoch_stage_is_polar_plus_default_and_can_be_left_out(bench, tmp_path):
     assert all(f == {"router.polar.max_epoch_length": 256,
                      "router.polar.forced_exploration_scale": 0.0,
                      "router.polar.charge_eviction": False} for f in polar_form)
-    assert bench.strategy_stages("polar", bench.parse_args(["--no-tune-ridge"])) == \
-        bench.STRATEGIES["polar"][1]
+    assert bench.strategy_stages("polar", bench.parse_args(
+        ["--no-tune-ridge", "--no-tune-prior"])) == bench.STRATEGIES["polar"][1]
     out = tmp_path / "e.json"
     bench.main(["--arms", "8", "--dim", "8", "--horizon", "200", "--quality-repeats", "1",
                 "--tune-instances", "1", "--skip-speed", "--out", str(out)])
@@ -368,9 +368,10 @@ def test_epoch_stage_is_polar_plus_default_and_can_be_left_out(bench, tmp_path):
 
 
 def test_ridge_stage_follows_every_learners_first_alpha_and_ends_its_search(bench, tmp_path):
-    default = bench.parse_args([])
-    assert default.tune_ridge
-    without = bench.parse_args(["--no-tune-ridge"])
+    assert bench.parse_args([]).tune_ridge
+    # The ridge's rule alone (the prior stage, which follows the early ridge, has its own test).
+    default = bench.parse_args(["--no-tune-prior"])
+    without = bench.parse_args(["--no-tune-ridge", "--no-tune-prior"])
     assert all(bench.RIDGE_STAGE not in bench.strategy_stages(label, without)
                for label in bench.STRATEGIES)
     alpha = ("router.linucb.alpha", bench.ALPHAS)
@@ -411,7 +412,8 @@ def test_ridge_stage_follows_every_learners_first_alpha_and_ends_its_search(benc
 
 
 def test_prior_stage_follows_every_learners_early_ridge(bench, tmp_path):
-    assert not bench.parse_args([]).tune_prior  # off until the runs are redone with it
+    assert bench.parse_args([]).tune_prior  # the default since 2026-12-05
+    assert not bench.parse_args(["--no-tune-prior"]).tune_prior
     with_prior = bench.parse_args(["--tune-prior"])
     alpha = ("router.linucb.alpha", bench.ALPHAS)
     ridge, prior = bench.RIDGE_STAGE, bench.PRIOR_STAGE
