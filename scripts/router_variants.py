@@ -29,7 +29,8 @@ chance, at the per-instance rate seen, that five instances would give at least f
 same against the baselines best on *these* instances by the benchmark's own rule (the run's
 best, chosen on five instances, need not be), POLAR+ against each baseline, and the cache
 side's ceiling (``paging_free_ceiling``: POLAR+'s reward, its paging charged at 0, against each
-baseline's objective). ``--rescore RESULT`` recomputes that part of a saved result from its per-instance figures:
+baseline's objective). ``--rescore RESULT`` recomputes that part of a saved result from its
+per-instance figures:
 
     python scripts/router_variants.py --arms 64 --instances 20 --family fresh --jobs 2 \
         --from-json docs/results/bench_router-linear-64-t8-ridge.json
