@@ -86,7 +86,8 @@ _STREAK = 16  # hits in a row after which the rest of the run is found and touch
 
 OBJECTIVES = ("dqn", "imitation")
 # The one-hit unit's weights the imitation tries (``one_hit_search``), in the fitted score's
-# log-rank units. Measured on the shipped model's training replays (8 + 16 + 104 candidates):
+# log-rank units. Measured on the shipped model's training replays (8 + 16 + 104 candidates; a
+# scratch replay recording each decision, not kept):
 # the score spans 4.3-6.8 over a decision's candidates (10th-90th percentile), and of the
 # decisions with one-hit and other candidates, weight 0.5 ranks every one-hit one first in 35 %,
 # 2 in 74 %, 8 in all: the grid runs from a nudge to a strict order.
