@@ -510,7 +510,7 @@ def test_cli_imitation_objective(tmp_path):
                                               "--out", str(out), "--objective", "sgd"])
     assert bad.exit_code == 2 and "'sgd' is not one of 'dqn', 'imitation'" in bad.output
     for text, why in (("1,x", "not a comma-separated list of numbers"),
-                      ("0,-2", "every weight must be a finite number >= 0")):
+                      ("0,-2", "one_hit_weights must be one or more finite weights >= 0")):
         bad = CliRunner().invoke(train_eviction, [
             "--generate", "scan:seed=3", "--budget", "5%", "--out", str(out), "--objective",
             "imitation", "--one-hit-weights", text])
