@@ -113,10 +113,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rescore", metavar="RESULT",
                         help="recompute the criterion of a saved --from-json RESULT from its "
                              "per-instance figures and write it back; replays nothing")
+    parser.add_argument("--table", metavar="RESULT", nargs="+",
+                        help="only print the markdown table of saved --from-json RESULTs' "
+                             "criteria, a row each (docs/router.md's fresh-instance tables)")
     args = parser.parse_args(argv)
-    if args.rescore:
-        if args.arms is not None or args.variant or args.from_json or args.out:
-            parser.error("--rescore takes no other option")
+    if args.rescore or args.table:
+        if (args.arms is not None or args.variant or args.from_json or args.out
+                or (args.rescore and args.table)):
+            parser.error(f"{'--rescore' if args.rescore else '--table'} takes no other option")
         return args
     if args.arms is None:
         parser.error("--arms is required")
@@ -258,6 +262,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.rescore:
         return rescore(args.rescore)
+    if args.table:
+        print(criterion_table(args.table))
+        return 0
     # The benchmark's own defaults (dim, noise, budget fraction, seeds), with our N and horizon
     # (and, with --from-json, the run's); quality only (the benchmark refuses its speed part
     # for the text workload).
@@ -366,6 +373,41 @@ def rescore(path: str) -> int:
     print_criterion(data["criterion"], len(data["seeds"]))
     write_atomic(path, json.dumps(data, indent=2).encode())
     return 0
+
+
+TABLE_HEADER = (
+    "| workload, N | run's best: POLAR+ >= it | best on these instances | POLAR+ >= it | "
+    "paging <= it | median objective difference | regret vs the best cache-unaware here "
+    "(medians) | the baseline POLAR+ beats least | 4 of 5 at that rate | paging free: reward >= "
+    "every baseline's objective, fewest (4 of 5) |\n" + "|---" * 10 + "|")
+
+
+def criterion_table(paths: list[str]) -> str:
+    """The markdown table of saved --from-json results' criteria, one row per result, in the
+    order given: POLAR+ against the run's best baseline, the best on these instances, the
+    baseline it beats least, and with its paging free."""
+    rows = [TABLE_HEADER]
+    for path in paths:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            verdict = data["criterion"]
+            here, least = verdict["on_these_instances"], verdict["baseline_beaten_least"]
+            ceiling = verdict["paging_free_ceiling"]
+            rows.append(
+                f"| {data['workload']} {data['arms']} "
+                f"| {verdict['best_baseline']} {verdict['polar+_objective_at_least_best']} "
+                f"| {here['best_baseline']} | {here['polar+_objective_at_least_best']} "
+                f"| {here['polar+_paging_no_higher']} "
+                f"| {here['median_objective_difference']:+.1f} "
+                f"| {here['regret_ratio_vs_best_cache_unaware']:.2f}x "
+                f"| {least['baseline']} {least['polar+_objective_at_least']} "
+                f"| {least['chance_of_4_of_5_at_this_rate']:.0%} "
+                f"| {ceiling['polar+_reward_at_least']} "
+                f"({ceiling['chance_of_4_of_5_at_this_rate']:.0%}) |")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"--table {path}: not a router_variants.py result made with "
+                             f"--from-json ({exc!r})") from None
+    return "\n".join(rows)
 
 
 def _mean(rs: list[dict], key: str) -> float:

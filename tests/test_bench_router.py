@@ -236,6 +236,22 @@ def test_router_variants_from_json_repeats_the_runs_tuning_objectives(bench, var
     out.write_text(json.dumps(saved))
     assert variants.main(["--rescore", str(out)]) == 0
     assert json.loads(out.read_text()) == data
+    capsys.readouterr()
+    # --table prints the criterion as the docs' row: against the run's best, the best here,
+    # the baseline beaten least, and the paging-free ceiling.
+    assert variants.main(["--table", str(out)]) == 0
+    row = capsys.readouterr().out.splitlines()[-1].split(" | ")
+    here, least = verdict["on_these_instances"], verdict["baseline_beaten_least"]
+    assert row[0] == "| linear 8"
+    assert row[1] == f"{verdict['best_baseline']} {verdict['polar+_objective_at_least_best']}"
+    assert row[2:5] == [here["best_baseline"], here["polar+_objective_at_least_best"],
+                        here["polar+_paging_no_higher"]]
+    assert row[7] == f"{least['baseline']} {least['polar+_objective_at_least']}"
+    assert row[9].startswith(verdict["paging_free_ceiling"]["polar+_reward_at_least"] + " (")
+    with pytest.raises(SystemExit, match="not a router_variants.py result"):
+        variants.main(["--table", str(run)])
+    with pytest.raises(SystemExit):  # alone
+        variants.parse_args(["--table", str(out), "--arms", "8"])
     with pytest.raises(SystemExit):  # only a --from-json result can be rescored
         variants.main(["--rescore", str(run)])
     with pytest.raises(SystemExit):  # the run's horizon, not another
