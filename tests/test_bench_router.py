@@ -248,6 +248,8 @@ def test_router_variants_from_json_repeats_the_runs_tuning_objectives(bench, var
                         here["polar+_paging_no_higher"]]
     assert row[7] == f"{least['baseline']} {least['polar+_objective_at_least']}"
     assert row[9].startswith(verdict["paging_free_ceiling"]["polar+_reward_at_least"] + " (")
+    polar = verdict["polar_baseline_beaten_least"]
+    assert row[10] == f"{polar['baseline']} {polar['polar_objective_at_least']} |"
     with pytest.raises(SystemExit, match="not a router_variants.py result"):
         variants.main(["--table", str(run)])
     with pytest.raises(SystemExit):  # alone
@@ -332,6 +334,12 @@ def test_criterion_names_the_best_baseline_on_these_instances_too(variants):
                                                            "lints+lru": "3/3"},
         "baseline": "linucb+lru", "polar+_reward_at_least": "2/3",
         "chance_of_4_of_5_at_this_rate": variants.at_least_four_of_five(2 / 3)}
+    # POLAR (99 every instance) counted the same way, never a baseline itself.
+    assert verdict["polar_objective_at_least_each_baseline"] == {"linucb+lru": "3/3",
+                                                                 "lints+lru": "3/3"}
+    assert verdict["polar_baseline_beaten_least"]["polar_objective_at_least"] == "3/3"
+    del runs["polar"]
+    assert "polar_baseline_beaten_least" not in variants.criterion(runs, run)
 
 
 @pytest.mark.parametrize("bad, message", [
