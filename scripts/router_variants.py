@@ -401,7 +401,8 @@ TABLE_HEADER = (
 def criterion_table(paths: list[str]) -> str:
     """The markdown table of saved --from-json results' criteria, one row per result, in the
     order given: POLAR+ against the run's best baseline, the best on these instances, the
-    baseline it beats least, and with its paging free."""
+    baseline it beats least and, with its paging free, every baseline; then POLAR against the
+    baseline it beats least ("-" in a result saved before that count)."""
     rows = [TABLE_HEADER]
     for path in paths:
         try:

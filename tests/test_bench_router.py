@@ -238,7 +238,7 @@ def test_router_variants_from_json_repeats_the_runs_tuning_objectives(bench, var
     assert json.loads(out.read_text()) == data
     capsys.readouterr()
     # --table prints the criterion as the docs' row: against the run's best, the best here,
-    # the baseline beaten least, and the paging-free ceiling.
+    # the baseline beaten least, the paging-free ceiling and POLAR's own count.
     assert variants.main(["--table", str(out)]) == 0
     row = capsys.readouterr().out.splitlines()[-1].split(" | ")
     here, least = verdict["on_these_instances"], verdict["baseline_beaten_least"]
