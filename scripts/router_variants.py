@@ -204,24 +204,27 @@ def criterion(runs: dict[str, list[dict]], run: dict) -> dict:
 
     verdict["on_these_instances"] = _criterion_against(
         runs, max(baselines, key=median_objective), max(unaware, key=median_objective))
-    each, fewest, least, chance = _against_each_baseline(
-        [r["objective"] for r in runs["polar+"]], runs, baselines)
-    verdict["polar+_objective_at_least_each_baseline"] = each
-    verdict["baseline_beaten_least"] = {
-        "baseline": fewest, "polar+_objective_at_least": least,
-        "chance_of_4_of_5_at_this_rate": chance}
+    verdict["polar+_objective_at_least_each_baseline"], verdict["baseline_beaten_least"] = (
+        _learner_against_baselines("polar+", runs, baselines))
     verdict["paging_free_ceiling"] = paging_free_ceiling(runs, baselines)
     if "polar" in runs:
         # POLAR (fixed epochs) is not the issue's strategy, but it is the cache-aware learner
         # with the smaller tuning space: counted the same way, it shows whether POLAR+'s
         # losses here are its rules or their selection on eight tuning instances.
-        each, fewest, least, chance = _against_each_baseline(
-            [r["objective"] for r in runs["polar"]], runs, baselines)
-        verdict["polar_objective_at_least_each_baseline"] = each
-        verdict["polar_baseline_beaten_least"] = {
-            "baseline": fewest, "polar_objective_at_least": least,
-            "chance_of_4_of_5_at_this_rate": chance}
+        (verdict["polar_objective_at_least_each_baseline"],
+         verdict["polar_baseline_beaten_least"]) = _learner_against_baselines(
+            "polar", runs, baselines)
     return verdict
+
+
+def _learner_against_baselines(learner: str, runs: dict[str, list[dict]],
+                               baselines: list[str]) -> tuple[dict[str, str], dict]:
+    """``learner``'s objective against each baseline's, instance by instance: 'k/n' per
+    baseline, and the baseline it beats least with its 'k/n' and the chance of four of five."""
+    each, fewest, least, chance = _against_each_baseline(
+        [r["objective"] for r in runs[learner]], runs, baselines)
+    return each, {"baseline": fewest, f"{learner}_objective_at_least": least,
+                  "chance_of_4_of_5_at_this_rate": chance}
 
 
 def _against_each_baseline(plus: list[float], runs: dict[str, list[dict]],
