@@ -139,7 +139,12 @@ RIDGE_STAGE = ("router.linucb.ridge_lambda", [1.0, 0.5, 0.25, 0.1])
 # router_prior-linear-1024.json); at text N = 256 it raised LinTS by 181 on the reported
 # instances (bench_router-text-16-256-t8-prior.json). On by default since 2026-12-05 (the issue
 # asks for every tunable of every strategy); --no-tune-prior keeps 1.0, as the runs before did.
-PRIOR_STAGE = ("router.linucb.prior_reward", [1.0, 0.95, 0.9, 0.8])
+# The grid reaches 0.2 since every learner chose its old lowest value, 0.8, at both N = 1024,
+# and a probe on the tuning instances found 0.4 worth about 500 there to LinUCB + S3-FIFO and
+# POLAR+ alike at text N = 1024 (router_prior-edge-*.json, docs/router.md, "The prior grid's
+# edge"); --prior-grid 1,0.95,0.9,0.8 reproduces the runs made with the old one.
+PRIOR_PATH = "router.linucb.prior_reward"
+PRIOR_GRID = (1.0, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
 OURS = ("polar", "polar+")
 REFERENCES = ("random", "oracle")
 CACHE_UNAWARE = ("greedy+lru", "linucb+lru", "linucb+best-eviction", "lints+lru")
@@ -229,8 +234,14 @@ def strategy_stages(label, args) -> list[tuple[str | tuple[str, ...], list]]:
         stages.append(RIDGE_STAGE)
     if args.tune_prior and label not in REFERENCES:
         at = stages.index(RIDGE_STAGE) + 1 if RIDGE_STAGE in stages else min(1, len(stages))
-        stages.insert(at, PRIOR_STAGE)
+        stages.insert(at, prior_stage(args))
     return stages
+
+
+def prior_stage(args) -> tuple[str, list[float]]:
+    """The prior's stage: ``--prior-grid``'s values, in its order (the first is where every
+    learner starts)."""
+    return (PRIOR_PATH, list(args.prior_grid))
 
 
 def _with(settings: dict, path, value) -> dict:
@@ -530,6 +541,18 @@ def time_vw(n_arms, args):
 # ---- main ----------------------------------------------------------------------------------
 
 
+def _prior_grid(text: str) -> tuple[float, ...]:
+    """``--prior-grid``'s values: distinct numbers, each a reward an untried arm may predict."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of numbers") from None
+    if len(set(values)) != len(values) or not all(np.isfinite(values)):
+        raise argparse.ArgumentTypeError(f"{text!r}: the values must be finite and distinct")
+    return values
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes: finishes in a minute")
@@ -566,8 +589,12 @@ def parse_args(argv=None):
                         "--no-tune-ridge: the default 1 for all, as the runs made before it)")
     p.add_argument("--tune-prior", action=argparse.BooleanOptionalAction, default=True,
                    help="also tune every learner's optimistic prior (router.linucb.prior_reward "
-                        "in 1, 0.95, 0.9, 0.8) right after its early ridge (default; "
+                        "in --prior-grid) right after its early ridge (default; "
                         "--no-tune-prior: 1.0 for all, as the runs made before 2026-12-05)")
+    p.add_argument("--prior-grid", type=_prior_grid, default=PRIOR_GRID,
+                   help="the prior stage's values, comma-separated, the first where every "
+                        "learner starts (default " + ",".join(map(str, PRIOR_GRID)) + "; "
+                        "1,0.95,0.9,0.8: the grid of the runs made before 2026-12-05's wider one)")
     p.add_argument("--objective-only", action="store_true",
                    help="tune POLAR+ by mean objective alone (default: among the settings whose "
                         "tuning-instance median regret is within 10%% of the best cache-unaware "

@@ -440,7 +440,7 @@ def test_prior_stage_follows_every_learners_early_ridge(bench, tmp_path):
     assert not bench.parse_args(["--no-tune-prior"]).tune_prior
     with_prior = bench.parse_args(["--tune-prior"])
     alpha = ("router.linucb.alpha", bench.ALPHAS)
-    ridge, prior = bench.RIDGE_STAGE, bench.PRIOR_STAGE
+    ridge, prior = bench.RIDGE_STAGE, ("router.linucb.prior_reward", list(bench.PRIOR_GRID))
     expected = {  # written out by hand from STRATEGIES and the rule in strategy_stages
         "greedy+lru": [ridge, prior],
         "linucb+lru": [alpha, ridge, prior, alpha, ridge],
@@ -456,15 +456,27 @@ def test_prior_stage_follows_every_learners_early_ridge(bench, tmp_path):
         assert (prior in stages) == (label not in bench.REFERENCES)
     out = tmp_path / "p.json"
     bench.main(["--arms", "8", "--dim", "8", "--horizon", "200", "--quality-repeats", "1",
-                "--tune-instances", "1", "--skip-speed", "--tune-prior", "--out", str(out)])
+                "--tune-instances", "1", "--skip-speed", "--tune-prior", "--prior-grid", "1,0.5",
+                "--out", str(out)])
     data = json.loads(out.read_text())
     assert data["inputs"]["tune_prior"] is True
+    assert data["inputs"]["prior_grid"] == [1.0, 0.5]
     tuning = data["quality"]["8"]["tuning"]
     for label in ("greedy+lru", "lints+lru", "polar+"):
-        assert tuning[label]["chosen"]["router.linucb.prior_reward"] in prior[1]
+        assert tuning[label]["chosen"]["router.linucb.prior_reward"] in (1.0, 0.5)
         priors = {t["settings"]["router.linucb.prior_reward"] for t in tuning[label]["tried"]
                   if "router.linucb.prior_reward" in t["settings"]}
-        assert priors == set(prior[1])
+        assert priors == {1.0, 0.5}
+
+
+def test_prior_grid_reaches_below_the_old_edge_and_keeps_the_old_one_reproducible(bench):
+    # Every learner chose the old grid's lowest value (0.8) at both N = 1024 runs.
+    assert min(bench.PRIOR_GRID) < 0.8 and bench.PRIOR_GRID[0] == 1.0
+    old = bench.parse_args(["--prior-grid", "1,0.95,0.9,0.8"])
+    assert bench.prior_stage(old) == ("router.linucb.prior_reward", [1.0, 0.95, 0.9, 0.8])
+    for bad in ("1,x", "1,1", "0.5,nan", ""):
+        with pytest.raises(SystemExit):
+            bench.parse_args(["--prior-grid", bad])
 
 
 def test_polar_plus_search_prefers_settings_within_the_bounds(bench, monkeypatch):
