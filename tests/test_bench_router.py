@@ -469,14 +469,17 @@ def test_prior_stage_follows_every_learners_early_ridge(bench, tmp_path):
         assert priors == {1.0, 0.5}
 
 
-def test_prior_grid_reaches_below_the_old_edge_and_keeps_the_old_one_reproducible(bench):
+def test_prior_grid_reaches_below_the_old_edge_and_keeps_the_old_one_reproducible(bench, capsys):
     # Every learner chose the old grid's lowest value (0.8) at both N = 1024 runs.
     assert min(bench.PRIOR_GRID) < 0.8 and bench.PRIOR_GRID[0] == 1.0
     old = bench.parse_args(["--prior-grid", "1,0.95,0.9,0.8"])
     assert bench.prior_stage(old) == ("router.linucb.prior_reward", [1.0, 0.95, 0.9, 0.8])
-    for bad in ("1,x", "1,1", "0.5,nan", ""):
+    for bad, why in (("1,x", "not a comma-separated list"), ("1,1", "distinct"),
+                     ("0.5,nan", "finite"), ("", "not a comma-separated list")):
         with pytest.raises(SystemExit):
             bench.parse_args(["--prior-grid", bad])
+        err = capsys.readouterr().err
+        assert "--prior-grid" in err and why in err, err
 
 
 def test_polar_plus_search_prefers_settings_within_the_bounds(bench, monkeypatch):
