@@ -238,7 +238,8 @@ def test_router_variants_from_json_repeats_the_runs_tuning_objectives(bench, var
     assert json.loads(out.read_text()) == data
     capsys.readouterr()
     # --table prints the criterion as the docs' row: against the run's best, the best here,
-    # the baseline beaten least, the paging-free ceiling and POLAR's own count.
+    # the baseline beaten least, the paging-free ceiling, POLAR's own count and the strongest
+    # baseline against the other baselines.
     assert variants.main(["--table", str(out)]) == 0
     row = capsys.readouterr().out.splitlines()[-1].split(" | ")
     here, least = verdict["on_these_instances"], verdict["baseline_beaten_least"]
@@ -248,8 +249,11 @@ def test_router_variants_from_json_repeats_the_runs_tuning_objectives(bench, var
                         here["polar+_paging_no_higher"]]
     assert row[7] == f"{least['baseline']} {least['polar+_objective_at_least']}"
     assert row[9].startswith(verdict["paging_free_ceiling"]["polar+_reward_at_least"] + " (")
+    rivals = verdict["baselines_against_each_other"]
+    assert row[11].startswith(f"{rivals['strongest']} {rivals['strongest_at_least']} (")
+    assert row[11].endswith("%) |")
     polar = verdict["polar_baseline_beaten_least"]
-    assert row[10] == f"{polar['baseline']} {polar['polar_objective_at_least']} |"
+    assert row[10] == f"{polar['baseline']} {polar['polar_objective_at_least']}"
     with pytest.raises(SystemExit, match="not a router_variants.py result"):
         variants.main(["--table", str(run)])
     with pytest.raises(SystemExit):  # alone
@@ -338,8 +342,19 @@ def test_criterion_names_the_best_baseline_on_these_instances_too(variants):
     assert verdict["polar_objective_at_least_each_baseline"] == {"linucb+lru": "3/3",
                                                                  "lints+lru": "3/3"}
     assert verdict["polar_baseline_beaten_least"]["polar_objective_at_least"] == "3/3"
+    # Each baseline against the others: linucb+lru's 11, 21, 29 >= lints+lru's 9, 19, 29 in 3 of
+    # 3 (the tie counts, as POLAR+'s do), lints+lru's in 1 of 3 (29 >= 29 only).
+    assert verdict["baselines_against_each_other"] == {
+        "at_least_every_other_baseline": {"linucb+lru": "3/3", "lints+lru": "1/3"},
+        "strongest": "linucb+lru", "strongest_at_least": "3/3",
+        "chance_of_4_of_5_at_this_rate": 1.0}
     del runs["polar"]
     assert "polar_baseline_beaten_least" not in variants.criterion(runs, run)
+    # A lone baseline has no rival: nothing to count.
+    del runs["lints+lru"]
+    assert variants.criterion(runs, {"best_baseline": "linucb+lru",
+                                     "best_cache_unaware_baseline": "linucb+lru"}
+                              )["baselines_against_each_other"] == {}
 
 
 @pytest.mark.parametrize("bad, message", [
