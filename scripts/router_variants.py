@@ -30,8 +30,10 @@ same against the baselines best on *these* instances by the benchmark's own rule
 best, chosen on five instances, need not be), POLAR+ against each baseline, and the cache
 side's ceiling (``paging_free_ceiling``: POLAR+'s reward, its paging charged at 0, against each
 baseline's objective), and each baseline held to the same test against the others
-(``baselines_against_each_other``: what the criterion asks of any strategy). ``--rescore
-RESULT`` recomputes that part of a saved result from its per-instance figures:
+(``baselines_against_each_other``: what the criterion asks of any strategy). ``--table
+RESULT...`` prints those as docs/router.md's rows, ``--summary RESULT...`` as README's
+(beside the reported figures of the run each names), and ``--rescore RESULT`` recomputes
+that part of a saved result from its per-instance figures:
 
     python scripts/router_variants.py --arms 64 --instances 20 --family fresh --jobs 2 \
         --from-json docs/results/bench_router-linear-64-t8-ridge.json
@@ -117,11 +119,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--table", metavar="RESULT", nargs="+",
                         help="only print the markdown table of saved --from-json RESULTs' "
                              "criteria, a row each (docs/router.md's fresh-instance tables)")
+    parser.add_argument("--summary", metavar="RESULT", nargs="+",
+                        help="only print the README's routing-quality table: a row per saved "
+                             "--from-json RESULT, its run's reported figures beside its own")
     args = parser.parse_args(argv)
-    if args.rescore or args.table:
+    alone = [name for name, given in (("--rescore", args.rescore), ("--table", args.table),
+                                      ("--summary", args.summary)) if given]
+    if alone:
         if (args.arms is not None or args.variant or args.from_json or args.out
-                or (args.rescore and args.table)):
-            parser.error(f"{'--rescore' if args.rescore else '--table'} takes no other option")
+                or len(alone) > 1):
+            parser.error(f"{alone[0]} takes no other option")
         return args
     if args.arms is None:
         parser.error("--arms is required")
@@ -301,6 +308,9 @@ def main(argv=None) -> int:
     if args.table:
         print(criterion_table(args.table))
         return 0
+    if args.summary:
+        print(summary_table(args.summary))
+        return 0
     # The benchmark's own defaults (dim, noise, budget fraction, seeds), with our N and horizon
     # (and, with --from-json, the run's); quality only (the benchmark refuses its speed part
     # for the text workload).
@@ -463,6 +473,57 @@ def criterion_table(paths: list[str]) -> str:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise SystemExit(f"--table {path}: not a router_variants.py result made with "
                              f"--from-json ({exc!r})") from None
+    return "\n".join(rows)
+
+
+SUMMARY_HEADER = (
+    "| workload, N | best baseline (its prior) | POLAR+ at least it | at least the baseline it "
+    "beats least | paging s, POLAR+ / it | regret, POLAR+ / best cache-unaware | POLAR+ minus "
+    "it: objective = reward, blocking, prefetch (s) | fresh, at least the baseline it beats "
+    "least: POLAR+ / POLAR+ with paging free / POLAR | fresh: the strongest baseline at least "
+    "every other |\n" + "|---" * 9 + "|")
+
+
+def summary_table(paths: list[str]) -> str:
+    """The README's routing-quality table: per saved --from-json RESULT, a row of its run's
+    reported figures (``quality.N``: the best baseline with its tuned prior and eviction
+    policy, POLAR+'s per-instance counts, median paging, regret ratio and decomposition) and of
+    the RESULT's own fresh-instance counts (against the baseline beaten least: POLAR+, POLAR+
+    with its paging free, POLAR; the strongest baseline against its peers). The run is read
+    from the path the RESULT names, so run it from the directory the RESULT was made in."""
+    rows = [SUMMARY_HEADER]
+    for path in paths:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            verdict = data["criterion"]
+            q = json.loads(Path(data["from_json"]).read_text(encoding="utf-8")
+                           )["quality"][str(data["arms"])]
+            checks, strategies = q["checks"], q["strategies"]
+            best = checks["best_baseline"]
+            chosen = q["tuning"][best]["chosen"]
+            named = best + (f": {chosen['cache.policy']}" if "cache.policy" in chosen else "")
+            prior = chosen.get(bench.PRIOR_PATH, EdgeConfig().router.linucb.prior_reward)
+            d = checks["decomposition_vs_best_baseline"]
+            polar = verdict.get("polar_baseline_beaten_least", {}).get(
+                "polar_objective_at_least", "-")
+            rivals = verdict.get("baselines_against_each_other")
+            rivals = (f"{rivals['strongest']} {rivals['strongest_at_least']}" if rivals
+                      else "-")
+            rows.append(
+                f"| {data['workload']} {data['arms']} | {named} ({prior}) "
+                f"| {checks['polar+_objective_at_least_best_per_instance']} "
+                f"| {bench._fewest_against_any_baseline(strategies).split()[0]} "
+                f"| {strategies['polar+']['total_paging_s']:.1f} / "
+                f"{strategies[best]['total_paging_s']:.1f} "
+                f"| {checks['polar+_regret_ratio_vs_best_cache_unaware']:.2f}x "
+                f"| {d['objective']:+.1f} = {d['reward']:+.1f}, {d['blocking_paging_s']:+.1f}, "
+                f"{d['prefetch_paging_s']:+.1f} "
+                f"| {verdict['baseline_beaten_least']['polar+_objective_at_least']} / "
+                f"{verdict['paging_free_ceiling']['polar+_reward_at_least']} / {polar} "
+                f"| {rivals} |")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"--summary {path}: not a router_variants.py result made with "
+                             f"--from-json whose run can be read from here ({exc!r})") from None
     return "\n".join(rows)
 
 

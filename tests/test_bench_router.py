@@ -254,6 +254,31 @@ def test_router_variants_from_json_repeats_the_runs_tuning_objectives(bench, var
     assert row[11].endswith("%) |")
     polar = verdict["polar_baseline_beaten_least"]
     assert row[10] == f"{polar['baseline']} {polar['polar_objective_at_least']}"
+    # --summary prints the README's row: the run's reported figures beside the fresh counts.
+    assert variants.main(["--summary", str(out)]) == 0
+    row = capsys.readouterr().out.splitlines()[-1].split(" | ")
+    checks, strategies = q["checks"], q["strategies"]
+    best = checks["best_baseline"]
+    assert row[0] == "| linear 8"
+    assert row[1].startswith(best) and row[1].endswith(
+        f"({q['tuning'][best]['chosen'].get('router.linucb.prior_reward', 1.0)})")
+    assert row[2] == checks["polar+_objective_at_least_best_per_instance"]
+    plus = strategies["polar+"]["per_instance"]["objective"]
+    fewest = min(sum(p >= o for p, o in zip(plus, strategies[b]["per_instance"]["objective"],
+                                            strict=True))
+                 for b in ("greedy+lru", "linucb+lru", "linucb+best-eviction", "lints+lru"))
+    assert row[3] == f"{fewest}/1"
+    assert row[4] == (f"{strategies['polar+']['total_paging_s']:.1f} / "
+                      f"{strategies[best]['total_paging_s']:.1f}")
+    assert row[6].startswith(f"{checks['decomposition_vs_best_baseline']['objective']:+.1f} = ")
+    assert row[7] == (f"{least['polar+_objective_at_least']} / "
+                      f"{verdict['paging_free_ceiling']['polar+_reward_at_least']} / "
+                      f"{polar['polar_objective_at_least']}")
+    assert row[8] == f"{rivals['strongest']} {rivals['strongest_at_least']} |"
+    with pytest.raises(SystemExit, match="not a router_variants.py result"):
+        variants.main(["--summary", str(run)])
+    with pytest.raises(SystemExit):  # alone
+        variants.parse_args(["--summary", str(out), "--table", str(out)])
     with pytest.raises(SystemExit, match="not a router_variants.py result"):
         variants.main(["--table", str(run)])
     with pytest.raises(SystemExit):  # alone
