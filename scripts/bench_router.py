@@ -668,14 +668,14 @@ def at_least_counts(plus: list[float], others: dict[str, list[float]]) -> dict[s
             for label, objectives in others.items()}
 
 
-def _fewest_against_any_baseline(strategies: dict) -> str:
-    """'k/n (label)': the baseline POLAR+'s objective is at least in the fewest instances (from
-    the per-instance figures, so older JSONs without the count in their checks show it too)."""
+def fewest_against_any_baseline(strategies: dict) -> tuple[str, str]:
+    """The baseline POLAR+'s objective is at least in the fewest instances, and 'k/n' (from
+    the per-instance figures, so older JSONs without the count in their checks give it too)."""
     plus = strategies["polar+"]["per_instance"]["objective"]
     counts = at_least_counts(plus, {b: strategies[b]["per_instance"]["objective"]
                                     for b in baseline_labels(strategies)})
     fewest = min(counts, key=counts.get)
-    return f"{counts[fewest]}/{len(plus)} ({fewest})"
+    return fewest, f"{counts[fewest]}/{len(plus)}"
 
 
 def markdown_tables(result: dict) -> str:
@@ -692,9 +692,10 @@ def markdown_tables(result: dict) -> str:
                        f"{s['prefetch_paging_s']:.1f}) | {s['hit_ratio']:.3f} |")
         c = q["checks"]
         d = c["decomposition_vs_best_baseline"]
+        fewest, fewest_count = fewest_against_any_baseline(q["strategies"])
         verdicts.append(
             f"| {n} | {c['best_baseline']} | {c['polar+_objective_at_least_best_per_instance']} "
-            f"| {_fewest_against_any_baseline(q['strategies'])} "
+            f"| {fewest_count} ({fewest}) "
             f"| {c['polar+_paging_no_higher_per_instance']} | "
             f"{c['polar+_regret_ratio_vs_best_cache_unaware']:.3f} | "
             f"{d['objective']:+.1f} = {d['reward']:+.1f} reward, {d['blocking_paging_s']:+.1f} s "

@@ -512,7 +512,7 @@ def summary_table(paths: list[str]) -> str:
             rows.append(
                 f"| {data['workload']} {data['arms']} | {named} ({prior}) "
                 f"| {checks['polar+_objective_at_least_best_per_instance']} "
-                f"| {bench._fewest_against_any_baseline(strategies).split()[0]} "
+                f"| {bench.fewest_against_any_baseline(strategies)[1]} "
                 f"| {strategies['polar+']['total_paging_s']:.1f} / "
                 f"{strategies[best]['total_paging_s']:.1f} "
                 f"| {checks['polar+_regret_ratio_vs_best_cache_unaware']:.2f}x "
