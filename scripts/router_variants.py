@@ -111,6 +111,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="default linear (or the --from-json run's)")
     parser.add_argument("--horizon", type=int, default=None,
                         help="default 20000 (or the --from-json run's)")
+    parser.add_argument("--learner-routes", action="store_true",
+                        help="with --from-json: POLAR+ at the benchmark's learner-routes "
+                             "settings (the run's bounds reference's routes, POLAR+'s cache "
+                             "side: bench_router.learner_routes_settings) instead of its chosen "
+                             "ones, for runs made before that stage")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", help="write the results as JSON here too")
     parser.add_argument("--rescore", metavar="RESULT",
@@ -133,6 +138,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.arms is None:
         parser.error("--arms is required")
     args.run = None
+    if args.learner_routes and not args.from_json:
+        parser.error("--learner-routes needs --from-json (it takes the run's settings)")
     if args.from_json:
         args.run = _load_run(parser, args)
     args.workload = args.workload or "linear"
@@ -167,11 +174,18 @@ def _load_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict
     learners = [label for label in bench.STRATEGIES
                 if label not in bench.REFERENCES and label in entry["tuning"]]
     order = [checks["best_baseline"]] + [b for b in learners if b != checks["best_baseline"]]
-    args.variant = [(label, label, entry["tuning"][label]["chosen"]) for label in order] \
-        + args.variant
+    chosen = {label: entry["tuning"][label]["chosen"] for label in order}
+    if args.learner_routes:
+        reference = entry["tuning"]["polar+"].get("bounds", {}).get("reference")
+        if reference is None:
+            parser.error(f"--learner-routes: the --from-json run's POLAR+ at N = {args.arms} "
+                         "was tuned without bounds (--objective-only): no reference baseline")
+        chosen["polar+"] = bench.learner_routes_settings(reference, chosen[reference])
+    args.variant = [(label, label, chosen[label]) for label in order] + args.variant
     return {"path": args.from_json, "seed": inputs["seed"], "tune_seed": inputs["tune_seed"],
             "dim": inputs["dim"], "budget_fraction": inputs["budget_fraction"],
-            "noise": inputs["noise"], "best_baseline": checks["best_baseline"],
+            "noise": inputs["noise"], "learner_routes": args.learner_routes,
+            "best_baseline": checks["best_baseline"],
             "best_cache_unaware_baseline": checks["best_cache_unaware_baseline"]}
 
 
@@ -361,6 +375,7 @@ def main(argv=None) -> int:
         result = {"benchmark": "router_variants", "arms": args.arms,
                   "workload": args.workload, "horizon": args.horizon, "family": args.family,
                   "from_json": args.run["path"] if args.run else None,
+                  "learner_routes": bool(args.run and args.run["learner_routes"]),
                   "seeds": seeds,
                   "criterion": verdict,
                   "variants": {name: {"strategy": label, "settings": settings,

@@ -56,6 +56,8 @@ def test_the_json_names_the_seed_split_and_every_chosen_value(bench, tmp_path, c
     defaults = bench.parse_args([])
     for label in bench.STRATEGIES:
         chosen = q["tuning"][label]["chosen"]
+        if label == "polar+" and q["tuning"][label]["learner_routes"]["taken"]:
+            continue  # the learner-routes stage's settings: test_learner_routes_stage
         stages = bench.strategy_stages(label, defaults)  # POLAR+'s joint epoch stage included
         offered: dict[str, set] = {}  # each setting's values over every stage that sets it
         for path, choices in stages:
@@ -598,3 +600,51 @@ def test_every_strategy_is_scored_at_the_benchmarks_lambda(bench):
                            PagingCostModel(), EdgeConfig(), 0)
     assert r["total_paging_s"] > 0
     assert r["objective"] == pytest.approx(r["reward"] - 1.0 * r["total_paging_s"])
+
+
+def test_learner_routes_settings_copy_the_reference_learner_and_add_polar_plus_cache_side(bench):
+    chosen = {"router.linucb.alpha": 0.02, "router.linucb.ridge_lambda": 0.5,
+              "router.linucb.prior_reward": 0.9}
+    lints = bench.learner_routes_settings("lints+lru", chosen)
+    assert lints == {**chosen, "router.linucb.exploration": "thompson", **bench.LEARNER_ROUTES}
+    # Greedy's alpha is its label's (0), not a tuned one; the baseline's eviction policy is
+    # replaced by the demand policy.
+    greedy = bench.learner_routes_settings("greedy+lru", {"router.linucb.ridge_lambda": 0.1})
+    assert greedy == {"router.linucb.ridge_lambda": 0.1, "router.linucb.alpha": 0.0,
+                      **bench.LEARNER_ROUTES}
+    best = bench.learner_routes_settings("linucb+best-eviction",
+                                         {**chosen, "cache.policy": "s3fifo"})
+    assert best == {**chosen, **bench.LEARNER_ROUTES}
+    assert bench.LEARNER_ROUTES["cache.policy"] == "demand"
+    assert bench.LEARNER_ROUTES["router.polar.paging_weight"] == 0.0
+    assert bench.LEARNER_ROUTES["router.polar.prefetch_plan"] is False
+
+
+def test_learner_routes_stage(bench, tmp_path):
+    assert bench.parse_args([]).learner_routes
+    out = tmp_path / "l.json"
+    bench.main(["--arms", "8", "--dim", "8", "--horizon", "300", "--quality-repeats", "1",
+                "--tune-instances", "3", "--skip-speed", "--no-tune-prior", "--no-tune-ridge",
+                "--out", str(out)])
+    tuning = json.loads(out.read_text())["quality"]["8"]["tuning"]
+    plus = tuning["polar+"]
+    reference = plus["bounds"]["reference"]
+    routes = plus["learner_routes"]
+    assert routes["settings"] == bench.learner_routes_settings(reference,
+                                                               tuning[reference]["chosen"])
+    tried = {json.dumps(t["settings"], sort_keys=True): t for t in plus["tried"]}
+    candidate = tried[json.dumps(routes["settings"], sort_keys=True)]
+    # It routes exactly as the reference: the same regret on every tuning instance (the median
+    # is kept; the objectives differ by the paging alone).
+    assert candidate["median_regret"] == tuning[reference]["tuning_median_regret"]
+    # Its count, recomputed from the per-instance objectives against the reference's.
+    ref = tuning[reference]["tuning_objectives"]
+    count = sum(o >= r for o, r in zip(candidate["objectives"], ref, strict=True))
+    assert routes["count_of_routes"] == [candidate["within_bounds"], count,
+                                         candidate["mean_objective"]]
+    assert routes["taken"] == (routes["count_of_routes"] > routes["count_of_search"])
+    assert (plus["chosen"] == routes["settings"]) == routes["taken"]
+    bench.main(["--arms", "8", "--dim", "8", "--horizon", "300", "--quality-repeats", "1",
+                "--tune-instances", "1", "--skip-speed", "--no-tune-prior", "--no-tune-ridge",
+                "--no-learner-routes", "--out", str(out)])
+    assert "learner_routes" not in json.loads(out.read_text())["quality"]["8"]["tuning"]["polar+"]

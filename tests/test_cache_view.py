@@ -11,7 +11,7 @@ from edge.cache import CacheView, PagedCache
 from edge.errors import EdgeError
 
 API = {"budget", "now", "key_of_slot", "slot_of", "is_pinned", "size_of", "free_bytes",
-       "lru_victim_slot", "load_cost", "candidates", "decision_inputs", "features",
+       "lru_victim_slot", "load_cost", "demand_of", "candidates", "decision_inputs", "features",
        "feature_names"}
 
 

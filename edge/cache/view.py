@@ -81,6 +81,9 @@ class PagedCacheView:
         self.key_of_slot(slot)  # a KeyError for a free slot, as everywhere else here
         return self._index.slot_info(slot).load_cost
 
+    def demand_of(self, key: Hashable) -> float:
+        return self._cache._demand.get(key, 0.0)
+
     def candidates(self, k_lru: int, k_sample: int, k_mru: int = 0) -> np.ndarray:
         if k_lru < 0 or k_sample < 0 or k_mru < 0:
             raise ValueError(f"k_lru, k_sample and k_mru must be >= 0, got {k_lru}, {k_sample}, "

@@ -144,6 +144,12 @@ class PolarConfig:
     # expected re-paging cost of the residents it would evict, cheapest first (docs/router.md).
     # Needs a budget; False charges only its own page-in.
     charge_eviction: bool = True
+    # What an epoch's plan does in Runtime. True: the planned resident set is prefetched and
+    # residents outside it are discarded as far as the planned ones need room. False: the plan
+    # only hands its demand estimate to the cache (PagedCache.set_demand), whose eviction
+    # policy decides; the `demand` policy evicts by it. Prefetched bytes are paging too: with
+    # the charge at 0 the plan's prefetches cost more than they saved (docs/router.md).
+    prefetch_plan: bool = True
 
     def __post_init__(self) -> None:
         _check_finite("paging_weight", self.paging_weight)

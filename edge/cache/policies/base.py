@@ -60,6 +60,11 @@ class CacheView(Protocol):
     def load_cost(self, slot: int) -> float:
         """The load cost recorded at insert (the loader's, else the measured seconds)."""
 
+    def demand_of(self, key: Hashable) -> float:
+        """The router's demand estimate for ``key`` as the cache was last given it
+        (``PagedCache.set_demand``: the share of the router's recent requests that ``key`` is
+        the best adapter for); 0 for a key left out of it, and for every key without a router."""
+
     def candidates(self, k_lru: int, k_sample: int, k_mru: int = 0) -> np.ndarray:
         """Eviction candidates for a learned policy, as int32 slots: the ``k_lru`` least-
         recently-used unpinned ones (LRU end first), then those of the ``k_mru`` most recently
