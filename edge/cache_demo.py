@@ -13,7 +13,7 @@ import time
 import click
 import numpy as np
 
-from edge.cache import policy_names
+from edge.cache.policies import policy_class, policy_names
 from edge.paging_cost import PagingCostModel
 from edge.schema import approx_bytes
 from edge.sim.generate import LognormalSize, scan_bursts
@@ -47,7 +47,8 @@ def cache_demo(n_requests: int, seed: int) -> None:
                f"[seed {seed}]")
     click.echo(f"paging cost model: {profile.cold_latency_s * 1e6:.0f} us + "
                f"{profile.cold_bandwidth_bytes_per_s / 1e9:.1f} GB/s per load\n")
-    policies = policy_names()
+    # No router here: a policy ranking by its demand estimate would only repeat another's row.
+    policies = [name for name in policy_names() if not policy_class(name).needs_router]
     for fraction in (0.05, 0.20):
         budget = int(catalogue_bytes * fraction)
         started = time.perf_counter()

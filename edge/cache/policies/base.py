@@ -103,6 +103,9 @@ class EvictionPolicy(ABC):
 
     name: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
+    # Ranks by the router's demand estimate (CacheView.demand_of): without a router it has none
+    # and is another policy (`demand` is LRU), so trace replays without one leave it out.
+    needs_router: ClassVar[bool] = False
 
     def __init__(self, params: Any = None) -> None:
         self.params = params if params is not None else self.Params()

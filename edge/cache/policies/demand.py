@@ -26,6 +26,7 @@ from edge.cache.policies.registry import register_policy
 @register_policy
 class DemandPolicy(EvictionPolicy):
     name = "demand"
+    needs_router = True
 
     def __init__(self, params=None) -> None:
         super().__init__(params)
