@@ -418,8 +418,8 @@ def test_epoch_stage_is_polar_plus_default_and_can_be_left_out(bench, tmp_path):
         ["--no-tune-ridge", "--no-tune-prior"])) == bench.STRATEGIES["polar"][1]
     out = tmp_path / "e.json"
     bench.main(["--arms", "8", "--dim", "8", "--horizon", "200", "--quality-repeats", "1",
-                "--tune-instances", "1", "--skip-speed", "--out", str(out)])
-    data = json.loads(out.read_text())
+                "--tune-instances", "1", "--skip-speed", "--no-learner-routes", "--out", str(out)])
+    data = json.loads(out.read_text())  # (the learner-routes stage: test_learner_routes_stage)
     assert data["inputs"]["tune_epochs"] is True
     chosen = data["quality"]["8"]["tuning"]["polar+"]["chosen"]
     assert chosen["router.polar.max_epoch_length"] in (16384, 256)
@@ -535,7 +535,7 @@ def test_polar_plus_search_prefers_settings_within_the_bounds(bench, monkeypatch
                  "regret": 400 * weight, "total_paging_s": 10.0} for _ in tasks]
 
     monkeypatch.setattr(bench, "run_many", fake_run_many)
-    args = bench.parse_args([])
+    args = bench.parse_args(["--no-learner-routes"])  # the search alone
     bounded = bench.tune_strategy("polar+", 8, [1, 2], args, None, None,
                                   {"regret_cap": 100.0, "paging_cap_s": 10.0})
     assert bounded["chosen"]["router.polar.paging_weight"] == 0.25
@@ -566,7 +566,7 @@ def test_polar_plus_bounds_stage_searches_weight_alpha_and_forced_rounds_togethe
                 for _ in tasks]
 
     monkeypatch.setattr(bench, "run_many", fake_run_many)
-    args = bench.parse_args([])
+    args = bench.parse_args(["--no-learner-routes"])  # the search alone
     tuned = bench.tune_strategy("polar+", 8, [1, 2], args, None, None,
                                 {"regret_cap": 100.0, "paging_cap_s": 10.0})
     # The corner within the cap with the best objective: weight 0.5, alpha 0, no forced rounds.
@@ -648,3 +648,56 @@ def test_learner_routes_stage(bench, tmp_path):
                 "--tune-instances", "1", "--skip-speed", "--no-tune-prior", "--no-tune-ridge",
                 "--no-learner-routes", "--out", str(out)])
     assert "learner_routes" not in json.loads(out.read_text())["quality"]["8"]["tuning"]["polar+"]
+
+
+def test_router_variants_learner_routes_replays_polar_plus_on_the_references_routes(
+        bench, variants, tmp_path):
+    run = tmp_path / "b.json"
+    bench.main(["--arms", "8", "--dim", "8", "--horizon", "200", "--quality-repeats", "1",
+                "--tune-instances", "2", "--skip-speed", "--no-tune-prior", "--no-tune-ridge",
+                "--no-learner-routes", "--out", str(run)])
+    q = json.loads(run.read_text())["quality"]["8"]
+    reference = q["tuning"]["polar+"]["bounds"]["reference"]
+    out = tmp_path / "v.json"
+    variants.main(["--arms", "8", "--instances", "2", "--from-json", str(run),
+                   "--learner-routes", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["learner_routes"] is True
+    plus = data["variants"]["polar+"]
+    assert plus["settings"] == bench.learner_routes_settings(reference,
+                                                             q["tuning"][reference]["chosen"])
+    assert plus["settings"] != q["tuning"]["polar+"]["chosen"]
+    # The reference's routes: its regret on each instance, to the digit.
+    assert [r["regret"] for r in plus["per_instance"]] == [
+        r["regret"] for r in data["variants"][reference]["per_instance"]]
+    with pytest.raises(SystemExit):
+        variants.parse_args(["--arms", "8", "--learner-routes", "--variant", "g=greedy+lru"])
+
+
+def test_learner_routes_stage_takes_the_count_not_the_mean(bench, monkeypatch):
+    # Made-up measurements against a reference at 100 on both tuning instances: every searched
+    # setting scores 90 and 150 (mean 120, at least the reference once), the learner's routes
+    # 101 and 101 (mean 101, twice). The stage takes the routes: the issue counts instances.
+    routes_regret = {"value": 10.0}
+
+    def fake_run_many(tasks, args):
+        if tasks[0][1].get("router.polar.prefetch_plan") is False:
+            return [{"objective": 101.0, "regret": routes_regret["value"],
+                     "total_paging_s": 1.0} for _ in tasks]
+        return [{"objective": o, "regret": 10.0, "total_paging_s": 1.0} for o in (90.0, 150.0)]
+
+    monkeypatch.setattr(bench, "run_many", fake_run_many)
+    chosen = {"router.linucb.alpha": 0.02, "router.linucb.ridge_lambda": 0.5}
+    bounds = {"reference": "lints+lru", "reference_chosen": chosen,
+              "reference_objectives": [100.0, 100.0], "regret_cap": 11.0, "paging_cap_s": 1.0}
+    tuned = bench.tune_strategy("polar+", 8, [1, 2], bench.parse_args([]), None, None, bounds)
+    routes = tuned["learner_routes"]
+    assert routes["count_of_search"] == [True, 1, 120.0]
+    assert routes["count_of_routes"] == [True, 2, 101.0]
+    assert routes["taken"] and tuned["chosen"] == bench.learner_routes_settings("lints+lru",
+                                                                                 chosen)
+    # Outside the bounds (its regret over the cap), the routes lose to a search within them.
+    routes_regret["value"] = 12.0
+    tuned = bench.tune_strategy("polar+", 8, [1, 2], bench.parse_args([]), None, None, bounds)
+    assert tuned["learner_routes"]["taken"] is False
+    assert tuned["chosen"] != bench.learner_routes_settings("lints+lru", chosen)
