@@ -127,9 +127,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--summary", metavar="RESULT", nargs="+",
                         help="only print the README's routing-quality table: a row per saved "
                              "--from-json RESULT, its run's reported figures beside its own")
+    parser.add_argument("--routes-table", metavar="RESULT", nargs="+",
+                        help="only print docs/router.md's table of saved --learner-routes "
+                             "RESULTs: POLAR+ against the baseline whose routes it takes, the "
+                             "run's best and the baseline it beats least, ties shown")
     args = parser.parse_args(argv)
     alone = [name for name, given in (("--rescore", args.rescore), ("--table", args.table),
-                                      ("--summary", args.summary)) if given]
+                                      ("--summary", args.summary),
+                                      ("--routes-table", args.routes_table)) if given]
     if alone:
         if (args.arms is not None or args.variant or args.from_json or args.out
                 or len(alone) > 1):
@@ -181,10 +186,12 @@ def _load_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict
             parser.error(f"--learner-routes: the --from-json run's POLAR+ at N = {args.arms} "
                          "was tuned without bounds (--objective-only): no reference baseline")
         chosen["polar+"] = bench.learner_routes_settings(reference, chosen[reference])
+    args.routes_reference = reference if args.learner_routes else None
     args.variant = [(label, label, chosen[label]) for label in order] + args.variant
     return {"path": args.from_json, "seed": inputs["seed"], "tune_seed": inputs["tune_seed"],
             "dim": inputs["dim"], "budget_fraction": inputs["budget_fraction"],
             "noise": inputs["noise"], "learner_routes": args.learner_routes,
+            "routes_reference": args.routes_reference,
             "best_baseline": checks["best_baseline"],
             "best_cache_unaware_baseline": checks["best_cache_unaware_baseline"]}
 
@@ -229,6 +236,14 @@ def criterion(runs: dict[str, list[dict]], run: dict) -> dict:
         runs, max(baselines, key=median_objective), max(unaware, key=median_objective))
     verdict["polar+_objective_at_least_each_baseline"], verdict["baseline_beaten_least"] = (
         _learner_against_baselines("polar+", runs, baselines))
+    # Ties count as "at least": how many are ties (a cache side that evicts what the baseline's
+    # policy does gives the baseline's objective to the digit).
+    plus = runs["polar+"]
+    verdict["polar+_objective_equal_each_baseline"] = {
+        b: f"{sum(p['objective'] == r['objective'] for p, r in zip(plus, runs[b], strict=True))}"
+           f"/{len(plus)}" for b in baselines}
+    if run.get("routes_reference"):
+        verdict["routes_reference"] = against_routes_reference(runs, run["routes_reference"])
     verdict["paging_free_ceiling"] = paging_free_ceiling(runs, baselines)
     verdict["baselines_against_each_other"] = baselines_against_each_other(runs, baselines)
     if "polar" in runs:
@@ -239,6 +254,20 @@ def criterion(runs: dict[str, list[dict]], run: dict) -> dict:
          verdict["polar_baseline_beaten_least"]) = _learner_against_baselines(
             "polar", runs, baselines)
     return verdict
+
+
+def against_routes_reference(runs: dict[str, list[dict]], reference: str) -> dict:
+    """POLAR+ at the learner-routes settings against the baseline whose routes it takes
+    (``--learner-routes``): the same routes, so the same reward and regret on every instance
+    (``same_regret`` counts it), and each instance decided by the paging alone: above, equal
+    (the demand order evicted what the baseline's own policy did) or below it."""
+    pairs = list(zip(runs["polar+"], runs[reference], strict=True))
+    return {"baseline": reference, "instances": len(pairs),
+            "same_regret": sum(p["regret"] == r["regret"] for p, r in pairs),
+            "above": sum(p["objective"] > r["objective"] for p, r in pairs),
+            "equal": sum(p["objective"] == r["objective"] for p, r in pairs),
+            "below": sum(p["objective"] < r["objective"] for p, r in pairs),
+            "paging_lower": sum(p["total_paging_s"] < r["total_paging_s"] for p, r in pairs)}
 
 
 def _learner_against_baselines(learner: str, runs: dict[str, list[dict]],
@@ -324,6 +353,9 @@ def main(argv=None) -> int:
         return 0
     if args.summary:
         print(summary_table(args.summary))
+        return 0
+    if args.routes_table:
+        print(routes_table(args.routes_table))
         return 0
     # The benchmark's own defaults (dim, noise, budget fraction, seeds), with our N and horizon
     # (and, with --from-json, the run's); quality only (the benchmark refuses its speed part
@@ -440,6 +472,10 @@ def rescore(path: str) -> int:
         raise SystemExit(f"--rescore {path}: its run {data['from_json']} cannot be read "
                          f"({exc!r}); run from the directory the result was made in") from None
     runs = {name: v["per_instance"] for name, v in data["variants"].items()}
+    if data.get("learner_routes"):
+        checks = {**checks, "routes_reference": json.loads(Path(data["from_json"]).read_text(
+            encoding="utf-8"))["quality"][str(data["arms"])]["tuning"]["polar+"]["bounds"][
+                "reference"]}
     data["criterion"] = criterion(runs, checks)
     print_criterion(data["criterion"], len(data["seeds"]))
     write_atomic(path, json.dumps(data, indent=2).encode())
@@ -488,6 +524,38 @@ def criterion_table(paths: list[str]) -> str:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise SystemExit(f"--table {path}: not a router_variants.py result made with "
                              f"--from-json ({exc!r})") from None
+    return "\n".join(rows)
+
+
+ROUTES_HEADER = (
+    "| workload, N | POLAR+ takes the routes of | same regret | POLAR+ above / equal / below it "
+    "| paging lower | run's best: POLAR+ >= it | the baseline POLAR+ beats least (of which "
+    "equal) | 4 of 5 at that rate |\n" + "|---" * 8 + "|")
+
+
+def routes_table(paths: list[str]) -> str:
+    """docs/router.md's table of saved ``--learner-routes`` results, a row each: POLAR+ against
+    the baseline whose routes it takes (above, equal, below; paging lower), then against the
+    run's best baseline and the baseline it beats least, ties shown (they count as "at least")."""
+    rows = [ROUTES_HEADER]
+    for path in paths:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            verdict = data["criterion"]
+            ref, least = verdict["routes_reference"], verdict["baseline_beaten_least"]
+            n = ref["instances"]
+            equal = verdict["polar+_objective_equal_each_baseline"][least["baseline"]]
+            equal = equal.split("/")[0]
+            rows.append(
+                f"| {data['workload']} {data['arms']} | {ref['baseline']} "
+                f"| {ref['same_regret']}/{n} | {ref['above']} / {ref['equal']} / {ref['below']} "
+                f"| {ref['paging_lower']}/{n} "
+                f"| {verdict['best_baseline']} {verdict['polar+_objective_at_least_best']} "
+                f"| {least['baseline']} {least['polar+_objective_at_least']} ({equal}) "
+                f"| {least['chance_of_4_of_5_at_this_rate']:.0%} |")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"--routes-table {path}: not a router_variants.py result made with "
+                             f"--from-json --learner-routes ({exc!r})") from None
     return "\n".join(rows)
 
 

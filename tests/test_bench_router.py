@@ -651,7 +651,7 @@ def test_learner_routes_stage(bench, tmp_path):
 
 
 def test_router_variants_learner_routes_replays_polar_plus_on_the_references_routes(
-        bench, variants, tmp_path):
+        bench, variants, tmp_path, capsys):
     run = tmp_path / "b.json"
     bench.main(["--arms", "8", "--dim", "8", "--horizon", "200", "--quality-repeats", "1",
                 "--tune-instances", "2", "--skip-speed", "--no-tune-prior", "--no-tune-ridge",
@@ -668,8 +668,38 @@ def test_router_variants_learner_routes_replays_polar_plus_on_the_references_rou
                                                              q["tuning"][reference]["chosen"])
     assert plus["settings"] != q["tuning"]["polar+"]["chosen"]
     # The reference's routes: its regret on each instance, to the digit.
-    assert [r["regret"] for r in plus["per_instance"]] == [
-        r["regret"] for r in data["variants"][reference]["per_instance"]]
+    ref = data["variants"][reference]["per_instance"]
+    assert [r["regret"] for r in plus["per_instance"]] == [r["regret"] for r in ref]
+    # Against that baseline each instance is decided by the paging alone: counted by hand.
+    pairs = list(zip(plus["per_instance"], ref, strict=True))
+    verdict = data["criterion"]
+    assert verdict["routes_reference"] == {
+        "baseline": reference, "instances": 2, "same_regret": 2,
+        "above": sum(p["objective"] > r["objective"] for p, r in pairs),
+        "equal": sum(p["objective"] == r["objective"] for p, r in pairs),
+        "below": sum(p["objective"] < r["objective"] for p, r in pairs),
+        "paging_lower": sum(p["total_paging_s"] < r["total_paging_s"] for p, r in pairs)}
+    for b, equal in verdict["polar+_objective_equal_each_baseline"].items():
+        others = data["variants"][b]["per_instance"]
+        ties = sum(p["objective"] == o["objective"]
+                   for p, o in zip(plus["per_instance"], others, strict=True))
+        assert equal == f"{ties}/2"
+    # --rescore keeps the reference (read back from the run), --routes-table prints it.
+    saved = json.loads(out.read_text())
+    saved["criterion"] = None
+    out.write_text(json.dumps(saved))
+    assert variants.main(["--rescore", str(out)]) == 0
+    assert json.loads(out.read_text()) == data
+    capsys.readouterr()
+    assert variants.main(["--routes-table", str(out)]) == 0
+    row = capsys.readouterr().out.splitlines()[-1].split(" | ")
+    routes, least = verdict["routes_reference"], verdict["baseline_beaten_least"]
+    assert row[0] == "| linear 8" and row[1] == reference and row[2] == "2/2"
+    assert row[3] == f"{routes['above']} / {routes['equal']} / {routes['below']}"
+    equal = verdict["polar+_objective_equal_each_baseline"][least["baseline"]].split("/")[0]
+    assert row[6] == f"{least['baseline']} {least['polar+_objective_at_least']} ({equal})"
+    with pytest.raises(SystemExit, match="not a router_variants.py result"):
+        variants.main(["--routes-table", str(run)])
     with pytest.raises(SystemExit):
         variants.parse_args(["--arms", "8", "--learner-routes", "--variant", "g=greedy+lru"])
 
