@@ -91,6 +91,8 @@ def test_a_plan_prefetches_or_only_hands_its_demand_to_the_cache(prefetch_plan):
         assert sum(rt.cache.demand().values()) == pytest.approx(1.0)
         prefetched = rt.cache.stats().prefetches
         assert (prefetched > 0) if prefetch_plan else (prefetched == 0)
+        # Without prefetching the controller measures the shares and plans no set.
+        assert (rt.router.polar.plan() != []) if prefetch_plan else (rt.router.polar.plan() == [])
 
 
 def test_polar_plus_at_paging_weight_0_routes_as_the_cache_unaware_learner():

@@ -91,6 +91,29 @@ def test_batched_scores_equal_single_scores():
         np.testing.assert_allclose(bonus[i], b1, atol=1e-12)
 
 
+def test_batched_scores_at_alpha_0_equal_single_scores_without_the_quadratic_forms():
+    # At alpha 0 the batch skips the quadratic forms (its bonus is 0 whatever they are): the
+    # same figures as one context at a time, and the means as at any alpha.
+    rng = np.random.default_rng(5)
+    d = 12
+    greedy = LinUCB(d, LinUCBConfig(alpha=0.0), np.random.default_rng(0),
+                    [f"a{i}" for i in range(5)])
+    wide = LinUCB(d, LinUCBConfig(alpha=0.5), np.random.default_rng(0),
+                  [f"a{i}" for i in range(5)])
+    for x in _unit_rows(rng, 200, d):
+        arm, reward = f"a{rng.integers(5)}", rng.uniform()
+        greedy.update(arm, x, reward)
+        wide.update(arm, x, reward)
+    probe = _unit_rows(rng, 40, d)
+    mean, bonus = greedy.mean_and_bonus_batch(probe)
+    assert not bonus.any() and bonus.shape == mean.shape == (40, 5)
+    np.testing.assert_array_equal(mean, wide.mean_and_bonus_batch(probe)[0])
+    for i in (0, 39):
+        m1, b1 = greedy.mean_and_bonus(probe[i])
+        np.testing.assert_allclose(mean[i], m1, atol=1e-12)
+        assert not np.any(b1)
+
+
 def test_arms_added_and_removed_at_run_time_keep_the_others_state():
     rng = np.random.default_rng(4)
     d = 6

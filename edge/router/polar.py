@@ -285,7 +285,9 @@ class PolarRouter:
         return self._window[: self._window_filled].copy()
 
     def plan(self) -> Optional[list[str]]:
-        """The resident set for the next epoch (arm ids, priority order); None without budget."""
+        """The resident set for the next epoch (arm ids, priority order); None without budget.
+        Empty with ``prefetch_plan: false``: nothing will be prefetched, so only the demand
+        shares are measured (the planner's greedy passes are most of a plan's time)."""
         if self.budget_bytes is None or self.linucb.n_arms == 0:
             return None
         contexts = self._window[: self._window_filled]
@@ -295,6 +297,8 @@ class PolarRouter:
             best = utility.argmax(axis=1)
             self._share = np.bincount(best, minlength=self.linucb.n_arms) / len(contexts)
             self._charge_memo = None
+        if not self.config.prefetch_plan:
+            return []
         chosen = plan_resident_set(utility, self._penalty, self._sizes, self.budget_bytes)
         ids = self.linucb.arm_ids
         return [ids[i] for i in chosen]
