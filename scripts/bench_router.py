@@ -152,8 +152,8 @@ PRIOR_GRID = (1.0, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
 # handing the router's demand to the `demand` eviction policy instead of prefetching, every 64
 # requests from the last 512 contexts (a fresh estimate: over 256-request epochs and 1,024
 # contexts it paged less than S3-FIFO in 8 of 16 tuning instances at text N = 64, over these
-# in 12; summed over five sizes the most instances at least the reference, with 64 / 256, and
-# the least paging: docs/router.md). Kept by the issue's own count on the tuning instances
+# in 12; over five sizes tied with 64 / 256 for the most instances at least the reference, and
+# the least paging in all: docs/router.md). Kept by the issue's own count on the tuning instances
 # (instances at least the reference), not by the mean: on the tuning family at linear N = 256
 # it paged less than the baseline's S3-FIFO on 8 of 8 instances at an equal reward, where every
 # searched setting was level with it on about half (docs/router.md, "Routing as the learner
