@@ -491,40 +491,47 @@ TABLE_HEADER = (
     + "|---" * 12 + "|")
 
 
+def _table(paths: list[str], option: str, made_with: str, header: str, row) -> str:
+    """``header`` and a row per saved result, ``row(data, verdict)``; a result it cannot read
+    (or that lacks what the row needs) is a SystemExit naming ``option``, the path and why."""
+    rows = [header]
+    for path in paths:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            rows.append(row(data, data["criterion"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"{option} {path}: not a router_variants.py result made with "
+                             f"{made_with} ({exc!r})") from None
+    return "\n".join(rows)
+
+
 def criterion_table(paths: list[str]) -> str:
     """The markdown table of saved --from-json results' criteria, one row per result, in the
     order given: POLAR+ against the run's best baseline, the best on these instances, the
     baseline it beats least and, with its paging free, every baseline; then POLAR against the
     baseline it beats least, and the strongest baseline against the other baselines ("-" in a
     result saved before either count)."""
-    rows = [TABLE_HEADER]
-    for path in paths:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-            verdict = data["criterion"]
-            here, least = verdict["on_these_instances"], verdict["baseline_beaten_least"]
-            ceiling = verdict["paging_free_ceiling"]
-            polar = verdict.get("polar_baseline_beaten_least")
-            polar = (f"{polar['baseline']} {polar['polar_objective_at_least']}" if polar
-                     else "-")
-            rivals = verdict.get("baselines_against_each_other")
-            rivals = (f"{rivals['strongest']} {rivals['strongest_at_least']} "
-                      f"({rivals['chance_of_4_of_5_at_this_rate']:.0%})" if rivals else "-")
-            rows.append(
-                f"| {data['workload']} {data['arms']} "
-                f"| {verdict['best_baseline']} {verdict['polar+_objective_at_least_best']} "
-                f"| {here['best_baseline']} | {here['polar+_objective_at_least_best']} "
-                f"| {here['polar+_paging_no_higher']} "
-                f"| {here['median_objective_difference']:+.1f} "
-                f"| {here['regret_ratio_vs_best_cache_unaware']:.2f}x "
-                f"| {least['baseline']} {least['polar+_objective_at_least']} "
-                f"| {least['chance_of_4_of_5_at_this_rate']:.0%} "
-                f"| {ceiling['polar+_reward_at_least']} "
-                f"({ceiling['chance_of_4_of_5_at_this_rate']:.0%}) | {polar} | {rivals} |")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SystemExit(f"--table {path}: not a router_variants.py result made with "
-                             f"--from-json ({exc!r})") from None
-    return "\n".join(rows)
+    return _table(paths, "--table", "--from-json", TABLE_HEADER, _criterion_row)
+
+
+def _criterion_row(data: dict, verdict: dict) -> str:
+    here, least = verdict["on_these_instances"], verdict["baseline_beaten_least"]
+    ceiling = verdict["paging_free_ceiling"]
+    polar = verdict.get("polar_baseline_beaten_least")
+    polar = f"{polar['baseline']} {polar['polar_objective_at_least']}" if polar else "-"
+    rivals = verdict.get("baselines_against_each_other")
+    rivals = (f"{rivals['strongest']} {rivals['strongest_at_least']} "
+              f"({rivals['chance_of_4_of_5_at_this_rate']:.0%})" if rivals else "-")
+    return (f"| {data['workload']} {data['arms']} "
+            f"| {verdict['best_baseline']} {verdict['polar+_objective_at_least_best']} "
+            f"| {here['best_baseline']} | {here['polar+_objective_at_least_best']} "
+            f"| {here['polar+_paging_no_higher']} "
+            f"| {here['median_objective_difference']:+.1f} "
+            f"| {here['regret_ratio_vs_best_cache_unaware']:.2f}x "
+            f"| {least['baseline']} {least['polar+_objective_at_least']} "
+            f"| {least['chance_of_4_of_5_at_this_rate']:.0%} "
+            f"| {ceiling['polar+_reward_at_least']} "
+            f"({ceiling['chance_of_4_of_5_at_this_rate']:.0%}) | {polar} | {rivals} |")
 
 
 ROUTES_HEADER = (
@@ -537,26 +544,20 @@ def routes_table(paths: list[str]) -> str:
     """docs/router.md's table of saved ``--learner-routes`` results, a row each: POLAR+ against
     the baseline whose routes it takes (above, equal, below; paging lower), then against the
     run's best baseline and the baseline it beats least, ties shown (they count as "at least")."""
-    rows = [ROUTES_HEADER]
-    for path in paths:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-            verdict = data["criterion"]
-            ref, least = verdict["routes_reference"], verdict["baseline_beaten_least"]
-            n = ref["instances"]
-            equal = verdict["polar+_objective_equal_each_baseline"][least["baseline"]]
-            equal = equal.split("/")[0]
-            rows.append(
-                f"| {data['workload']} {data['arms']} | {ref['baseline']} "
-                f"| {ref['same_regret']}/{n} | {ref['above']} / {ref['equal']} / {ref['below']} "
-                f"| {ref['paging_lower']}/{n} "
-                f"| {verdict['best_baseline']} {verdict['polar+_objective_at_least_best']} "
-                f"| {least['baseline']} {least['polar+_objective_at_least']} ({equal}) "
-                f"| {least['chance_of_4_of_5_at_this_rate']:.0%} |")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SystemExit(f"--routes-table {path}: not a router_variants.py result made with "
-                             f"--from-json --learner-routes ({exc!r})") from None
-    return "\n".join(rows)
+    return _table(paths, "--routes-table", "--from-json --learner-routes", ROUTES_HEADER,
+                  _routes_row)
+
+
+def _routes_row(data: dict, verdict: dict) -> str:
+    ref, least = verdict["routes_reference"], verdict["baseline_beaten_least"]
+    n = ref["instances"]
+    equal = verdict["polar+_objective_equal_each_baseline"][least["baseline"]].split("/")[0]
+    return (f"| {data['workload']} {data['arms']} | {ref['baseline']} "
+            f"| {ref['same_regret']}/{n} | {ref['above']} / {ref['equal']} / {ref['below']} "
+            f"| {ref['paging_lower']}/{n} "
+            f"| {verdict['best_baseline']} {verdict['polar+_objective_at_least_best']} "
+            f"| {least['baseline']} {least['polar+_objective_at_least']} ({equal}) "
+            f"| {least['chance_of_4_of_5_at_this_rate']:.0%} |")
 
 
 SUMMARY_HEADER = (
@@ -574,40 +575,33 @@ def summary_table(paths: list[str]) -> str:
     the RESULT's own fresh-instance counts (against the baseline beaten least: POLAR+, POLAR+
     with its paging free, POLAR; the strongest baseline against its peers). The run is read
     from the path the RESULT names, so run it from the directory the RESULT was made in."""
-    rows = [SUMMARY_HEADER]
-    for path in paths:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-            verdict = data["criterion"]
-            q = json.loads(Path(data["from_json"]).read_text(encoding="utf-8")
-                           )["quality"][str(data["arms"])]
-            checks, strategies = q["checks"], q["strategies"]
-            best = checks["best_baseline"]
-            chosen = q["tuning"][best]["chosen"]
-            named = best + (f": {chosen['cache.policy']}" if "cache.policy" in chosen else "")
-            prior = chosen.get(bench.PRIOR_PATH, EdgeConfig().router.linucb.prior_reward)
-            d = checks["decomposition_vs_best_baseline"]
-            polar = verdict.get("polar_baseline_beaten_least", {}).get(
-                "polar_objective_at_least", "-")
-            rivals = verdict.get("baselines_against_each_other")
-            rivals = (f"{rivals['strongest']} {rivals['strongest_at_least']}" if rivals
-                      else "-")
-            rows.append(
-                f"| {data['workload']} {data['arms']} | {named} ({prior}) "
-                f"| {checks['polar+_objective_at_least_best_per_instance']} "
-                f"| {bench.fewest_against_any_baseline(strategies)[1]} "
-                f"| {strategies['polar+']['total_paging_s']:.1f} / "
-                f"{strategies[best]['total_paging_s']:.1f} "
-                f"| {checks['polar+_regret_ratio_vs_best_cache_unaware']:.2f}x "
-                f"| {d['objective']:+.1f} = {d['reward']:+.1f}, {d['blocking_paging_s']:+.1f}, "
-                f"{d['prefetch_paging_s']:+.1f} "
-                f"| {verdict['baseline_beaten_least']['polar+_objective_at_least']} / "
-                f"{verdict['paging_free_ceiling']['polar+_reward_at_least']} / {polar} "
-                f"| {rivals} |")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SystemExit(f"--summary {path}: not a router_variants.py result made with "
-                             f"--from-json whose run can be read from here ({exc!r})") from None
-    return "\n".join(rows)
+    return _table(paths, "--summary", "--from-json whose run can be read from here",
+                  SUMMARY_HEADER, _summary_row)
+
+
+def _summary_row(data: dict, verdict: dict) -> str:
+    q = json.loads(Path(data["from_json"]).read_text(encoding="utf-8")
+                   )["quality"][str(data["arms"])]
+    checks, strategies = q["checks"], q["strategies"]
+    best = checks["best_baseline"]
+    chosen = q["tuning"][best]["chosen"]
+    named = best + (f": {chosen['cache.policy']}" if "cache.policy" in chosen else "")
+    prior = chosen.get(bench.PRIOR_PATH, EdgeConfig().router.linucb.prior_reward)
+    d = checks["decomposition_vs_best_baseline"]
+    polar = verdict.get("polar_baseline_beaten_least", {}).get("polar_objective_at_least", "-")
+    rivals = verdict.get("baselines_against_each_other")
+    rivals = f"{rivals['strongest']} {rivals['strongest_at_least']}" if rivals else "-"
+    return (f"| {data['workload']} {data['arms']} | {named} ({prior}) "
+            f"| {checks['polar+_objective_at_least_best_per_instance']} "
+            f"| {bench.fewest_against_any_baseline(strategies)[1]} "
+            f"| {strategies['polar+']['total_paging_s']:.1f} / "
+            f"{strategies[best]['total_paging_s']:.1f} "
+            f"| {checks['polar+_regret_ratio_vs_best_cache_unaware']:.2f}x "
+            f"| {d['objective']:+.1f} = {d['reward']:+.1f}, {d['blocking_paging_s']:+.1f}, "
+            f"{d['prefetch_paging_s']:+.1f} "
+            f"| {verdict['baseline_beaten_least']['polar+_objective_at_least']} / "
+            f"{verdict['paging_free_ceiling']['polar+_reward_at_least']} / {polar} "
+            f"| {rivals} |")
 
 
 def _mean(rs: list[dict], key: str) -> float:
