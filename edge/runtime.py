@@ -483,8 +483,8 @@ class Runtime:
         try:
             # The estimate the plan was made with, before the plan's loads evict anything.
             self.cache.set_demand(demand)
-            if self.config.router.polar.prefetch_plan:
-                apply_resident_set(self.cache, plan, self._sizes)
+            # Empty with polar.prefetch_plan false: nothing is discarded or prefetched.
+            apply_resident_set(self.cache, plan, self._sizes)
             with self._stats_lock:
                 self._counts["plans_applied"] += 1
         except EdgeError:

@@ -314,7 +314,7 @@ def tune_strategy(label, n_arms, seeds, args, device, base_config, bounds=None):
         if bounds_stage:  # taken only within them; otherwise the coordinate search's choice stays
             chosen = _with(chosen, path, best)
     routes = None
-    if label == "polar+" and bounds is not None and getattr(args, "learner_routes", False):
+    if label == "polar+" and bounds is not None and args.learner_routes:
         candidate = learner_routes_settings(bounds["reference"], bounds["reference_chosen"])
         reference = bounds["reference_objectives"]
 

@@ -181,7 +181,7 @@ def _load_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict
     order = [checks["best_baseline"]] + [b for b in learners if b != checks["best_baseline"]]
     chosen = {label: entry["tuning"][label]["chosen"] for label in order}
     if args.learner_routes:
-        reference = entry["tuning"]["polar+"].get("bounds", {}).get("reference")
+        reference = routes_reference(entry)
         if reference is None:
             parser.error(f"--learner-routes: the --from-json run's POLAR+ at N = {args.arms} "
                          "was tuned without bounds (--objective-only): no reference baseline")
@@ -194,6 +194,12 @@ def _load_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict
             "routes_reference": args.routes_reference,
             "best_baseline": checks["best_baseline"],
             "best_cache_unaware_baseline": checks["best_cache_unaware_baseline"]}
+
+
+def routes_reference(entry: dict) -> str | None:
+    """The baseline whose routes the learner-routes rule takes in a run's ``quality.N``: the
+    reference of POLAR+'s bounds (None for a run tuned by the objective alone)."""
+    return entry["tuning"]["polar+"].get("bounds", {}).get("reference")
 
 
 def family_seeds(args: argparse.Namespace, bench_args: argparse.Namespace) -> list[int]:
@@ -466,16 +472,15 @@ def rescore(path: str) -> int:
         raise SystemExit(f"--rescore {path}: not a router_variants.py result made with "
                          "--from-json")
     try:
-        checks = json.loads(Path(data["from_json"]).read_text(encoding="utf-8")
-                            )["quality"][str(data["arms"])]["checks"]
+        entry = json.loads(Path(data["from_json"]).read_text(encoding="utf-8")
+                           )["quality"][str(data["arms"])]
+        checks = entry["checks"]
     except (OSError, ValueError, KeyError) as exc:
         raise SystemExit(f"--rescore {path}: its run {data['from_json']} cannot be read "
                          f"({exc!r}); run from the directory the result was made in") from None
     runs = {name: v["per_instance"] for name, v in data["variants"].items()}
     if data.get("learner_routes"):
-        checks = {**checks, "routes_reference": json.loads(Path(data["from_json"]).read_text(
-            encoding="utf-8"))["quality"][str(data["arms"])]["tuning"]["polar+"]["bounds"][
-                "reference"]}
+        checks = {**checks, "routes_reference": routes_reference(entry)}
     data["criterion"] = criterion(runs, checks)
     print_criterion(data["criterion"], len(data["seeds"]))
     write_atomic(path, json.dumps(data, indent=2).encode())

@@ -206,6 +206,22 @@ def test_router_variants_replays_the_text_workload(bench, variants, tmp_path):
     assert data["variants"]["lints"]["per_instance"][0]["objective"] == direct["objective"]
 
 
+def assert_rescore_gives_back(variants, out, data):
+    """--rescore of the result at ``out`` with its criterion erased writes ``data`` back."""
+    saved = json.loads(out.read_text())
+    saved["criterion"] = None
+    out.write_text(json.dumps(saved))
+    assert variants.main(["--rescore", str(out)]) == 0
+    assert json.loads(out.read_text()) == data
+
+
+def printed_row(variants, capsys, option, out):
+    """The cells of the last row ``option`` (a table printer) prints for the result ``out``."""
+    capsys.readouterr()
+    assert variants.main([option, str(out)]) == 0
+    return capsys.readouterr().out.splitlines()[-1].split(" | ")
+
+
 def test_router_variants_from_json_repeats_the_runs_tuning_objectives(bench, variants,
                                                                        tmp_path, capsys):
     """--from-json replays every learner at the run's chosen settings, with the run's horizon
@@ -233,17 +249,11 @@ def test_router_variants_from_json_repeats_the_runs_tuning_objectives(bench, var
     assert verdict["chance_of_4_of_5_at_this_rate"] == variants.at_least_four_of_five(wins / 2)
     assert "the issue's criterion on these 2 instances" in capsys.readouterr().out
     # --rescore recomputes the same criterion from the saved per-instance figures.
-    saved = json.loads(out.read_text())
-    saved["criterion"] = None
-    out.write_text(json.dumps(saved))
-    assert variants.main(["--rescore", str(out)]) == 0
-    assert json.loads(out.read_text()) == data
-    capsys.readouterr()
+    assert_rescore_gives_back(variants, out, data)
     # --table prints the criterion as the docs' row: against the run's best, the best here,
     # the baseline beaten least, the paging-free ceiling, POLAR's own count and the strongest
     # baseline against the other baselines.
-    assert variants.main(["--table", str(out)]) == 0
-    row = capsys.readouterr().out.splitlines()[-1].split(" | ")
+    row = printed_row(variants, capsys, "--table", out)
     here, least = verdict["on_these_instances"], verdict["baseline_beaten_least"]
     assert row[0] == "| linear 8"
     assert row[1] == f"{verdict['best_baseline']} {verdict['polar+_objective_at_least_best']}"
@@ -685,14 +695,8 @@ def test_router_variants_learner_routes_replays_polar_plus_on_the_references_rou
                    for p, o in zip(plus["per_instance"], others, strict=True))
         assert equal == f"{ties}/2"
     # --rescore keeps the reference (read back from the run), --routes-table prints it.
-    saved = json.loads(out.read_text())
-    saved["criterion"] = None
-    out.write_text(json.dumps(saved))
-    assert variants.main(["--rescore", str(out)]) == 0
-    assert json.loads(out.read_text()) == data
-    capsys.readouterr()
-    assert variants.main(["--routes-table", str(out)]) == 0
-    row = capsys.readouterr().out.splitlines()[-1].split(" | ")
+    assert_rescore_gives_back(variants, out, data)
+    row = printed_row(variants, capsys, "--routes-table", out)
     routes, least = verdict["routes_reference"], verdict["baseline_beaten_least"]
     assert row[0] == "| linear 8" and row[1] == reference and row[2] == "2/2"
     assert row[3] == f"{routes['above']} / {routes['equal']} / {routes['below']}"

@@ -286,8 +286,8 @@ class PolarRouter:
 
     def plan(self) -> Optional[list[str]]:
         """The resident set for the next epoch (arm ids, priority order); None without budget.
-        Empty with ``prefetch_plan: false``: nothing will be prefetched, so only the demand
-        shares are measured (the planner's greedy passes are most of a plan's time)."""
+        Empty with ``prefetch_plan: false``: nothing is to be prefetched, so only the demand
+        shares are measured and the planner's greedy passes are skipped."""
         if self.budget_bytes is None or self.linucb.n_arms == 0:
             return None
         contexts = self._window[: self._window_filled]
