@@ -267,8 +267,7 @@ def test_router_variants_from_json_repeats_the_runs_tuning_objectives(bench, var
     polar = verdict["polar_baseline_beaten_least"]
     assert row[10] == f"{polar['baseline']} {polar['polar_objective_at_least']}"
     # --summary prints the README's row: the run's reported figures beside the fresh counts.
-    assert variants.main(["--summary", str(out)]) == 0
-    row = capsys.readouterr().out.splitlines()[-1].split(" | ")
+    row = printed_row(variants, capsys, "--summary", out)
     checks, strategies = q["checks"], q["strategies"]
     best = checks["best_baseline"]
     assert row[0] == "| linear 8"
@@ -735,3 +734,21 @@ def test_learner_routes_stage_takes_the_count_not_the_mean(bench, monkeypatch):
     tuned = bench.tune_strategy("polar+", 8, [1, 2], bench.parse_args([]), None, None, bounds)
     assert tuned["learner_routes"]["taken"] is False
     assert tuned["chosen"] != bench.learner_routes_settings("lints+lru", chosen)
+
+
+def test_learner_routes_speed_probe_times_the_three_configurations(capsys):
+    spec = importlib.util.spec_from_file_location(
+        "probe_learner_routes_speed", SCRIPT.parent / "probe_learner_routes_speed.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    configs = dict(probe.configurations())
+    routes = configs["learner-routes, alpha 0"]
+    assert routes.polar.paging_weight == 0.0 and routes.polar.prefetch_plan is False
+    assert routes.polar.epoch_length == routes.polar.max_epoch_length == 64
+    assert routes.linucb.alpha == 0.0
+    assert configs["learner-routes, alpha 0.5"].polar == routes.polar
+    assert configs["default"].polar.prefetch_plan is True
+    assert probe.main(["--arms", "8", "--steps", "100", "--repeats", "1"]) == 0
+    figures = json.loads(capsys.readouterr().out)["us_per_step"]
+    assert set(figures) == {f"N=8, {name}" for name in configs}
+    assert all(0 < f["median_us"] <= f["p99_us"] for f in figures.values())
