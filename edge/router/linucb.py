@@ -92,6 +92,11 @@ class LinUCB:
         self._counts: list[int] = []
         self._since_refactor: list[int] = []
         self._unfolded: list[list[tuple[np.ndarray, float]]] = []
+        # What a cached score needs to know it is stale (WindowQuadForms): each arm's A^-1
+        # changes bump its version; adding, removing or reloading arms (indices may move)
+        # bumps the layout.
+        self._version: list[int] = []
+        self._layout = 0
         rows, cols = np.triu_indices(dim)
         self._packed_len = len(rows)
         self._triu_rows, self._triu_cols = rows, cols
@@ -139,6 +144,7 @@ class LinUCB:
     def _refresh_views(self) -> None:
         # Views over the live arms, rebuilt only when the arm set changes (hot path uses them).
         n, d = self._n, self.dim
+        self._layout += 1
         # numpy's paths (Thompson sampling, the planner's batch) go packed by bytes alone.
         self._packed_numpy = n * d * d * 8 > _PACKED_MIN_BYTES
         packed = self._packed_numpy or (not self._thompson and n >= _PACKED_MIN_ARMS_C)
@@ -202,6 +208,7 @@ class LinUCB:
         self._counts.append(0)
         self._since_refactor.append(0)
         self._unfolded.append([])
+        self._version.append(0)
         self._ids.append(arm_id)
         self._index[arm_id] = i
         self._n += 1
@@ -214,7 +221,7 @@ class LinUCB:
         last = self._n - 1
         if i != last:
             for name in ("_stack", "_A", "_b", "_score", "_counts", "_since_refactor",
-                         "_unfolded"):
+                         "_unfolded", "_version"):
                 arr = getattr(self, name)
                 arr[i] = arr[last]
             moved = self._ids[last]
@@ -224,6 +231,7 @@ class LinUCB:
         self._counts.pop()
         self._since_refactor.pop()
         self._unfolded.pop()
+        self._version.pop()
         del self._index[arm_id]
         self._n -= 1
         self._refresh_views()
@@ -254,27 +262,45 @@ class LinUCB:
         bonus *= self.alpha
         return mean, bonus
 
-    def mean_and_bonus_batch(self, X: np.ndarray, chunk: int = 128
+    def mean_and_bonus_batch(self, X: np.ndarray, chunk: int = 128,
+                             quad: Optional[np.ndarray] = None
                              ) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and bonus for many contexts at once: two arrays of shape (len(X), n_arms)."""
+        """Mean and bonus for many contexts at once: two arrays of shape (len(X), n_arms).
+        ``quad``: the contexts' quadratic forms when the caller has them (WindowQuadForms)."""
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.dim:
             raise ValueError(f"contexts must have shape (n, {self.dim}), got {X.shape}")
-        n, N, d = X.shape[0], self._n, self.dim
+        N = self._n
         mean = X @ self._theta[:N].T + self.config.prior_reward
         if self.alpha == 0.0:
             # The bonus is 0 whatever the quadratic forms: skip them (most of a plan's time; a
             # greedy learner's controller planning every 64 requests at N = 256 paid it).
-            return mean, np.zeros((n, N))
-        quad = np.empty((n, N))
+            return mean, np.zeros((X.shape[0], N))
+        if quad is None:
+            quad = self.quad_forms(X, chunk=chunk)
+        return mean, self.alpha * np.sqrt(quad)
+
+    def change_marks(self) -> tuple[int, np.ndarray]:
+        """(layout, per-arm versions): a score computed from arm a's A^-1 is current while the
+        layout is the same and a's version has not moved."""
+        return self._layout, np.array(self._version, dtype=np.int64)
+
+    def quad_forms(self, X: np.ndarray, arms: Optional[np.ndarray] = None,
+                   chunk: int = 128) -> np.ndarray:
+        """x'A_a^-1 x (>= 0) for every context (row of X) and every arm, or only the arms
+        whose indices are ``arms``: shape (len(X), N or len(arms))."""
+        n, d = X.shape[0], self.dim
+        cols = np.arange(self._n) if arms is None else np.asarray(arms, dtype=np.intp)
+        quad = np.empty((n, len(cols)))
         # The packed product pays for forming every context's weights only once the stack
         # is past the byte threshold (below it the stack is cache-resident: the plain products
-        # were faster, 1-3.5 ms against 2-6 ms for a 1024-context plan at N = 16, d = 32).
-        if self._packed_numpy:
+        # were faster, 1-3.5 ms against 2-6 ms for a 1024-context plan at N = 16, d = 32); a
+        # few arms (a plan's arms updated since the last one) take the plain products too.
+        if self._packed_numpy and arms is None:
             # Many arms: x'A^-1x = w(x) . packed(A^-1) for all contexts and arms is one
             # (n x d(d+1)/2) @ (d(d+1)/2 x N) product (at N=256, d=32, 1024 contexts: 22 ms
             # instead of 58 ms for the per-arm products below, one thread).
-            packed = np.take(np.ascontiguousarray(self._A_inv[:N]).reshape(N, d * d),
+            packed = np.take(np.ascontiguousarray(self._A_inv[:self._n]).reshape(-1, d * d),
                              self._triu_flat, axis=1)
             for s in range(0, n, chunk):
                 Xc = X[s:s + chunk]
@@ -283,14 +309,15 @@ class LinUCB:
                 w *= self._triu_weight
                 quad[s:s + chunk] = w @ packed.T
         else:
-            A_inv_rows = np.ascontiguousarray(self._A_inv[:N]).reshape(N * d, d)
-            # Chunked so the (rows, N, d) intermediate stays a few MB.
+            A_inv_rows = np.ascontiguousarray(self._A_inv[cols]).reshape(len(cols) * d, d)
+            # Chunked so the (rows, arms, d) intermediate stays a few MB.
             for s in range(0, n, chunk):
                 Xc = X[s:s + chunk]
-                Y = (Xc @ A_inv_rows.T).reshape(len(Xc), N, d)
+                Y = (Xc @ A_inv_rows.T).reshape(len(Xc), len(cols), d)
                 quad[s:s + chunk] = np.einsum("nad,nd->na", Y, Xc)
+        # x'A^-1 x >= 0 in exact arithmetic; the clip only absorbs rounding.
         np.maximum(quad, 0.0, out=quad)
-        return mean, self.alpha * np.sqrt(quad)
+        return quad
 
     def decide(self, x: np.ndarray, penalty: Optional[np.ndarray] = None,
                forced_index: Optional[int] = None, reason: str = "forced") -> Decision:
@@ -368,6 +395,7 @@ class LinUCB:
             self._b[i] += r * x
             self._since_refactor[i] = cfg.refactor_every
         self._counts[i] += 1
+        self._version[i] += 1
         if cfg.alpha_initial is not None:
             self._updates += 1
             self.alpha = self._alpha_after(self._updates)
@@ -392,6 +420,7 @@ class LinUCB:
         self._theta[i] = self._A_inv[i] @ self._b[i]
         self._sync_scoring(i)
         self._since_refactor[i] = 0
+        self._version[i] += 1
 
     # ---- state ---------------------------------------------------------------------------------
 
@@ -409,6 +438,7 @@ class LinUCB:
         n = len(arm_ids)
         self._ids, self._index, self._n = [], {}, 0
         self._counts, self._since_refactor, self._unfolded = [], [], []
+        self._version = []
         self._allocate(max(8, n))
         for arm_id in arm_ids:
             self.add_arm(arm_id)

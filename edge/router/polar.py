@@ -34,6 +34,7 @@ from edge.router.errors import RouterError
 from edge.router.linucb import Decision, LinUCB
 from edge.router.planner import plan_resident_set
 from edge.router.schedule import EpochSchedule
+from edge.router.window_scores import WindowQuadForms
 
 # Demand-load residencies averaged exactly up to this many, exponentially after.
 _RESIDENCY_MEMORY = 64
@@ -75,6 +76,7 @@ class PolarRouter:
         self._window = np.zeros((config.context_window, linucb.dim))
         self._window_pos = 0
         self._window_filled = 0
+        self._window_quad = WindowQuadForms(config.context_window)
         self._plan: Optional[list[str]] = None
         if linucb.n_arms:
             raise ValueError("give PolarRouter an empty LinUCB; add arms through PolarRouter")
@@ -276,6 +278,7 @@ class PolarRouter:
 
     def _remember(self, decision_context: np.ndarray) -> None:
         self._window[self._window_pos] = decision_context
+        self._window_quad.written(self._window_pos)
         self._window_pos = (self._window_pos + 1) % len(self._window)
         self._window_filled = min(self._window_filled + 1, len(self._window))
 
@@ -290,8 +293,13 @@ class PolarRouter:
         shares are measured and the planner's greedy passes are skipped."""
         if self.budget_bytes is None or self.linucb.n_arms == 0:
             return None
-        contexts = self._window[: self._window_filled]
-        mean, bonus = self.linucb.mean_and_bonus_batch(contexts)
+        filled = self._window_filled
+        contexts = self._window[:filled]
+        # The window's quadratic forms, only what changed since the last plan recomputed
+        # (none needed at alpha 0, where the bonus is 0).
+        quad = (self._window_quad.compute(self.linucb, self._window, filled)
+                if self.linucb.alpha != 0.0 else None)
+        mean, bonus = self.linucb.mean_and_bonus_batch(contexts, quad=quad)
         utility = mean + bonus
         if len(contexts):
             best = utility.argmax(axis=1)
@@ -344,6 +352,7 @@ class PolarRouter:
         self._share = (np.zeros(len(self._sizes)) if share is None
                        else share.astype(np.float64).copy())
         self._window = arrays["window"].astype(np.float64).copy()
+        self._window_quad.invalidate()
         self._charge_memo = None
         self._window_pos = int(meta["window_pos"])
         self._window_filled = int(meta["window_filled"])
