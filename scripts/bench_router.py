@@ -89,7 +89,7 @@ STRATEGIES: dict[str, tuple[str, list[tuple[str, list]]]] = {
                         ("router.linucb.alpha", ALPHAS)]),
     # The router's own paging weight is POLAR+'s too: the objective charges paging at the
     # benchmark's lambda whatever the router charges (run_instance), and a router that charges
-    # less than the objective explores more (docs/router.md, "The router's paging weight").
+    # less than the objective explores more (docs/router-results.md, "The router's paging weight").
     "polar+": ("polar+", [("router.linucb.alpha", ALPHAS),
                           ("cache.policy", EVICTION),
                           ("router.polar.forced_exploration_scale", [0.25, 0.0, 1.0]),
@@ -103,7 +103,7 @@ STRATEGIES: dict[str, tuple[str, list[tuple[str, list]]]] = {
 # (the eviction policy and charge as chosen). One setting at a time reaches the weight stage
 # with alpha and forced rounds already fixed for weight 1, where no weight meets the regret cap;
 # at linear N = 16 (8 tuning instances) two corners of this grid do (router_variants.py,
-# docs/router.md, "The bounds stage").
+# docs/router-results.md, "The bounds stage").
 BOUNDS_STAGE = (("router.polar.paging_weight", "router.linucb.alpha",
                  "router.polar.forced_exploration_scale"),
                 [(w, a, f) for w in PAGING_WEIGHTS[1:] for a in (0.0, 0.05) for f in (0.0, 0.25)])
@@ -112,17 +112,17 @@ BOUNDS_STAGE = (("router.polar.paging_weight", "router.linucb.alpha",
 # 256-request epochs, no forced rounds, no eviction charge) at each alpha, which won linear
 # N = 64 where POLAR+ did not. Joint because a search over one setting at a time never reaches
 # that corner (fixed epochs alone, with forced rounds and the charge on, lost at N = 16 and 64:
-# router_variants.py, docs/router.md); alpha in it because POLAR's form won at alpha 0 and was
+# router_variants.py, docs/router-results.md); alpha in it because POLAR's form won at alpha 0 and was
 # tried only at the alpha doubling epochs had chosen (0.05 at N = 64: it lost there). None keeps
 # the value chosen so far. The stages after it re-tune each setting under the regime chosen.
 # On by default since linear N = 64 with 8 tuning instances chose POLAR's form with it and won
-# (docs/router.md); --no-tune-epochs reproduces the runs made before.
+# (docs/router-results.md); --no-tune-epochs reproduces the runs made before.
 EPOCH_STAGE = (("router.polar.max_epoch_length", "router.polar.forced_exploration_scale",
                 "router.polar.charge_eviction", "router.linucb.alpha"),
                [(16384, 0.25, True, None)] + [(256, 0.0, False, a) for a in ALPHAS])
 # Every learner's ridge too (router.linucb.ridge_lambda, the floor of each arm's A: a smaller
 # one lets an arm's estimate follow its first rewards sooner). Measured on the tuning family at
-# N = 256 (router_variants.py, docs/router.md): 0.1-0.25 instead of 1 raised LinUCB + S3-FIFO by
+# N = 256 (router_variants.py, docs/router-results.md): 0.1-0.25 instead of 1 raised LinUCB + S3-FIFO by
 # 94, LinTS by 135 and POLAR+ by 113; at N = 16 none gained. Searched twice: right after the
 # learner's first alpha (and that alpha again after it where nothing else would re-tune it), so
 # POLAR+'s later stages, whose bounds come from baselines with their ridge tuned, judge each
@@ -141,7 +141,7 @@ RIDGE_STAGE = ("router.linucb.ridge_lambda", [1.0, 0.5, 0.25, 0.1])
 # asks for every tunable of every strategy); --no-tune-prior keeps 1.0, as the runs before did.
 # The grid reaches 0.2 since every learner chose its old lowest value, 0.8, at both N = 1024,
 # and a probe on the tuning instances found 0.4 worth about 500 there to LinUCB + S3-FIFO and
-# POLAR+ alike at text N = 1024 (router_prior-edge-*.json, docs/router.md, "The prior grid's
+# POLAR+ alike at text N = 1024 (router_prior-edge-*.json, docs/router-results.md, "The prior grid's
 # edge"); --prior-grid 1,0.95,0.9,0.8 reproduces the runs made with the old one.
 PRIOR_PATH = "router.linucb.prior_reward"
 PRIOR_GRID = (1.0, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
@@ -153,10 +153,10 @@ PRIOR_GRID = (1.0, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
 # requests from the last 512 contexts (a fresh estimate: over 256-request epochs and 1,024
 # contexts it paged less than S3-FIFO in 8 of 16 tuning instances at text N = 64, over these
 # in 12; over five sizes tied with 64 / 256 for the most instances at least the reference, and
-# the least paging in all: docs/router.md). Kept by the issue's own count on the tuning instances
+# the least paging in all: docs/router-results.md). Kept by the issue's own count on the tuning instances
 # (instances at least the reference), not by the mean: on the tuning family at linear N = 256
 # it paged less than the baseline's S3-FIFO on 8 of 8 instances at an equal reward, where every
-# searched setting was level with it on about half (docs/router.md, "Routing as the learner
+# searched setting was level with it on about half (docs/router-results.md, "Routing as the learner
 # does, paging by its demand").
 LEARNER_ROUTES = {"cache.policy": "demand", "router.polar.paging_weight": 0.0,
                   "router.polar.forced_exploration_scale": 0.0,
