@@ -107,30 +107,29 @@ STRATEGIES: dict[str, tuple[str, list[tuple[str, list]]]] = {
 BOUNDS_STAGE = (("router.polar.paging_weight", "router.linucb.alpha",
                  "router.polar.forced_exploration_scale"),
                 [(w, a, f) for w in PAGING_WEIGHTS[1:] for a in (0.0, 0.05) for f in (0.0, 0.25)])
-# --tune-epochs: POLAR+'s epoch regime too, as one joint stage: doubling epochs (up to 16384)
-# with forced rounds, the eviction charge and alpha as they are, or POLAR's form (fixed
-# 256-request epochs, no forced rounds, no eviction charge) at each alpha, which won linear
-# N = 64 where POLAR+ did not. Joint because a search over one setting at a time never reaches
-# that corner (fixed epochs alone, with forced rounds and the charge on, lost at N = 16 and 64:
-# router_variants.py, docs/router-results.md); alpha in it because POLAR's form won at alpha 0 and was
-# tried only at the alpha doubling epochs had chosen (0.05 at N = 64: it lost there). None keeps
-# the value chosen so far. The stages after it re-tune each setting under the regime chosen.
-# On by default since linear N = 64 with 8 tuning instances chose POLAR's form with it and won
-# (docs/router-results.md); --no-tune-epochs reproduces the runs made before.
+# --tune-epochs: POLAR+'s epoch regime too, as one joint stage: doubling epochs (up to 16384) with
+# forced rounds, the eviction charge and alpha as they are, or POLAR's form (fixed 256-request
+# epochs, no forced rounds, no eviction charge) at each alpha, which won linear N = 64 where POLAR+
+# did not. Joint because a search over one setting at a time never reaches that corner (fixed epochs
+# alone, with forced rounds and the charge on, lost at N = 16 and 64: router_variants.py,
+# docs/router-results.md); alpha in it because POLAR's form won at alpha 0 and was tried only at the
+# alpha doubling epochs had chosen (0.05 at N = 64: it lost there). None keeps the value chosen so
+# far. The stages after it re-tune each setting under the regime chosen. On by default since linear
+# N = 64 with 8 tuning instances chose POLAR's form with it and won (docs/router-results.md);
+# --no-tune-epochs reproduces the runs made before.
 EPOCH_STAGE = (("router.polar.max_epoch_length", "router.polar.forced_exploration_scale",
                 "router.polar.charge_eviction", "router.linucb.alpha"),
                [(16384, 0.25, True, None)] + [(256, 0.0, False, a) for a in ALPHAS])
-# Every learner's ridge too (router.linucb.ridge_lambda, the floor of each arm's A: a smaller
-# one lets an arm's estimate follow its first rewards sooner). Measured on the tuning family at
-# N = 256 (router_variants.py, docs/router-results.md): 0.1-0.25 instead of 1 raised LinUCB + S3-FIFO by
-# 94, LinTS by 135 and POLAR+ by 113; at N = 16 none gained. Searched twice: right after the
-# learner's first alpha (and that alpha again after it where nothing else would re-tune it), so
-# POLAR+'s later stages, whose bounds come from baselines with their ridge tuned, judge each
-# regime at a tuned ridge (with the ridge only last, the bounds cut doubling epochs over S3-FIFO
-# at ridge 1 at linear N = 256 before its ridge could lower their regret:
-# bench_router-linear-256-t8-tune-ridge.json, code of 106cfd2); and last, under the
-# settings chosen. Greedy + LRU's only stage. On by default; --no-tune-ridge keeps the default
-# 1 for all, as the runs before it did.
+# Every learner's ridge too (router.linucb.ridge_lambda, the floor of each arm's A: a smaller one
+# lets an arm's estimate follow its first rewards sooner). Measured on the tuning family at N = 256
+# (router_variants.py, docs/router-results.md): 0.1-0.25 instead of 1 raised LinUCB + S3-FIFO by 94,
+# LinTS by 135 and POLAR+ by 113; at N = 16 none gained. Searched twice: right after the learner's
+# first alpha (and that alpha again after it where nothing else would re-tune it), so POLAR+'s later
+# stages, whose bounds come from baselines with their ridge tuned, judge each regime at a tuned
+# ridge (with the ridge only last, the bounds cut doubling epochs over S3-FIFO at ridge 1 at linear
+# N = 256 before its ridge could lower their regret: bench_router-linear-256-t8-tune-ridge.json,
+# code of 106cfd2); and last, under the settings chosen. Greedy + LRU's only stage. On by default;
+# --no-tune-ridge keeps the default 1 for all, as the runs before it did.
 RIDGE_STAGE = ("router.linucb.ridge_lambda", [1.0, 0.5, 0.25, 0.1])
 # --tune-prior: every learner's optimistic prior (router.linucb.prior_reward, what an untried arm
 # predicts; 1.0, the top of the reward range, by default), right after its early ridge. At linear
@@ -145,19 +144,19 @@ RIDGE_STAGE = ("router.linucb.ridge_lambda", [1.0, 0.5, 0.25, 0.1])
 # edge"); --prior-grid 1,0.95,0.9,0.8 reproduces the runs made with the old one.
 PRIOR_PATH = "router.linucb.prior_reward"
 PRIOR_GRID = (1.0, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
-# --learner-routes: POLAR+'s last stage weighs its search's choice against the routes of the
-# best cache-unaware baseline (its bounds' reference) with the cache side alone POLAR+'s: the
-# baseline's learner settings, the router's charge at 0 and no forced rounds (so it routes
-# exactly as the baseline does: the same rewards, request for request), and the epoch plans
-# handing the router's demand to the `demand` eviction policy instead of prefetching, every 64
-# requests from the last 512 contexts (a fresh estimate: over 256-request epochs and 1,024
-# contexts it paged less than S3-FIFO in 8 of 16 tuning instances at text N = 64, over these
-# in 12; over five sizes tied with 64 / 256 for the most instances at least the reference, and
-# the least paging in all: docs/router-results.md). Kept by the issue's own count on the tuning instances
-# (instances at least the reference), not by the mean: on the tuning family at linear N = 256
-# it paged less than the baseline's S3-FIFO on 8 of 8 instances at an equal reward, where every
-# searched setting was level with it on about half (docs/router-results.md, "Routing as the learner
-# does, paging by its demand").
+# --learner-routes: POLAR+'s last stage weighs its search's choice against the routes of the best
+# cache-unaware baseline (its bounds' reference) with the cache side alone POLAR+'s: the baseline's
+# learner settings, the router's charge at 0 and no forced rounds (so it routes exactly as the
+# baseline does: the same rewards, request for request), and the epoch plans handing the router's
+# demand to the `demand` eviction policy instead of prefetching, every 64 requests from the last 512
+# contexts (a fresh estimate: over 256-request epochs and 1,024 contexts it paged less than S3-FIFO
+# in 8 of 16 tuning instances at text N = 64, over these in 12; over five sizes tied with 64 / 256
+# for the most instances at least the reference, and the least paging in all:
+# docs/router-results.md). Kept by the issue's own count on the tuning instances (instances at least
+# the reference), not by the mean: on the tuning family at linear N = 256 it paged less than the
+# baseline's S3-FIFO on 8 of 8 instances at an equal reward, where every searched setting was level
+# with it on about half (docs/router-results.md, "Routing as the learner does, paging by its
+# demand").
 LEARNER_ROUTES = {"cache.policy": "demand", "router.polar.paging_weight": 0.0,
                   "router.polar.forced_exploration_scale": 0.0,
                   "router.polar.charge_eviction": False, "router.polar.prefetch_plan": False,

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Strategies at given settings on the routing benchmark's *tuning-family* instances.
 
-How a routing rule is measured before it is kept (docs/router-results.md, "Rules measured"): the same
-problems, replay, noise and objective as ``scripts/bench_router.py``, but only on instances
+How a routing rule is measured before it is kept (docs/router-results.md, "Rules measured"): the
+same problems, replay, noise and objective as ``scripts/bench_router.py``, but only on instances
 of its tuning family (seeds ``--tune-seed + N + 7919 r``), never on the reported ones, so a
 rule chosen here does not see the instances the README reports. Each ``--variant`` is
 ``NAME=STRATEGY`` or ``NAME=STRATEGY:JSON`` with STRATEGY a label of bench_router's STRATEGIES

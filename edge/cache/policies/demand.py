@@ -10,7 +10,8 @@ Why: with POLAR+'s paging charge at 0 (``router.polar.paging_weight: 0``, and
 ``prefetch_plan: false``) the router routes exactly as the cache-unaware learner with the same
 settings does, so the rewards are the same request for request and only the paging differs;
 evicting by what the router will route to pages less than the classical policies, which see
-only the past requests (docs/router-results.md, "Routing as the learner does, paging by its demand").
+only the past requests (docs/router-results.md, "Routing as the learner does, paging by its
+demand").
 Each decision reads every unpinned resident: meant for adapter catalogues (hundreds to a few
 thousand residents), not for object caches of millions.
 """
