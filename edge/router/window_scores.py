@@ -6,7 +6,7 @@ are most of a plan's time (at N = 256, d = 32, 512 contexts, a plan every 64 req
 5 ms, 80 us a request). Between two plans only the contexts written since (one epoch's worth)
 and the arms updated since have changed, so only those rows and columns are recomputed (the
 changed columns by the per-arm products, so equal to a full recomputation up to rounding:
-tested to 1e-12). A changed arm set (indices may move) or a restored window recomputes
+tested to 1e-10). A changed arm set (indices may move) or a restored window recomputes
 everything. Memory: one float64 per slot and arm (4 MiB at 512 slots and N = 1024).
 """
 
