@@ -54,6 +54,28 @@ def test_lowest_demand_goes_first_and_lru_order_breaks_ties():
         assert list(cache.policy.victims(500)) == ["b", "d", "f", "e"]
 
 
+def test_one_hit_first_evicts_the_keys_not_requested_since_loading_before_the_others():
+    # Hand derivation. a loaded and hit again, then b and c loaded: the LRU order is a, b, c.
+    # All shares 0. With one_hit_first, b and c (never requested again) go before a; by default
+    # the LRU order stands. Shares still come first: with a share for b, b goes last.
+    sizes = {k: 100 for k in "abcd"}
+    plain = cache_of("demand", 300, sizes)
+    one_hit = PagedCache(300, "demand", policy_params={"one_hit_first": True}, load_workers=0,
+                         loader=lambda key: (f"v{key}", sizes[key], 0.01))
+    for cache in (plain, one_hit):
+        for key in "aabc":
+            touch(cache, key)
+    assert list(plain.policy.victims(300)) == ["a", "b", "c"]
+    assert list(one_hit.policy.victims(300)) == ["b", "c", "a"]
+    assert list(one_hit.policy.victims(100)) == ["b"]
+    one_hit.set_demand({"b": 0.5})
+    assert list(one_hit.policy.victims(300)) == ["c", "a", "b"]
+    touch(one_hit, "d")  # evicts c; d is new, so it is one-hit until requested again
+    assert list(one_hit.policy.victims(300)) == ["d", "a", "b"]
+    with pytest.raises(ValueError, match="one_hit_first"):
+        PagedCache(300, "demand", policy_params={"one_hit_first": "yes"})
+
+
 def test_without_a_router_it_is_lru_hit_for_hit():
     # Every share 0: the order is the LRU list's. The reference is the `lru` policy (pinned to
     # libCacheSim's LRU in test_policies_golden.py) on the same mixed-size requests.

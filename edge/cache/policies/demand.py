@@ -12,6 +12,9 @@ settings does, so the rewards are the same request for request and only the pagi
 evicting by what the router will route to pages less than the classical policies, which see
 only the past requests (docs/router-results.md, "Routing as the learner does, paging by its
 demand").
+``one_hit_first: true`` (default false) evicts, among the adapters of share 0, those not
+requested again since they were loaded before the others (LRU within each group): S3-FIFO's
+filter of one-hit adapters, for where S3-FIFO paged less than LRU's order did.
 Each decision reads every unpinned resident: meant for adapter catalogues (hundreds to a few
 thousand residents), not for object caches of millions.
 """
@@ -19,6 +22,7 @@ thousand residents), not for object caches of millions.
 from __future__ import annotations
 
 from collections.abc import Hashable
+from dataclasses import dataclass
 
 from edge.cache.policies.base import EvictionPolicy
 from edge.cache.policies.registry import register_policy
@@ -29,19 +33,35 @@ class DemandPolicy(EvictionPolicy):
     name = "demand"
     needs_router = True
 
+    @dataclass(frozen=True)
+    class Params:
+        one_hit_first: bool = False
+
+        def __post_init__(self) -> None:
+            if not isinstance(self.one_hit_first, bool):
+                raise ValueError(f"one_hit_first must be true or false, "
+                                 f"got {self.one_hit_first!r}")
+
     def __init__(self, params=None) -> None:
         super().__init__(params)
         self._resident = 0  # how many slots to ask the LRU walk for
+        self._hit_again: set[Hashable] = set()  # residents requested since they were loaded
 
     def on_insert(self, key: Hashable, slot: int, size: int) -> None:
         self._resident += 1
 
+    def on_hit(self, key: Hashable, slot: int) -> None:
+        self._hit_again.add(key)
+
     def on_evict(self, key: Hashable, slot: int) -> None:
         self._resident -= 1
+        self._hit_again.discard(key)
 
     def victims(self, need_bytes: int) -> list[Hashable]:
         view = self.view
+        one_hit_first = self.params.one_hit_first
         unwanted: list[Hashable] = []  # share 0, least recently used first
+        unwanted_hit_again: list[Hashable] = []  # with one_hit_first: share 0, hit since loaded
         wanted: list[tuple[float, Hashable]] = []
         freed = 0
         for slot in view.candidates(self._resident, 0):  # every unpinned slot, LRU end first
@@ -50,12 +70,15 @@ class DemandPolicy(EvictionPolicy):
             if share > 0.0:
                 wanted.append((share, key))
                 continue
+            if one_hit_first and key in self._hit_again:
+                unwanted_hit_again.append(key)
+                continue
             unwanted.append(key)
             freed += view.size_of(key)
             if freed >= need_bytes:  # the common case: enough bytes nobody is expected to ask for
                 return unwanted
         wanted.sort(key=lambda pair: pair[0])  # stable: LRU order among equal shares
-        return unwanted + [key for _, key in wanted]
+        return unwanted + unwanted_hit_again + [key for _, key in wanted]
 
     def victim(self) -> Hashable | None:
         keys = self.victims(1)
