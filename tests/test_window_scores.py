@@ -37,7 +37,6 @@ def test_kept_forms_equal_a_full_recomputation_through_updates_arm_changes_and_w
     next_arm = arms
     for step in range(400):
         window[pos] = _unit(rng, dim)
-        forms.written(pos)
         pos, filled = (pos + 1) % len(window), min(filled + 1, len(window))
         arm = lin.arm_ids[rng.integers(0, lin.n_arms) if step % 50 != 49 else 0]
         lin.update(arm, window[pos - 1], float(rng.random()))
@@ -47,7 +46,7 @@ def test_kept_forms_equal_a_full_recomputation_through_updates_arm_changes_and_w
         if step == 260:
             lin.remove_arm(lin.arm_ids[3])  # the last arm moves into slot 3
         if step % 7 == 0 or step in (151, 261):
-            got = forms.compute(lin, window, filled)
+            got = forms.compute(lin, window, filled, pos, step + 1)
             want = _forms_by_hand(lin, window[:filled])
             np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13)
 
@@ -67,20 +66,25 @@ def test_a_plan_recomputes_only_the_slots_written_and_the_arms_updated_since_the
         return original(X, arms, chunk)
 
     lin.quad_forms = recording
-    forms.compute(lin, window, 16)
+    # The ring is full: 16 contexts written, the next write goes to slot 0.
+    forms.compute(lin, window, 16, 0, 16)
     assert calls == [(16, None)]  # the first plan: everything
     calls.clear()
-    for slot in (4, 9, 10):
+    for slot in (0, 1, 2):  # three more contexts, overwriting the oldest
         window[slot] = _unit(rng, dim)
-        forms.written(slot)
-    lin.update("a2", window[4], 0.9)
-    lin.update("a7", window[9], 0.1)
-    got = forms.compute(lin, window, 16)
+    lin.update("a2", window[0], 0.9)
+    lin.update("a7", window[1], 0.1)
+    got = forms.compute(lin, window, 16, 3, 19)
     assert calls == [(3, None), (13, [2, 7])]
     np.testing.assert_allclose(got, _forms_by_hand(lin, window), rtol=1e-10, atol=1e-13)
     calls.clear()
-    forms.compute(lin, window, 16)
+    forms.compute(lin, window, 16, 3, 19)
     assert calls == []  # nothing changed: nothing recomputed
+    window[3:16] = [_unit(rng, dim) for _ in range(13)]
+    window[0:3] = [_unit(rng, dim) for _ in range(3)]
+    got = forms.compute(lin, window, 16, 3, 19 + 16 + 4)  # more than a window: every slot
+    assert calls == [(16, None)]
+    np.testing.assert_allclose(got, _forms_by_hand(lin, window), rtol=1e-10, atol=1e-13)
 
 
 @pytest.mark.parametrize("exploration", ["ucb", "thompson"])

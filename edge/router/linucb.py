@@ -92,10 +92,8 @@ class LinUCB:
         self._counts: list[int] = []
         self._since_refactor: list[int] = []
         self._unfolded: list[list[tuple[np.ndarray, float]]] = []
-        # What a cached score needs to know it is stale (WindowQuadForms): each arm's A^-1
-        # changes bump its version; adding, removing or reloading arms (indices may move)
-        # bumps the layout.
-        self._version: list[int] = []
+        # Adding, removing or reloading arms (indices may move) bumps the layout: with the
+        # arms' update counts, what a kept score needs to know it is stale (WindowQuadForms).
         self._layout = 0
         rows, cols = np.triu_indices(dim)
         self._packed_len = len(rows)
@@ -208,7 +206,6 @@ class LinUCB:
         self._counts.append(0)
         self._since_refactor.append(0)
         self._unfolded.append([])
-        self._version.append(0)
         self._ids.append(arm_id)
         self._index[arm_id] = i
         self._n += 1
@@ -221,7 +218,7 @@ class LinUCB:
         last = self._n - 1
         if i != last:
             for name in ("_stack", "_A", "_b", "_score", "_counts", "_since_refactor",
-                         "_unfolded", "_version"):
+                         "_unfolded"):
                 arr = getattr(self, name)
                 arr[i] = arr[last]
             moved = self._ids[last]
@@ -231,7 +228,6 @@ class LinUCB:
         self._counts.pop()
         self._since_refactor.pop()
         self._unfolded.pop()
-        self._version.pop()
         del self._index[arm_id]
         self._n -= 1
         self._refresh_views()
@@ -281,9 +277,10 @@ class LinUCB:
         return mean, self.alpha * np.sqrt(quad)
 
     def change_marks(self) -> tuple[int, np.ndarray]:
-        """(layout, per-arm versions): a score computed from arm a's A^-1 is current while the
-        layout is the same and a's version has not moved."""
-        return self._layout, np.array(self._version, dtype=np.int64)
+        """(layout, per-arm update counts): a score computed from arm a's A^-1 is current while
+        the layout is the same and a's count has not moved (every change of A^-1 is an update;
+        the refactorisation inside one only removes rounding drift)."""
+        return self._layout, np.array(self._counts, dtype=np.int64)
 
     def quad_forms(self, X: np.ndarray, arms: Optional[np.ndarray] = None,
                    chunk: int = 128) -> np.ndarray:
@@ -309,7 +306,8 @@ class LinUCB:
                 w *= self._triu_weight
                 quad[s:s + chunk] = w @ packed.T
         else:
-            A_inv_rows = np.ascontiguousarray(self._A_inv[cols]).reshape(len(cols) * d, d)
+            A_inv = self._A_inv[: self._n] if arms is None else self._A_inv[cols]
+            A_inv_rows = np.ascontiguousarray(A_inv).reshape(len(cols) * d, d)
             # Chunked so the (rows, arms, d) intermediate stays a few MB.
             for s in range(0, n, chunk):
                 Xc = X[s:s + chunk]
@@ -395,7 +393,6 @@ class LinUCB:
             self._b[i] += r * x
             self._since_refactor[i] = cfg.refactor_every
         self._counts[i] += 1
-        self._version[i] += 1
         if cfg.alpha_initial is not None:
             self._updates += 1
             self.alpha = self._alpha_after(self._updates)
@@ -420,7 +417,6 @@ class LinUCB:
         self._theta[i] = self._A_inv[i] @ self._b[i]
         self._sync_scoring(i)
         self._since_refactor[i] = 0
-        self._version[i] += 1
 
     # ---- state ---------------------------------------------------------------------------------
 
@@ -438,7 +434,6 @@ class LinUCB:
         n = len(arm_ids)
         self._ids, self._index, self._n = [], {}, 0
         self._counts, self._since_refactor, self._unfolded = [], [], []
-        self._version = []
         self._allocate(max(8, n))
         for arm_id in arm_ids:
             self.add_arm(arm_id)

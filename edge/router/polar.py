@@ -278,7 +278,6 @@ class PolarRouter:
 
     def _remember(self, decision_context: np.ndarray) -> None:
         self._window[self._window_pos] = decision_context
-        self._window_quad.written(self._window_pos)
         self._window_pos = (self._window_pos + 1) % len(self._window)
         self._window_filled = min(self._window_filled + 1, len(self._window))
 
@@ -297,7 +296,9 @@ class PolarRouter:
         contexts = self._window[:filled]
         # The window's quadratic forms, only what changed since the last plan recomputed
         # (none needed at alpha 0, where the bonus is 0).
-        quad = (self._window_quad.compute(self.linucb, self._window, filled)
+        # _tick counts the decisions, one context written each.
+        quad = (self._window_quad.compute(self.linucb, self._window, filled, self._window_pos,
+                                          self._tick)
                 if self.linucb.alpha != 0.0 else None)
         mean, bonus = self.linucb.mean_and_bonus_batch(contexts, quad=quad)
         utility = mean + bonus

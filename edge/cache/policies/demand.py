@@ -46,17 +46,12 @@ class DemandPolicy(EvictionPolicy):
     def __init__(self, params=None) -> None:
         super().__init__(params)
         self._resident = 0  # how many slots to ask the LRU walk for
-        self._hit_again: set[Hashable] = set()  # residents requested since they were loaded
 
     def on_insert(self, key: Hashable, slot: int, size: int) -> None:
         self._resident += 1
 
-    def on_hit(self, key: Hashable, slot: int) -> None:
-        self._hit_again.add(key)
-
     def on_evict(self, key: Hashable, slot: int) -> None:
         self._resident -= 1
-        self._hit_again.discard(key)
 
     def victims(self, need_bytes: int) -> list[Hashable]:
         view = self.view
@@ -65,13 +60,21 @@ class DemandPolicy(EvictionPolicy):
         unwanted_hit_again: list[Hashable] = []  # with one_hit_first: share 0, hit since loaded
         wanted: list[tuple[float, Hashable]] = []
         freed = 0
-        for slot in view.candidates(self._resident, 0):  # every unpinned slot, LRU end first
+        slots = view.candidates(self._resident, 0)  # every unpinned slot, LRU end first
+        # Requested again since loaded: the C core counts each resident's accesses since its
+        # load, the load included (read only when asked for).
+        if one_hit_first:
+            accesses = view.features(slots)[:, view.feature_names.index("accesses")]
+            hit_again = (accesses > 1).tolist()
+        else:
+            hit_again = [False] * len(slots)
+        for slot, again in zip(slots, hit_again, strict=True):
             key = view.key_of_slot(int(slot))
             share = view.demand_of(key)
             if share > 0.0:
                 wanted.append((share, key))
                 continue
-            if one_hit_first and key in self._hit_again:
+            if again:
                 unwanted_hit_again.append(key)
                 continue
             unwanted.append(key)
