@@ -32,8 +32,10 @@ side's ceiling (``paging_free_ceiling``: POLAR+'s reward, its paging charged at 
 baseline's objective), and each baseline held to the same test against the others
 (``baselines_against_each_other``: what the criterion asks of any strategy). ``--table
 RESULT...`` prints those as docs/router.md's rows, ``--summary RESULT...`` as README's
-(beside the reported figures of the run each names), and ``--rescore RESULT`` recomputes
-that part of a saved result from its per-instance figures:
+(beside the reported figures of the run each names), ``--differences RESULT...`` POLAR+'s
+objective minus each cache-unaware baseline's with the 95 % interval of the median difference
+(the criterion stated on a family of instances instead of by counts on five), and ``--rescore
+RESULT`` recomputes the criterion part of a saved result from its per-instance figures:
 
     python scripts/router_variants.py --arms 64 --instances 20 --family fresh --jobs 2 \
         --from-json docs/results/bench_router-linear-64-t8-ridge.json
@@ -127,6 +129,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--summary", metavar="RESULT", nargs="+",
                         help="only print the README's routing-quality table: a row per saved "
                              "--from-json RESULT, its run's reported figures beside its own")
+    parser.add_argument("--differences", metavar="RESULT", nargs="+",
+                        help="only print POLAR+'s objective minus each cache-unaware "
+                             "baseline's on saved RESULTs' instances: the median difference "
+                             "and its 95 %% interval, a row per RESULT")
     parser.add_argument("--routes-table", metavar="RESULT", nargs="+",
                         help="only print docs/router.md's table of saved --learner-routes "
                              "RESULTs: POLAR+ against the baseline whose routes it takes, the "
@@ -134,6 +140,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     alone = [name for name, given in (("--rescore", args.rescore), ("--table", args.table),
                                       ("--summary", args.summary),
+                                      ("--differences", args.differences),
                                       ("--routes-table", args.routes_table)) if given]
     if alone:
         if (args.arms is not None or args.variant or args.from_json or args.out
@@ -222,6 +229,39 @@ def at_least_four_of_five(rate: float) -> float:
     return sum(math.comb(5, k) * rate ** k * (1 - rate) ** (5 - k) for k in (4, 5))
 
 
+def median_difference_interval(diffs: list[float], level: float = 0.95) -> dict:
+    """The median of paired differences with its distribution-free confidence interval (the
+    sign test's: order statistics k and n + 1 - k, k the largest with P(Binomial(n, 1/2) < k)
+    at most (1 - level) / 2, so the interval covers the true median with probability at least
+    ``level`` whatever the differences' distribution). Too few pairs for ``level`` give the
+    widest interval, the smallest and largest difference, with the coverage it has."""
+    n = len(diffs)
+    if n == 0:
+        raise ValueError("median_difference_interval needs at least one difference")
+    ordered = sorted(diffs)
+    # The interval misses the median when k or more differences lie on one side of it: each
+    # side has P(Binomial(n, 1/2) < k), ``tail``. Widen k while that stays within (1 - level) / 2.
+    tail, k = 1 / 2 ** n, 1
+    while k + 1 <= (n + 1) / 2:
+        wider_tail = tail + math.comb(n, k) / 2 ** n
+        if wider_tail > (1 - level) / 2:
+            break
+        tail, k = wider_tail, k + 1
+    return {"median": statistics.median(diffs), "low": ordered[k - 1], "high": ordered[n - k],
+            "coverage": 1 - 2 * tail}
+
+
+def paired_differences(runs: dict[str, list[dict]], baselines: list[str]) -> dict:
+    """POLAR+'s objective minus each baseline's, instance by instance: the median and its 95 %
+    interval (``median_difference_interval``). An interval above 0 says POLAR+ is ahead of that
+    baseline on this family of instances, below 0 behind it, across 0 that these instances
+    cannot tell; unlike a count of wins it does not turn on which of several level learners
+    happens to lead on five instances."""
+    plus = [r["objective"] for r in runs["polar+"]]
+    return {b: median_difference_interval(
+        [p - r["objective"] for p, r in zip(plus, runs[b], strict=True)]) for b in baselines}
+
+
 def criterion(runs: dict[str, list[dict]], run: dict) -> dict:
     """The issue's criterion for POLAR+ on these instances, against the --from-json run's best
     baseline (per instance) and best cache-unaware baseline (regret, medians), as chosen on
@@ -251,6 +291,7 @@ def criterion(runs: dict[str, list[dict]], run: dict) -> dict:
     if run.get("routes_reference"):
         verdict["routes_reference"] = against_routes_reference(runs, run["routes_reference"])
     verdict["paging_free_ceiling"] = paging_free_ceiling(runs, baselines)
+    verdict["objective_difference_vs_each_baseline"] = paired_differences(runs, baselines)
     verdict["baselines_against_each_other"] = baselines_against_each_other(runs, baselines)
     if "polar" in runs:
         # POLAR (fixed epochs) is not the issue's strategy, but it is the cache-aware learner
@@ -362,6 +403,9 @@ def main(argv=None) -> int:
         return 0
     if args.routes_table:
         print(routes_table(args.routes_table))
+        return 0
+    if args.differences:
+        print(differences_table(args.differences))
         return 0
     # The benchmark's own defaults (dim, noise, budget fraction, seeds), with our N and horizon
     # (and, with --from-json, the run's); quality only (the benchmark refuses its speed part
@@ -607,6 +651,32 @@ def _summary_row(data: dict, verdict: dict) -> str:
             f"| {verdict['baseline_beaten_least']['polar+_objective_at_least']} / "
             f"{verdict['paging_free_ceiling']['polar+_reward_at_least']} / {polar} "
             f"| {rivals} |")
+
+
+DIFFERENCES_HEADER = (
+    "| workload, N | " + " | ".join(f"POLAR+ minus {b}" for b in bench.CACHE_UNAWARE)
+    + " | ahead of (interval above 0) | behind (interval below 0) |\n"
+    + "|---" * (len(bench.CACHE_UNAWARE) + 3) + "|")
+
+
+def differences_table(paths: list[str]) -> str:
+    """The criterion restated on a family of instances: per saved RESULT, POLAR+'s objective
+    minus each cache-unaware baseline's, the median of the per-instance differences and its 95 %
+    interval (``paired_differences``), computed from the per-instance figures (so results saved
+    before the criterion held it read the same), and the baselines it is ahead of or behind."""
+    return _table(paths, "--differences", "per-instance figures of POLAR+ and the baselines",
+                  DIFFERENCES_HEADER, _differences_row)
+
+
+def _differences_row(data: dict, _verdict: dict) -> str:
+    runs = {name: v["per_instance"] for name, v in data["variants"].items()}
+    differences = paired_differences(runs, [b for b in bench.CACHE_UNAWARE if b in runs])
+    cells = [f"{d['median']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]"
+             if (d := differences.get(b)) else "-" for b in bench.CACHE_UNAWARE]
+    ahead = [b for b, d in differences.items() if d["low"] > 0]
+    behind = [b for b, d in differences.items() if d["high"] < 0]
+    return (f"| {data['workload']} {data['arms']} | " + " | ".join(cells)
+            + f" | {', '.join(ahead) or 'none'} | {', '.join(behind) or 'none'} |")
 
 
 def _mean(rs: list[dict], key: str) -> float:

@@ -374,6 +374,11 @@ def test_criterion_names_the_best_baseline_on_these_instances_too(variants):
                                                            "lints+lru": "3/3"},
         "baseline": "linucb+lru", "polar+_reward_at_least": "2/3",
         "chance_of_4_of_5_at_this_rate": variants.at_least_four_of_five(2 / 3)}
+    # POLAR+ minus each baseline: -1, -1, +1 and +1, +1, +1; three instances, so [min, max],
+    # covering 1 - 2 / 8.
+    assert verdict["objective_difference_vs_each_baseline"] == {
+        "linucb+lru": {"median": -1, "low": -1, "high": 1, "coverage": 0.75},
+        "lints+lru": {"median": 1, "low": 1, "high": 1, "coverage": 0.75}}
     # POLAR (99 every instance) counted the same way, never a baseline itself.
     assert verdict["polar_objective_at_least_each_baseline"] == {"linucb+lru": "3/3",
                                                                  "lints+lru": "3/3"}
@@ -391,6 +396,44 @@ def test_criterion_names_the_best_baseline_on_these_instances_too(variants):
     assert variants.criterion(runs, {"best_baseline": "linucb+lru",
                                      "best_cache_unaware_baseline": "linucb+lru"}
                               )["baselines_against_each_other"] == {}
+
+
+def test_median_difference_interval_is_the_sign_tests_by_hand(variants):
+    # n = 20: P(Binomial(20, 1/2) <= 5) = (1 + 20 + 190 + 1140 + 4845 + 15504) / 2^20
+    # = 21700 / 1048576 = 0.0207 <= 0.025 and P(<= 6) = 0.0577 > 0.025, so the 6th and 15th
+    # smallest, covering 1 - 2 x 0.0207.
+    differences = [float(d) for d in range(20, 0, -1)]  # order must not matter
+    assert variants.median_difference_interval(differences) == {
+        "median": 10.5, "low": 6.0, "high": 15.0, "coverage": 1 - 2 * 21700 / 2 ** 20}
+    # n = 5: even [min, max] misses with 2 / 32 > 0.05: the widest, with the coverage it has.
+    assert variants.median_difference_interval([3, -1, 4, 1, 5]) == {
+        "median": 3, "low": -1, "high": 5, "coverage": 1 - 2 / 32}
+    with pytest.raises(ValueError, match="at least one"):
+        variants.median_difference_interval([])
+
+
+def test_differences_table_says_which_baselines_polar_plus_is_ahead_of_or_behind(
+        variants, tmp_path, capsys):
+    """--differences: POLAR+ minus each cache-unaware baseline per instance, the median and its
+    interval, from a saved result's per-instance figures. Five instances, so each interval is
+    [min, max] (by hand below)."""
+    def variant(objectives):
+        return {"per_instance": [{"objective": o, "regret": 0.0, "total_paging_s": 0.0}
+                                 for o in objectives]}
+    plus = [10, 20, 30, 40, 50]
+    result = {"workload": "text", "arms": 64, "criterion": None, "variants": {
+        "polar+": variant(plus),
+        "greedy+lru": variant([p - d for p, d in zip(plus, [1, 2, 3, 4, 5], strict=True)]),
+        "linucb+lru": variant([p - d for p, d in zip(plus, [-1, -2, -3, -4, -5], strict=True)]),
+        "lints+lru": variant([p - d for p, d in zip(plus, [-1, 0, 1, 2, 0], strict=True)]),
+    }}
+    out = tmp_path / "r.json"
+    out.write_text(json.dumps(result))
+    row = printed_row(variants, capsys, "--differences", out)
+    assert row == ["| text 64", "+3.0 [+1.0, +5.0]", "-3.0 [-5.0, -1.0]", "-",
+                   "+0.0 [-1.0, +2.0]", "greedy+lru", "linucb+lru |"]
+    with pytest.raises(SystemExit, match="--differences .*: not a router_variants.py result"):
+        variants.main(["--differences", str(tmp_path / "missing.json")])
 
 
 @pytest.mark.parametrize("bad, message", [
