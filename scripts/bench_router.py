@@ -821,14 +821,20 @@ def main(argv=None) -> int:
     return 0
 
 
+def chosen_router_config(result: dict, n, base_config: EdgeConfig, label: str = "polar+"):
+    """The router configuration ``label`` was chosen at N in a run's ``result`` (its
+    ``quality.N.tuning.label.chosen`` applied to ``base_config``), or ``base_config``'s where
+    the run has no such choice."""
+    chosen = result["quality"].get(str(n), {}).get("tuning", {}).get(label, {}).get("chosen")
+    if not chosen:
+        return base_config.router
+    return from_mapping(EdgeConfig, apply_assignment(to_mapping(base_config),
+                                                     tuple(chosen.items()))).router
+
+
 def speed_entry(n, args, device, base_config, result):
     # Timed with the settings chosen for POLAR+ at this N when the quality part ran.
-    chosen = result["quality"].get(str(n), {}).get("tuning", {}).get("polar+", {}).get("chosen")
-    config = base_config
-    if chosen:
-        config = from_mapping(EdgeConfig, apply_assignment(to_mapping(base_config),
-                                                           tuple(chosen.items())))
-    router_config = config.router
+    router_config = chosen_router_config(result, n, base_config)
     entry = {"router_route_update": time_public_router(n, args, device, router_config),
              "runtime_handle_feedback": time_runtime_handle(n, args, device, router_config),
              "settings": to_mapping(router_config.linucb)}

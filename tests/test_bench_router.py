@@ -795,3 +795,36 @@ def test_learner_routes_speed_probe_times_the_three_configurations(capsys):
     figures = json.loads(capsys.readouterr().out)["us_per_step"]
     assert set(figures) == {f"N=8, {name}" for name in configs}
     assert all(0 < f["median_us"] <= f["p99_us"] for f in figures.values())
+
+
+def test_speed_probe_times_the_configuration_a_run_chose(bench, tmp_path, capsys):
+    """--from-json RUN adds POLAR+ at the settings RUN chose at each N (the configuration its
+    quality table reports), Thompson draws included; a run without that N is refused."""
+    from edge.config import EdgeConfig
+
+    spec = importlib.util.spec_from_file_location(
+        "probe_learner_routes_speed", SCRIPT.parent / "probe_learner_routes_speed.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    chosen = {"router.linucb.alpha": 0.01, "router.linucb.exploration": "thompson",
+              "router.linucb.prior_reward": 0.6, "router.polar.epoch_length": 64,
+              "router.polar.max_epoch_length": 64, "router.polar.prefetch_plan": False}
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"quality": {"8": {"tuning": {"polar+": {"chosen": chosen}}}}}))
+    config = bench.chosen_router_config(json.loads(run.read_text()), 8, EdgeConfig())
+    assert (config.linucb.alpha, config.linucb.exploration, config.linucb.prior_reward) == (
+        0.01, "thompson", 0.6)
+    assert (config.polar.epoch_length, config.polar.prefetch_plan) == (64, False)
+    # Where the run chose nothing at N, the defaults.
+    assert bench.chosen_router_config({"quality": {}}, 8, EdgeConfig()) == EdgeConfig().router
+    assert probe.main(["--arms", "8", "--steps", "100", "--repeats", "1",
+                       "--from-json", str(run)]) == 0
+    figures = json.loads(capsys.readouterr().out)["us_per_step"]
+    assert 0 < figures["N=8, POLAR+ as chosen in run.json"]["median_us"]
+    with pytest.raises(SystemExit):
+        probe.main(["--arms", "16", "--from-json", str(run)])
+    assert "no quality run at N = [16] (it has ['8'])" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("[1]")
+    with pytest.raises(SystemExit):
+        probe.main(["--arms", "8", "--from-json", str(tmp_path / "bad.json")])
+    assert "not a bench_router.py result" in capsys.readouterr().err
