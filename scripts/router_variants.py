@@ -239,8 +239,9 @@ def median_difference_interval(diffs: list[float], level: float = 0.95) -> dict:
     if n == 0:
         raise ValueError("median_difference_interval needs at least one difference")
     ordered = sorted(diffs)
-    # The interval misses the median when k or more differences lie on one side of it: each
-    # side has P(Binomial(n, 1/2) < k), ``tail``. Widen k while that stays within (1 - level) / 2.
+    # [d_k, d_(n+1-k)] misses the median when fewer than k differences lie below it (or
+    # fewer than k above): each side has P(Binomial(n, 1/2) < k), ``tail``. Narrow the
+    # interval (raise k) while that stays within (1 - level) / 2.
     tail, k = 1 / 2 ** n, 1
     while k + 1 <= (n + 1) / 2:
         wider_tail = tail + math.comb(n, k) / 2 ** n
