@@ -193,7 +193,7 @@ def _load_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict
             parser.error(f"--learner-routes: the --from-json run's POLAR+ at N = {args.arms} "
                          "was tuned without bounds (--objective-only): no reference baseline")
         chosen["polar+"] = bench.learner_routes_settings(reference, chosen[reference])
-    args.routes_reference = reference if args.learner_routes else None
+    args.routes_reference = reference if args.learner_routes else routes_taken_by_run(entry)
     args.variant = [(label, label, chosen[label]) for label in order] + args.variant
     return {"path": args.from_json, "seed": inputs["seed"], "tune_seed": inputs["tune_seed"],
             "dim": inputs["dim"], "budget_fraction": inputs["budget_fraction"],
@@ -207,6 +207,16 @@ def routes_reference(entry: dict) -> str | None:
     """The baseline whose routes the learner-routes rule takes in a run's ``quality.N``: the
     reference of POLAR+'s bounds (None for a run tuned by the objective alone)."""
     return entry["tuning"]["polar+"].get("bounds", {}).get("reference")
+
+
+def routes_taken_by_run(entry: dict) -> str | None:
+    """The baseline whose routes POLAR+ took in a run's ``quality.N`` by the benchmark's own
+    learner-routes stage (``tuning.polar+.learner_routes.taken``), so that a result replaying
+    that run counts POLAR+ against it as ``--learner-routes`` does; None where the stage did
+    not take them (or did not run)."""
+    if entry["tuning"]["polar+"].get("learner_routes", {}).get("taken"):
+        return routes_reference(entry)
+    return None
 
 
 def family_seeds(args: argparse.Namespace, bench_args: argparse.Namespace) -> list[int]:
@@ -524,8 +534,8 @@ def rescore(path: str) -> int:
         raise SystemExit(f"--rescore {path}: its run {data['from_json']} cannot be read "
                          f"({exc!r}); run from the directory the result was made in") from None
     runs = {name: v["per_instance"] for name, v in data["variants"].items()}
-    if data.get("learner_routes"):
-        checks = {**checks, "routes_reference": routes_reference(entry)}
+    checks = {**checks, "routes_reference": (routes_reference(entry) if data.get("learner_routes")
+                                             else routes_taken_by_run(entry))}
     data["criterion"] = criterion(runs, checks)
     print_criterion(data["criterion"], len(data["seeds"]))
     write_atomic(path, json.dumps(data, indent=2).encode())

@@ -750,6 +750,36 @@ def test_router_variants_learner_routes_replays_polar_plus_on_the_references_rou
         variants.parse_args(["--arms", "8", "--learner-routes", "--variant", "g=greedy+lru"])
 
 
+def test_router_variants_counts_polar_plus_against_the_routes_its_run_took(
+        bench, variants, tmp_path, capsys):
+    """A run whose own learner-routes stage took a baseline's routes is replayed without
+    --learner-routes, and still counted against that baseline (--routes-table works on it); a
+    run whose stage did not take them has no such count."""
+    run = tmp_path / "b.json"
+    bench.main(["--arms", "8", "--dim", "8", "--horizon", "200", "--quality-repeats", "1",
+                "--tune-instances", "2", "--skip-speed", "--no-tune-prior", "--no-tune-ridge",
+                "--no-learner-routes", "--out", str(run)])
+    result = json.loads(run.read_text())
+    plus = result["quality"]["8"]["tuning"]["polar+"]
+    reference = plus["bounds"]["reference"]
+    out = tmp_path / "v.json"
+    variants.main(["--arms", "8", "--instances", "2", "--from-json", str(run), "--out", str(out)])
+    assert "routes_reference" not in json.loads(out.read_text())["criterion"]
+    # As the stage writes it when it takes the routes (test_learner_routes_stage).
+    settings = bench.learner_routes_settings(
+        reference, result["quality"]["8"]["tuning"][reference]["chosen"])
+    plus["chosen"] = settings
+    plus["learner_routes"] = {"settings": settings, "taken": True}
+    run.write_text(json.dumps(result))
+    variants.main(["--arms", "8", "--instances", "2", "--from-json", str(run), "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["learner_routes"] is False
+    assert data["criterion"]["routes_reference"]["baseline"] == reference
+    assert data["criterion"]["routes_reference"]["same_regret"] == 2
+    assert_rescore_gives_back(variants, out, data)
+    assert printed_row(variants, capsys, "--routes-table", out)[1] == reference
+
+
 def test_learner_routes_stage_takes_the_count_not_the_mean(bench, monkeypatch):
     # Made-up measurements against a reference at 100 on both tuning instances: every searched
     # setting scores 90 and 150 (mean 120, at least the reference once), the learner's routes
