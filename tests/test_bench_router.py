@@ -809,11 +809,16 @@ def test_learner_routes_stage_takes_the_count_not_the_mean(bench, monkeypatch):
     assert tuned["chosen"] != bench.learner_routes_settings("lints+lru", chosen)
 
 
-def test_learner_routes_speed_probe_times_the_three_configurations(capsys):
+@pytest.fixture(scope="module")
+def probe(bench):
     spec = importlib.util.spec_from_file_location(
         "probe_learner_routes_speed", SCRIPT.parent / "probe_learner_routes_speed.py")
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_learner_routes_speed_probe_times_the_three_configurations(probe, capsys):
     configs = dict(probe.configurations())
     routes = configs["learner-routes, alpha 0"]
     assert routes.polar.paging_weight == 0.0 and routes.polar.prefetch_plan is False
@@ -827,15 +832,11 @@ def test_learner_routes_speed_probe_times_the_three_configurations(capsys):
     assert all(0 < f["median_us"] <= f["p99_us"] for f in figures.values())
 
 
-def test_speed_probe_times_the_configuration_a_run_chose(bench, tmp_path, capsys):
+def test_speed_probe_times_the_configuration_a_run_chose(bench, probe, tmp_path, capsys):
     """--from-json RUN adds POLAR+ at the settings RUN chose at each N (the configuration its
     quality table reports), Thompson draws included; a run without that N is refused."""
     from edge.config import EdgeConfig
 
-    spec = importlib.util.spec_from_file_location(
-        "probe_learner_routes_speed", SCRIPT.parent / "probe_learner_routes_speed.py")
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
     chosen = {"router.linucb.alpha": 0.01, "router.linucb.exploration": "thompson",
               "router.linucb.prior_reward": 0.6, "router.polar.epoch_length": 64,
               "router.polar.max_epoch_length": 64, "router.polar.prefetch_plan": False}
