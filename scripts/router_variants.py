@@ -214,9 +214,11 @@ def routes_taken_by_run(entry: dict) -> str | None:
     learner-routes stage (``tuning.polar+.learner_routes.taken``), so that a result replaying
     that run counts POLAR+ against it as ``--learner-routes`` does; None where the stage did
     not take them (or did not run)."""
-    if entry["tuning"]["polar+"].get("learner_routes", {}).get("taken"):
-        return routes_reference(entry)
-    return None
+    stage = entry["tuning"]["polar+"].get("learner_routes", {})
+    if not stage.get("taken"):
+        return None
+    # The stage names the baseline (since 2026-12-06); before, it took the bounds reference's.
+    return stage.get("routes_of") or routes_reference(entry)
 
 
 def family_seeds(args: argparse.Namespace, bench_args: argparse.Namespace) -> list[int]:
