@@ -475,6 +475,9 @@ def quality(n_arms, args, device, base_config):
     tuning_seeds = instance_seeds(args.tune_seed, n_arms, args.tune_instances)
     reported_seeds = instance_seeds(args.seed, n_arms, args.quality_repeats)
     check_seed_split(tuning_seeds, reported_seeds)
+    if args.learner_routes:  # the stage's further tuning-family instances are held out too
+        check_seed_split(instance_seeds(args.tune_seed, n_arms, args.routes_instances),
+                         reported_seeds)
     tuning = {}
     reused = reused_tuning(args, n_arms)
     for label in STRATEGIES:  # the baselines come first: POLAR+'s bounds are theirs

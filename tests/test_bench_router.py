@@ -725,6 +725,14 @@ def test_learner_routes_stage(bench, tmp_path):
     assert "learner_routes" not in json.loads(out.read_text())["quality"]["8"]["tuning"]["polar+"]
     with pytest.raises(SystemExit):  # the stage weighs the tuning instances and more
         bench.parse_args(["--tune-instances", "8", "--routes-instances", "4"])
+    # Its further instances are held out from the reported ones too: tuning seeds 12357 +
+    # 7919 r meet the reported 20276 at r = 1, a seed only the stage uses.
+    argv = ["--arms", "16", "--quality-repeats", "1", "--tune-instances", "1",
+            "--routes-instances", "2", "--tune-seed", str(20260 - 7919), "--skip-speed",
+            "--horizon", "50"]
+    with pytest.raises(ValueError, match=r"reported instance seed\(s\) \[20276\]"):
+        bench.main(argv)
+    bench.main(argv[:-5] + ["--no-learner-routes"] + argv[-5:])  # without the stage: held out
 
 
 def _stage_inputs(bench, objectives):
