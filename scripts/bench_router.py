@@ -159,8 +159,14 @@ PRIOR_GRID = (1.0, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
 # baseline best on the 8 tuning instances, against that baseline alone; at six of eight sizes the
 # reported best was another learner, and at text N = 16 the one chosen (LinTS) was behind three
 # baselines on 60 fresh instances: which learner leads is a draw on 8 instances, so the stage
-# now weighs every baseline's routes, against the baseline each beats least, on 24.
-LEARNER_ROUTES = {"cache.policy": "demand", "router.polar.paging_weight": 0.0,
+# now weighs every baseline's routes, against the baseline each beats least, on 24. The demand
+# order evicts, among the adapters of share 0, those not requested again since they were loaded
+# first (S3-FIFO's one-hit filter, `one_hit_first`; since 2026-12-06): on the tuning family it paged
+# less or level at the six sizes measured, less in 69 of 88 instances, and changed no count
+# (docs/router-results.md, "S3-FIFO's one-hit filter inside the demand order"); measured on
+# 2026-12-05 and left out then only because adopting it meant rerunning every size's tuning.
+LEARNER_ROUTES = {"cache.policy": "demand", "cache.policy_params.one_hit_first": True,
+                  "router.polar.paging_weight": 0.0,
                   "router.polar.forced_exploration_scale": 0.0,
                   "router.polar.charge_eviction": False, "router.polar.prefetch_plan": False,
                   "router.polar.epoch_length": 64, "router.polar.max_epoch_length": 64,

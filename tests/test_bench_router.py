@@ -672,6 +672,7 @@ def test_learner_routes_settings_copy_the_reference_learner_and_add_polar_plus_c
                                          {**chosen, "cache.policy": "s3fifo"})
     assert best == {**chosen, **bench.LEARNER_ROUTES}
     assert bench.LEARNER_ROUTES["cache.policy"] == "demand"
+    assert bench.LEARNER_ROUTES["cache.policy_params.one_hit_first"] is True
     assert bench.LEARNER_ROUTES["router.polar.paging_weight"] == 0.0
     assert bench.LEARNER_ROUTES["router.polar.prefetch_plan"] is False
 
