@@ -98,8 +98,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arms", type=int,
                         help="catalogue size N (required, except with --rescore)")
-    parser.add_argument("--instances", type=int, default=8,
-                        help="instances of the family (r = 0 .. instances - 1)")
+    parser.add_argument("--instances", type=int, default=None,
+                        help="instances of the family (r = 0 .. instances - 1; default 8)")
     parser.add_argument("--family", choices=FAMILIES, default="tuning",
                         help="tuning: the benchmark's tuning instances; fresh: a third family, "
                              "disjoint from the tuning and the reported ones")
@@ -123,6 +123,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rescore", metavar="RESULT",
                         help="recompute the criterion of a saved --from-json RESULT from its "
                              "per-instance figures and write it back; replays nothing")
+    parser.add_argument("--first-of", metavar="RESULT",
+                        help="with --instances K and --out NEW: a saved --from-json RESULT cut "
+                             "to its first K instances, its criterion recomputed (what a replay "
+                             "of K instances gives); replays nothing")
     parser.add_argument("--table", metavar="RESULT", nargs="+",
                         help="only print the markdown table of saved --from-json RESULTs' "
                              "criteria, a row each (docs/router.md's fresh-instance tables)")
@@ -138,6 +142,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "RESULTs: POLAR+ against the baseline whose routes it takes, the "
                              "run's best and the baseline it beats least, ties shown")
     args = parser.parse_args(argv)
+    if args.first_of:
+        if (args.instances is None or not args.out or args.arms is not None or args.variant
+                or args.from_json or args.rescore or args.table or args.summary
+                or args.differences or args.routes_table):
+            parser.error("--first-of takes --instances and --out, and no other option")
+        return args
     alone = [name for name, given in (("--rescore", args.rescore), ("--table", args.table),
                                       ("--summary", args.summary),
                                       ("--differences", args.differences),
@@ -149,6 +159,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         return args
     if args.arms is None:
         parser.error("--arms is required")
+    if args.instances is None:
+        args.instances = 8
     args.run = None
     if args.learner_routes and not args.from_json:
         parser.error("--learner-routes needs --from-json (it takes the run's settings)")
@@ -408,6 +420,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.rescore:
         return rescore(args.rescore)
+    if args.first_of:
+        return first_of(args.first_of, args.instances, args.out)
     if args.table:
         print(criterion_table(args.table))
         return 0
@@ -520,27 +534,60 @@ def print_criterion(verdict: dict, instances: int) -> None:
           f"five {ceiling['chance_of_4_of_5_at_this_rate']:.0%} of the time")
 
 
-def rescore(path: str) -> int:
-    """Recompute the criterion of a saved ``--from-json`` result from its per-instance figures
-    (the same numbers a rerun gives: the replays are seeded) and write it back."""
-    from edge.fileio import write_atomic
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+def _recompute_criterion(data: dict, path: str, option: str) -> dict:
+    """The criterion of a saved ``--from-json`` result, from its per-instance figures (the same
+    numbers a rerun gives: the replays are seeded) and the run it names."""
     if data.get("benchmark") != "router_variants" or not data.get("from_json"):
-        raise SystemExit(f"--rescore {path}: not a router_variants.py result made with "
+        raise SystemExit(f"{option} {path}: not a router_variants.py result made with "
                          "--from-json")
     try:
         entry = json.loads(Path(data["from_json"]).read_text(encoding="utf-8")
                            )["quality"][str(data["arms"])]
         checks = entry["checks"]
     except (OSError, ValueError, KeyError) as exc:
-        raise SystemExit(f"--rescore {path}: its run {data['from_json']} cannot be read "
+        raise SystemExit(f"{option} {path}: its run {data['from_json']} cannot be read "
                          f"({exc!r}); run from the directory the result was made in") from None
     runs = {name: v["per_instance"] for name, v in data["variants"].items()}
     checks = {**checks, "routes_reference": (routes_reference(entry) if data.get("learner_routes")
                                              else routes_taken_by_run(entry))}
-    data["criterion"] = criterion(runs, checks)
+    return criterion(runs, checks)
+
+
+def rescore(path: str) -> int:
+    """Recompute the criterion of a saved ``--from-json`` result from its per-instance figures
+    and write it back."""
+    from edge.fileio import write_atomic
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    data["criterion"] = _recompute_criterion(data, path, "--rescore")
     print_criterion(data["criterion"], len(data["seeds"]))
     write_atomic(path, json.dumps(data, indent=2).encode())
+    return 0
+
+
+def first_of(path: str, instances: int, out: str) -> int:
+    """A saved ``--from-json`` result cut to its first ``instances`` instances, written to
+    ``out``: what a replay of that many gives (instance r has the same seed, router seed and
+    reward noise whatever the count), its means, comparisons and criterion recomputed."""
+    from edge.fileio import write_atomic
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not 1 <= instances <= len(data.get("seeds", [])):
+        raise SystemExit(f"--first-of {path}: it has {len(data.get('seeds', []))} instances, "
+                         f"--instances {instances} asks for more (or fewer than 1)")
+    data["seeds"] = data["seeds"][:instances]
+    variants = data["variants"]
+    reference = next(iter(variants))
+    for v in variants.values():
+        rs = v["per_instance"] = v["per_instance"][:instances]
+        v["mean"] = {k: _mean(rs, k) for k in ("objective", "regret", "total_paging_s")}
+        diffs = [r["objective"] - b["objective"]
+                 for r, b in zip(rs, variants[reference]["per_instance"][:instances],
+                                 strict=True)]
+        v["versus_first"] = {"mean_objective_difference": statistics.fmean(diffs),
+                             "at_least_as_good": sum(d >= 0 for d in diffs)}
+    data["criterion"] = _recompute_criterion(data, path, "--first-of")
+    data["first_of"] = {"result": path, "instances": instances}
+    print_criterion(data["criterion"], instances)
+    write_atomic(out, json.dumps(data, indent=2).encode())
     return 0
 
 

@@ -979,3 +979,22 @@ def test_speed_probe_times_the_configuration_a_run_chose(bench, probe, tmp_path,
     with pytest.raises(SystemExit):
         probe.main(["--arms", "8", "--from-json", str(tmp_path / "bad.json")])
     assert "not a bench_router.py result" in capsys.readouterr().err
+
+
+def test_first_of_a_result_equals_a_replay_of_that_many_instances(bench, variants, tmp_path):
+    run = tmp_path / "b.json"
+    bench.main(["--arms", "8", "--dim", "8", "--horizon", "150", "--quality-repeats", "1",
+                "--tune-instances", "1", "--routes-instances", "1", "--skip-speed",
+                "--no-tune-prior", "--no-tune-ridge", "--out", str(run)])
+    three, two, cut = tmp_path / "3.json", tmp_path / "2.json", tmp_path / "cut.json"
+    for n, out in (("3", three), ("2", two)):
+        variants.main(["--arms", "8", "--instances", n, "--family", "fresh", "--from-json",
+                       str(run), "--out", str(out)])
+    assert variants.main(["--first-of", str(three), "--instances", "2", "--out", str(cut)]) == 0
+    replayed, derived = json.loads(two.read_text()), json.loads(cut.read_text())
+    assert derived.pop("first_of") == {"result": str(three), "instances": 2}
+    assert derived == replayed
+    with pytest.raises(SystemExit, match="it has 3 instances, --instances 4"):
+        variants.main(["--first-of", str(three), "--instances", "4", "--out", str(cut)])
+    with pytest.raises(SystemExit):  # it needs --instances and --out, and nothing else
+        variants.parse_args(["--first-of", str(three), "--out", str(cut)])
