@@ -862,6 +862,20 @@ def fewest_against_any_baseline(strategies: dict) -> tuple[str, str]:
     return fewest, f"{counts[fewest]}/{len(plus)}"
 
 
+def stage_rows(n, stage: dict) -> list[str]:
+    """The learner-routes stage's candidates at N, a row each (runs since 2026-12-06)."""
+    rows = []
+    for c in stage["candidates"]:
+        name = c["name"] + "".join(f" = {b}" for b in c.get("also_routes_of", []))
+        counts = ", ".join(f"{b} {k}" for b, k in c["at_least_each_baseline"].items())
+        taken = c["routes_of"] == stage["routes_of"]
+        rows.append(f"| {n} | {name} ({stage['instances']}) | "
+                    f"{'yes' if c['within_bounds'] else 'no'} | {counts} | {c['key'][1]} | "
+                    f"{c['mean_objective']:.1f} | {c['median_paging_s']:.1f} | "
+                    f"{'yes' if taken else '-'} |")
+    return rows
+
+
 def markdown_tables(result: dict) -> str:
     """The quality and speed tables of docs/router.md and the README, from the JSON."""
     out = ["| N | strategy | tuned settings | objective | regret | total paging s "
@@ -889,6 +903,13 @@ def markdown_tables(result: dict) -> str:
         out += ["", "| N | best baseline | POLAR+ objective >= it | >= the baseline it beats "
                 "least | paging <= it | regret ratio vs best cache-unaware | POLAR+ minus best "
                 "(medians) | won |", "|---|---|---|---|---|---|---|---|"] + verdicts
+    stages = [stage_rows(n, q["tuning"]["polar+"]["learner_routes"])
+              for n, q in result["quality"].items()
+              if "candidates" in q["tuning"]["polar+"].get("learner_routes", {})]
+    if stages:
+        out += ["", "| N | learner-routes stage candidate (instances) | within bounds | at least "
+                "each baseline | least | mean objective | median paging s | taken |",
+                "|---|---|---|---|---|---|---|---|"] + [row for rows in stages for row in rows]
     if result["speed"]:
         out += ["", "| N | Router.route+update µs median / mean / p99 | target (mean) | "
                 "Runtime.handle+feedback µs median / mean | MABWiser µs median | VW µs median "

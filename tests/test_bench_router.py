@@ -720,6 +720,13 @@ def test_learner_routes_stage(bench, tmp_path):
     assert stage["taken"] == (best != 0)
     assert plus["chosen"] == candidates[best]["settings"] == stage["settings"]
     assert plus["tuning_objectives"] == candidates[best]["objectives"][:3]
+    # --table shows the stage: a row per candidate, the taken one marked.
+    rows = [line for line in bench.markdown_tables(json.loads(out.read_text())).splitlines()
+            if "(5) |" in line]
+    assert len(rows) == len(candidates)
+    assert [row.endswith("| yes |") for row in rows] == [i == best for i in range(len(rows))]
+    assert rows[0].startswith(f"| 8 | search (5) | {'yes' if candidates[0]['key'][0] else 'no'}"
+                              f" | ") and f"| {candidates[0]['key'][1]} |" in rows[0]
     bench.main(["--arms", "8", "--dim", "8", "--horizon", "300", "--quality-repeats", "1",
                 "--tune-instances", "1", "--skip-speed", "--no-tune-prior", "--no-tune-ridge",
                 "--no-learner-routes", "--out", str(out)])
