@@ -15,7 +15,8 @@ demand").
 ``one_hit_first: true`` (default false) evicts, among the adapters of share 0, those not
 requested again since they were loaded before the others (LRU within each group): S3-FIFO's
 filter of one-hit adapters (it paged less than the LRU order in 69 of 88 tuning instances;
-docs/router-results.md, "S3-FIFO's one-hit filter inside the demand order").
+docs/router-results.md, "S3-FIFO's one-hit filter inside the demand order"). The routing
+benchmark's learner-routes form and ``policies/demand.yaml`` set it.
 Each decision reads every unpinned resident: meant for adapter catalogues (hundreds to a few
 thousand residents), not for object caches of millions.
 """
