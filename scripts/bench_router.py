@@ -278,6 +278,13 @@ def _with(settings: dict, path, value) -> dict:
     return {**settings, path: value}
 
 
+def _stats_of(runs: list[dict]) -> dict:
+    return {"objectives": [r["objective"] for r in runs],
+            "mean_objective": statistics.fmean(r["objective"] for r in runs),
+            "median_regret": statistics.median(r["regret"] for r in runs),
+            "median_paging_s": statistics.median(r["total_paging_s"] for r in runs)}
+
+
 def tune_strategy(label, n_arms, seeds, args, device, base_config, bounds=None, reused=None):
     """Coordinate search of the strategy's stages on the tuning instances, by mean objective;
     with ``bounds`` (median regret and median paging caps) among the settings within both
@@ -303,11 +310,7 @@ def tune_strategy(label, n_arms, seeds, args, device, base_config, bounds=None, 
         if key not in tried:
             runs = run_many([(label, settings, s, n_arms, args, device, base_config, 10_000 + i)
                              for i, s in enumerate(seeds)], args)
-            tried[key] = {
-                "objectives": [r["objective"] for r in runs],
-                "mean_objective": statistics.fmean(r["objective"] for r in runs),
-                "median_regret": statistics.median(r["regret"] for r in runs),
-                "median_paging_s": statistics.median(r["total_paging_s"] for r in runs)}
+            tried[key] = _stats_of(runs)
         if bounds is not None and "within_bounds" not in tried[key]:
             tried[key]["within_bounds"] = (
                 tried[key]["median_regret"] <= bounds["regret_cap"]
@@ -355,13 +358,6 @@ def learner_routes_settings(reference: str, reference_chosen: dict) -> dict:
     if reference.startswith("greedy"):
         learner["router.linucb.alpha"] = 0.0
     return {**learner, **LEARNER_ROUTES}
-
-
-def _stats_of(runs: list[dict]) -> dict:
-    return {"objectives": [r["objective"] for r in runs],
-            "mean_objective": statistics.fmean(r["objective"] for r in runs),
-            "median_regret": statistics.median(r["regret"] for r in runs),
-            "median_paging_s": statistics.median(r["total_paging_s"] for r in runs)}
 
 
 def learner_routes_stage(tuning, n_arms, args, device, base_config) -> dict:
