@@ -34,8 +34,10 @@ baseline's objective), and each baseline held to the same test against the other
 RESULT...`` prints those as docs/router.md's rows, ``--summary RESULT...`` as README's
 (beside the reported figures of the run each names), ``--differences RESULT...`` POLAR+'s
 objective minus each cache-unaware baseline's with the 95 % interval of the median difference
-(the criterion stated on a family of instances instead of by counts on five), and ``--rescore
-RESULT`` recomputes the criterion part of a saved result from its per-instance figures:
+(the criterion stated on a family of instances instead of by counts on five), ``--rescore
+RESULT`` recomputes the criterion part of a saved result from its per-instance figures, and
+``--first-of RESULT --instances K --out NEW`` writes a saved result cut to its first K
+instances (what a replay of K gives: a 60-instance check is also the 20-instance one):
 
     python scripts/router_variants.py --arms 64 --instances 20 --family fresh --jobs 2 \
         --from-json docs/results/bench_router-linear-64-t8-ridge.json
