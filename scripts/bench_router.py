@@ -808,7 +808,7 @@ def parse_args(argv=None):
         args.quality_repeats = min(args.quality_repeats, 2)
         args.tune_instances = min(args.tune_instances, 1)
         args.routes_instances = min(args.routes_instances, 2)  # one scored instance
-    if args.routes_instances <= args.tune_instances:
+    if args.learner_routes and args.routes_instances <= args.tune_instances:
         p.error(f"--routes-instances {args.routes_instances} is not above --tune-instances "
                 f"{args.tune_instances}: the stage scores the instances the tuning did not use")
     return args

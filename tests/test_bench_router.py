@@ -737,6 +737,7 @@ def test_learner_routes_stage(bench, tmp_path):
     for few in ("4", "8"):  # the stage scores instances the tuning did not use
         with pytest.raises(SystemExit):
             bench.parse_args(["--tune-instances", "8", "--routes-instances", few])
+    assert bench.parse_args(["--tune-instances", "30", "--no-learner-routes"]).tune_instances == 30
     # Its further instances are held out from the reported ones too: tuning seeds 12357 +
     # 7919 r meet the reported 20276 at r = 1, a seed only the stage uses.
     argv = ["--arms", "16", "--quality-repeats", "1", "--tune-instances", "1",
