@@ -287,6 +287,13 @@ def _stats_of(runs: list[dict]) -> dict:
             "median_paging_s": statistics.median(r["total_paging_s"] for r in runs)}
 
 
+def _tuning_figures(stats: dict) -> dict:
+    """A strategy's figures on the tuning instances (``_stats_of`` them), as the JSON keeps them."""
+    return {"tuning_objective": stats["mean_objective"], "tuning_objectives": stats["objectives"],
+            "tuning_median_regret": stats["median_regret"],
+            "tuning_median_paging_s": stats["median_paging_s"]}
+
+
 def tune_strategy(label, n_arms, seeds, args, device, base_config, bounds=None, reused=None):
     """Coordinate search of the strategy's stages on the tuning instances, by mean objective;
     with ``bounds`` (median regret and median paging caps) among the settings within both
@@ -336,13 +343,9 @@ def tune_strategy(label, n_arms, seeds, args, device, base_config, bounds=None, 
     # A baseline with nothing to tune (greedy + LRU) is measured on the tuning instances too:
     # it can be the reference of POLAR+'s bounds.
     measure = bool(stages) or label in CACHE_UNAWARE
-    out = {"chosen": chosen,
-           "tuning_objective": measured(chosen)["mean_objective"] if measure else None,
+    figures = _tuning_figures(measured(chosen)) if measure else {"tuning_objective": None}
+    out = {"chosen": chosen, **figures,
            "tried": [{"settings": json.loads(k), **tried[k]} for k in used]}
-    if measure:
-        out["tuning_objectives"] = measured(chosen)["objectives"]
-        out["tuning_median_regret"] = measured(chosen)["median_regret"]
-        out["tuning_median_paging_s"] = measured(chosen)["median_paging_s"]
     if bounds is not None:
         out["bounds"] = {**bounds, "chosen_within": measured(chosen)["within_bounds"],
                          # None: not needed; True / False: it found a setting within or not
@@ -423,7 +426,7 @@ def learner_routes_stage(tuning, n_arms, args, device, base_config) -> dict:
     taken = candidates[best]
     plus = tuning["polar+"]
     if taken["routes_of"] is not None:
-        plus.update(chosen=taken["settings"], **_tuning_figures(on_tuning[best]))
+        plus.update(chosen=taken["settings"], **_tuning_figures(_stats_of(on_tuning[best])))
         if "bounds" in plus:
             plus["bounds"]["chosen_within"] = (
                 plus["tuning_median_regret"] <= plus["bounds"]["regret_cap"]
@@ -432,14 +435,6 @@ def learner_routes_stage(tuning, n_arms, args, device, base_config) -> dict:
             "reference": reference, "regret_cap": regret_cap, "paging_cap_s": paging_cap,
             "baselines": baselines, "candidates": candidates, "routes_of": taken["routes_of"],
             "taken": taken["routes_of"] is not None, "settings": taken["settings"]}
-
-
-def _tuning_figures(runs: list[dict]) -> dict:
-    """A strategy's figures on the tuning instances, as ``tune_strategy`` writes them."""
-    stats = _stats_of(runs)
-    return {"tuning_objective": stats["mean_objective"], "tuning_objectives": stats["objectives"],
-            "tuning_median_regret": stats["median_regret"],
-            "tuning_median_paging_s": stats["median_paging_s"]}
 
 
 # The inputs a tuning measurement depends on: --reuse-tuning refuses a JSON that differs in any.
