@@ -3,13 +3,13 @@
 The shipped model (``edge train-eviction --objective imitation``, models/MANIFEST) fits a linear
 score to each decision's hindsight ranking by least squares, which weighs every candidate's
 rank alike, though a decision only acts on its first victims. This probe collects the same data
-as the MANIFEST's command (the same traces, budgets, candidates and seed; its least-squares
-weights are printed to check that) and fits the same linear score by softmax cross-entropy per
-decision instead (ListNet: the target distribution is the softmax of the hindsight ranks over
-``--tau``, so a small tau weighs the top victims most), then replays each on the selection
-traces (``bench_eviction.py --workloads selection``: seeds 71-76, never reported) at 5, 20 and
-50 % of the working set with the numpy forward pass (equal to ONNX Runtime's to 1e-5,
-``tests/test_learned_onnx.py``).
+as the MANIFEST's command (the same traces, budgets, candidates and seed; it checks that its
+least-squares fit is the shipped model's parameters) and fits the same linear score by softmax
+cross-entropy per decision instead (ListNet: the target distribution is the softmax of the
+hindsight ranks over ``--tau``, so a small tau weighs the top victims most), then replays each
+on the selection traces (``bench_eviction.py --workloads selection``: seeds 71-76, never
+reported) at 5, 20 and 50 % of the working set with the numpy forward pass (equal to ONNX
+Runtime's to 1e-5, ``tests/test_learned_onnx.py``).
 
     python scripts/probe_listwise_fit.py --tau 0.3 1 3 --out docs/results/probe_listwise_fit.json
 
@@ -32,14 +32,15 @@ from benchlib import emit, machine  # noqa: E402
 from edge.learned import train as T  # noqa: E402
 from edge.learned.network import DuelingQNet  # noqa: E402
 from edge.learned.train_command import generate_trace, parse_generate  # noqa: E402
-from edge.sim.specs import working_set_bytes  # noqa: E402
+from edge.sim.specs import parse_budget_list, working_set_bytes  # noqa: E402
 
 # The MANIFEST's training command, as data.
 CANDIDATES = dict(k_tail=8, k_rand=104, k_head=16)
 TRAINING = ["scan:requests=100000,objects=2000,sigma=1,seed=1,period=10000,burst=2000",
             "tenants:requests=100000,objects=400,tenants=8,sigma=1,seed=2"]
-TRAINING_BUDGETS = (0.05, 0.2)
+TRAINING_BUDGETS = "5%,20%"  # --budget, read by the command's parser
 EVALUATION_BUDGETS = (0.05, 0.2, 0.5)
+SHIPPED_PARAMETERS = Path(__file__).resolve().parents[1] / "models" / "eviction.npz"
 
 
 class CollectingAgent(T.ImitationAgent):
@@ -60,6 +61,8 @@ class CollectingAgent(T.ImitationAgent):
 
 
 def budget_of(trace, fraction: float) -> int:
+    """bench_eviction.py's budget: the fraction of the working set, at least the largest
+    object."""
     return max(int(fraction * working_set_bytes(trace.keys, trace.sizes)), int(trace.sizes.max()))
 
 
@@ -69,7 +72,8 @@ def collect(seed: int) -> CollectingAgent:
     for spec in TRAINING:
         trace = generate_trace(*parse_generate(spec))
         prepared = T.prepare_trace(trace, spec)
-        pairs += [(prepared, budget_of(trace, f)) for f in TRAINING_BUDGETS]
+        working_set = working_set_bytes(trace.keys, trace.sizes)
+        pairs += [(prepared, b.nbytes) for b in parse_budget_list(TRAINING_BUDGETS, working_set)]
     config = T.TrainConfig(objective="imitation", seed=seed, **CANDIDATES)
     rng = np.random.default_rng(config.seed)
     agent = CollectingAgent(rng)
@@ -153,6 +157,11 @@ def main() -> None:
           f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
     names = [T.INPUT_NAMES[c] for c in agent.columns]
     weights, intercept, _ = agent.solve()
+    shipped_parameters = np.load(SHIPPED_PARAMETERS)
+    gap = max(float(np.abs(v - shipped_parameters[k]).max())
+              for k, v in DuelingQNet.linear(weights, intercept).parameters().items())
+    print(f"least squares against {SHIPPED_PARAMETERS}: largest parameter difference {gap:.1e}",
+          file=sys.stderr)
     fits = {"least squares (shipped)": {
         "weights": dict(zip(names, weights[agent.columns].tolist(), strict=True)),
         "hit_ratio": selection_hit_ratios(DuelingQNet.linear(weights, intercept),
@@ -177,6 +186,7 @@ def main() -> None:
           "inputs": {"training": TRAINING, "training_budgets": TRAINING_BUDGETS,
                      "candidates": CANDIDATES, "seed": args.seed, "requests": args.requests,
                      "evaluation_budgets": EVALUATION_BUDGETS},
+          "least_squares_vs_shipped_max_abs_difference": gap,
           "fits": fits, "wall_seconds": time.perf_counter() - start}, args.out)
 
 
