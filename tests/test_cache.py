@@ -352,3 +352,23 @@ def test_missing_loader_in_acquire_many_and_prefetch_leaves_nothing_behind():
     with cache.acquire("miss", lambda key: ("w", 10)) as value:
         assert value == "w"
     cache.close()
+
+
+@pytest.mark.parametrize("key", ["adapter-a", ("layer", 3), 2**63 + 5, -4, 7],
+                         ids=["name", "tuple", "int-past-2**63", "negative-int", "int"])
+def test_an_evicted_key_of_any_kind_comes_back_with_its_history(key):
+    """The C core's ghost list (past accesses, past residencies: inputs of the learned policy)
+    knows a returning object by its C id. An adapter's name, like any key the C table cannot
+    take as itself, must get the same id at every load, not a new one (until 2026-12-06 it got
+    a new one, and the daemon's adapters always looked new)."""
+    now = 0.0
+    cache, _ = make(budget=100, clock=lambda: now)
+    for other, t in ((key, 0.0), (key, 1.0), (key, 2.0), ("other", 3.0), (key, 4.0)):
+        now = t  # three accesses in a first residency, evicted by "other", loaded again
+        with cache.acquire(other):
+            pass
+    view = cache.view
+    row = dict(zip(view.feature_names, view.features([view.slot_of(key)])[0].tolist(),
+                   strict=True))
+    assert (row["past_accesses"], row["past_residencies"]) == (3.0, 1.0)
+    assert (row["accesses"], row["residency"]) == (1.0, 0.0)

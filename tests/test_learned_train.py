@@ -46,7 +46,7 @@ from edge.learned.train_command import generate_trace, parse_generate, train_evi
 from edge.sim import generate as gen
 from edge.sim.replay import replay_arrays, replay_trace
 from edge.sim.specs import working_set_bytes
-from edge.sim.trace import Trace, write_trace
+from edge.sim.trace import Trace, key_id, write_trace
 
 
 def bursty(seed: int, n: int = 15_000) -> Trace:
@@ -240,13 +240,22 @@ def test_trained_policy_beats_lru_on_a_held_out_trace(trained):
     assert reversed_order.hit_ratio < lru.hit_ratio
 
 
-@pytest.mark.parametrize("k_head", [0, 4])
-def test_evaluation_equals_the_daemons_learned_policy(trained, tmp_path, k_head):
+@pytest.mark.parametrize("k_head, named", [(0, False), (4, False), (4, True)])
+def test_evaluation_equals_the_daemons_learned_policy(trained, tmp_path, k_head, named):
+    """``named``: the keys are names, as an access log's adapters are (hashed to 64-bit ids,
+    most of them past the C table's direct range): the cache must give a returning name its
+    history as it gives a small integer key (the training replay numbers objects 0, 1, ...)."""
     from edge.learned.onnx_model import export_onnx
 
     model = tmp_path / "m.onnx"
     export_onnx(trained.net, model)
     held_out = bursty(2, 6000)
+    if named:
+        ids = np.array([key_id(f"adapter-{k}") for k in range(int(held_out.keys.max()) + 1)],
+                       dtype=np.uint64)
+        held_out = Trace(held_out.times, ids[held_out.keys], held_out.sizes,
+                         held_out.load_costs)
+        assert (held_out.keys >= 2**63).any()
     budget = budget_of(held_out, 0.05)
     [ours] = evaluate(trained.net, [Run(prepare_trace(held_out, "h"), budget)], k_head=k_head)
     [daemon] = replay_trace(held_out, [CacheConfig(policy="learned", policy_params={

@@ -234,6 +234,10 @@ class PagedCache:
         self._demand: dict[Hashable, float] = {}
         self._reserved = 0
         self._next_id = _DIRECT_KEY_LIMIT
+        # Every other key's C id, kept for the cache's life: an object evicted and loaded again
+        # must come back under the same id, or the C core's ghost list (the history the learned
+        # policy reads) would not know it. One entry per distinct such key ever loaded.
+        self._c_key_of: dict[Hashable, int] = {}
         self._executor = (ThreadPoolExecutor(load_workers, thread_name_prefix="edge-load")
                           if load_workers else None)
         self._closed = False
@@ -710,8 +714,11 @@ class PagedCache:
     def _c_key_for(self, key: Hashable) -> int:
         if type(key) is int and 0 <= key < _DIRECT_KEY_LIMIT:
             return key
-        self._next_id += 1
-        return self._next_id
+        c_key = self._c_key_of.get(key)
+        if c_key is None:
+            self._next_id += 1
+            c_key = self._c_key_of[key] = self._next_id
+        return c_key
 
     def _insert(self, item: _Loaded, extra_pins: int) -> None:
         pins = extra_pins + item.flight.waiters
