@@ -8,6 +8,7 @@ policy through ONNX Runtime) for the trained policy's evaluation.
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -296,6 +297,8 @@ def test_cli_trains_evaluates_and_writes_its_outputs(tmp_path):
     assert all(r["hit_ratio"] <= bound[r["trace"], r["budget"]] + 1e-12 for r in rows)
     assert report["training"]["seed"] == 4 and report["training"]["train_config"]["k_rand"] == 8
     assert report["training"]["requests"] == 2 * (3000 + 2000)
+    # What a policy file pins: the printed sha256 is the written file's.
+    assert f"sha256 {hashlib.sha256(out.read_bytes()).hexdigest()}  {out}" in result.output
     # The ONNX model is the trained network: ONNX Runtime's Q equals numpy's on the .npz.
     from edge.learned.serving import OnnxScorer
 

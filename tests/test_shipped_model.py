@@ -99,3 +99,16 @@ def test_onnx_output_equals_numpy_forward_of_the_shipped_parameters():
     np.testing.assert_allclose(onnx_q, net.forward(x), rtol=1e-5, atol=1e-5)
     # Not a degenerate model: it ranks candidates differently.
     assert np.ptp(net.eviction_preference(x)) > 1e-3
+
+
+def test_train_eviction_help_names_the_shipped_models_options(manifest):
+    """``edge train-eviction --help`` tells a user how the shipped model was trained: the
+    options it names are the MANIFEST command's, value for value."""
+    import shlex
+
+    from edge.learned.train_command import train_eviction
+
+    argv = shlex.split(manifest["training"]["command"])
+    named = ("--objective", "--k-tail", "--k-head", "--k-rand", "--one-hit-weights")
+    wanted = " ".join(f"{flag} {argv[argv.index(flag) + 1]}" for flag in named)
+    assert wanted in " ".join(train_eviction.help.split())

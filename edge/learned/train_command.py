@@ -213,7 +213,13 @@ def _save_parameters(net: DuelingQNet, path: Path) -> None:
 def train_eviction(trace_paths, generate_specs, budget_text, out_path, eval_paths, eval_json,
                    seed, episodes, horizon, k_tail, k_rand, k_head, hidden,
                    size_scaled_reward, objective, one_hit_text, show_progress):
-    """Train the learned eviction policy offline on replayed traces and export it as ONNX."""
+    """Train the learned eviction policy offline on replayed traces and export it as ONNX.
+
+    The shipped model (models/MANIFEST) is --objective imitation --k-tail 8 --k-head 16
+    --k-rand 104 --one-hit-weights 0; the defaults are Cold-RL's DQN over 16 + 16 candidates.
+    To learn from what a device served, train on its access log (docs/daemon.md, "Access log")
+    and serve the model with cache.policy_params.model (its candidate rule comes with it).
+    """
     if not trace_paths and not generate_specs:
         raise click.UsageError("give at least one --trace or --generate")
     try:
@@ -281,6 +287,8 @@ def train_eviction(trace_paths, generate_specs, budget_text, out_path, eval_path
     write_atomic(eval_json, (json.dumps(document, indent=2) + "\n").encode())
     click.echo(f"wrote {out_path if sha256 else '(no ONNX: onnx is not installed)'}, "
                f"{out_path.with_suffix('.npz')}, {eval_json}", err=True)
+    if sha256:  # what a policy file pins (cache.policy_params.sha256)
+        click.echo(f"sha256 {sha256}  {out_path}", err=True)
 
 
 def _export(net: DuelingQNet, path: Path, metadata: dict[str, Any]) -> str | None:
