@@ -341,11 +341,10 @@ def test_an_adapter_paged_in_again_comes_back_with_its_history():
     """The request path keys the cache by adapter name; a name evicted and paged in again must
     carry its earlier residencies into the feature matrix the learned policy reads (until
     2026-12-06 every page-in looked like an adapter never seen)."""
-    rt = runtime(config(budget=60 * MiB))  # one adapter at a time
-    for name in ("sql", "poetry", "sql", "legal", "sql"):
-        rt.handle(InferenceRequest(prompt="x", adapter=name))
-    view = rt.cache.view
-    row = dict(zip(view.feature_names, view.features([view.slot_of("sql")])[0].tolist(),
-                   strict=True))
+    with runtime(config(budget=60 * MiB)) as rt:  # one adapter at a time
+        for name in ("sql", "poetry", "sql", "legal", "sql"):
+            rt.handle(InferenceRequest(prompt="x", adapter=name))
+        view = rt.cache.view
+        row = dict(zip(view.feature_names, view.features([view.slot_of("sql")])[0].tolist(),
+                       strict=True))
     assert (row["past_residencies"], row["past_accesses"]) == (2.0, 2.0)
-    rt.close()

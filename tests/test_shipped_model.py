@@ -5,6 +5,7 @@ ONNX output is the numpy forward pass of its shipped parameters."""
 from __future__ import annotations
 
 import hashlib
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from edge.learned.network import (
 )
 from edge.learned.onnx_model import SHIPPED_MODEL_PATH, load_model_file
 from edge.learned.serving import OnnxScorer
+from edge.learned.train_command import train_eviction
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
@@ -104,10 +106,6 @@ def test_onnx_output_equals_numpy_forward_of_the_shipped_parameters():
 def test_train_eviction_help_names_the_shipped_models_options(manifest):
     """``edge train-eviction --help`` tells a user how the shipped model was trained: the
     options it names are the MANIFEST command's, value for value."""
-    import shlex
-
-    from edge.learned.train_command import train_eviction
-
     argv = shlex.split(manifest["training"]["command"])
     named = ("--objective", "--k-tail", "--k-head", "--k-rand", "--one-hit-weights")
     wanted = " ".join(f"{flag} {argv[argv.index(flag) + 1]}" for flag in named)
