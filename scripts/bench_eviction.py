@@ -146,11 +146,18 @@ def oracle_result(trace: Trace, budget: int) -> dict:
             "byte_hit_ratio": None}  # PFOO-L bounds hits, not bytes
 
 
+def budget_bytes(trace: Trace, fraction: float, working_set: int | None = None) -> int:
+    """The benchmark's budget: ``fraction`` of the trace's working set, never below its largest
+    object (which could otherwise never be admitted)."""
+    if working_set is None:
+        working_set = working_set_bytes(trace.keys, trace.sizes)
+    return max(int(fraction * working_set), int(trace.sizes.max()))
+
+
 def compare_on(scorer: OnnxScorer, name: str, trace: Trace, k_tail: int, k_rand: int,
                k_head: int, lcs_path: Path | None = None, lcs=None) -> dict:
     working_set = working_set_bytes(trace.keys, trace.sizes)
-    budgets = {label: max(int(frac * working_set), int(trace.sizes.max()))
-               for label, frac in BUDGETS.items()}
+    budgets = {label: budget_bytes(trace, frac, working_set) for label, frac in BUDGETS.items()}
     order = list(budgets.values())
     learned = learned_results(scorer, trace, name, order, k_tail, k_rand, k_head)
     classical = replay_trace(trace, list(CLASSICAL), order)

@@ -38,7 +38,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_eviction import BUDGETS, WORKLOAD_SETS, generated_workloads  # noqa: E402
+from bench_eviction import (  # noqa: E402
+    BUDGETS,
+    WORKLOAD_SETS,
+    budget_bytes,
+    generated_workloads,
+)
 from benchlib import machine  # noqa: E402
 
 from edge.cache.policies import POLICIES, EvictionPolicy, register_policy  # noqa: E402
@@ -129,8 +134,7 @@ def _probe(requests: int, ghost: int, k_tail: int, k_rand: int, k_head: int,
         for label, fraction in BUDGETS.items():
             if label == "large":
                 continue  # every policy is within a point of the oracle there
-            # bench_eviction's rule: never below the largest object.
-            budget = max(int(working_set * fraction), int(trace.sizes.max()))
+            budget = budget_bytes(trace, fraction, working_set)
             row = {}
             for policy in CLASSICAL:
                 row[policy] = replay_arrays(trace.keys, trace.sizes, policy, budget,

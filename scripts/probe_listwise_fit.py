@@ -54,16 +54,11 @@ class CollectingAgent(T.ImitationAgent):
         self.rows_per_decision: list[int] = []
 
     def observe(self, inputs, decisions, replays) -> None:
-        super().observe(inputs, decisions, replays)
+        ranks = T.decision_ranks(self._runs, decisions, replays)
+        self.accumulate(inputs, ranks)
         self.inputs.append(inputs[:, self.columns].astype(np.float64))
-        self.ranks.append(T.decision_ranks(self._runs, decisions, replays))
+        self.ranks.append(ranks)
         self.rows_per_decision += [len(d.objects) for d in decisions]
-
-
-def budget_of(trace, fraction: float) -> int:
-    """bench_eviction.py's budget: the fraction of the working set, at least the largest
-    object."""
-    return max(int(fraction * working_set_bytes(trace.keys, trace.sizes)), int(trace.sizes.max()))
 
 
 def collect(seed: int) -> CollectingAgent:
@@ -131,7 +126,7 @@ def selection_hit_ratios(net: DuelingQNet, requests: int) -> dict[str, float]:
     for name, _, trace in bench_eviction.generated_workloads(requests, "selection"):
         prepared = T.prepare_trace(trace, name)
         for f in EVALUATION_BUDGETS:
-            runs.append(T.Run(prepared, budget_of(trace, f)))
+            runs.append(T.Run(prepared, bench_eviction.budget_bytes(trace, f)))
             names.append(f"{name} {f:.0%}")
     results = T.evaluate(net, runs, **CANDIDATES)
     return {n: r.hit_ratio for n, r in zip(names, results, strict=True)}

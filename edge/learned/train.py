@@ -911,7 +911,10 @@ class ImitationAgent(Agent):
         return preference
 
     def observe(self, inputs, decisions, replays) -> None:
-        t = decision_ranks(self._runs, decisions, replays)
+        self.accumulate(inputs, decision_ranks(self._runs, decisions, replays))
+
+    def accumulate(self, inputs: np.ndarray, t: np.ndarray) -> None:
+        """Add rows ``inputs`` with hindsight ranks ``t`` to the normal equations."""
         a = np.empty((len(t), len(self.columns) + 1))
         a[:, :-1] = inputs[:, self.columns]
         a[:, -1] = 1.0
